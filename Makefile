@@ -1,0 +1,41 @@
+# distkit — PGXS build.  The version lives in distkit.control only.
+EXTENSION  = distkit
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" distkit.control)
+
+MODULE_big = distkit
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+LUA_SCRIPTS = $(sort $(wildcard lua/*.lua))
+
+DATA_built = distkit--$(EXTVERSION).sql
+DATA = $(filter-out distkit--$(EXTVERSION).sql,$(wildcard distkit--*--*.sql))
+DOCS = README.md
+
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK = -lhiredis
+
+# pg_regress suite: run through test/run-tests.sh, which starts a
+# redis-server on a free loopback port and a temporary PostgreSQL.
+REGRESS = $(sort $(basename $(notdir $(filter-out sql/distkit.sql,$(wildcard sql/*.sql)))))
+REGRESS_OPTS = --temp-instance=$(DISTKIT_TMP)/pg --temp-config=$(DISTKIT_TMP)/postgresql.conf
+DISTKIT_TMP ?= $(CURDIR)/test/tmp
+
+EXTRA_CLEAN = src/lua_scripts.h distkit--$(EXTVERSION).sql
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+src/lua_scripts.h: $(LUA_SCRIPTS) src/embed-lua.sh
+	sh src/embed-lua.sh $(LUA_SCRIPTS) > $@.tmp && mv $@.tmp $@
+
+$(OBJS): src/lua_scripts.h $(wildcard src/*.h)
+
+distkit--$(EXTVERSION).sql: sql/distkit.sql distkit.control
+	( echo "-- Generated from sql/distkit.sql; do not edit."; cat $< ) > $@
+
+.PHONY: test demo bench
+test:
+	test/run-tests.sh
+demo:
+	test/demo.sh

@@ -1,0 +1,48 @@
+-- AUTH: ACL users and requirepass; passwords never shown to non-superusers
+-- nor in any message.
+\set raw `"$DISTKIT_REDIS_CTL" cli ACL SETUSER alice on '>s3cret-alice' '~*' '+@all'`
+SELECT :'raw' AS acl;
+SELECT set_config('distkit.redis_url', 'redis://alice:s3cret-alice@127.0.0.1:' || dk_port() || '/0', false) IS NOT NULL AS url_set;
+SELECT distkit_inc('auth');
+\set raw `"$DISTKIT_REDIS_CTL" cli CLIENT LIST | grep -c 'user=alice'`
+SELECT :'raw'::int >= 1 AS connected_as_alice;
+-- wrong password: 28P01, host:port named, password not
+SELECT set_config('distkit.redis_url', 'redis://alice:s3cret-wrong@127.0.0.1:' || dk_port() || '/0', false) IS NOT NULL AS url_set;
+SELECT dk_error($$SELECT distkit_inc('auth')$$);
+-- percent-escaped password
+\set raw `"$DISTKIT_REDIS_CTL" cli ACL SETUSER bob on '>s3cret/b@b' '~*' '+@all'`
+SELECT set_config('distkit.redis_url', 'redis://bob:s3cret%2Fb%40b@127.0.0.1:' || dk_port() || '/0', false) IS NOT NULL AS url_set;
+SELECT distkit_inc('auth');
+-- a user without the needed permissions
+\set raw `"$DISTKIT_REDIS_CTL" cli ACL SETUSER carol on '>s3cret-carol' '~*' '+@read' '+select'`
+SELECT set_config('distkit.redis_url', 'redis://carol:s3cret-carol@127.0.0.1:' || dk_port() || '/0', false) IS NOT NULL AS url_set;
+SELECT dk_error($$SELECT distkit_inc('auth')$$);
+
+-- requirepass (the default user): :password@ form, and a missing password
+\set raw `"$DISTKIT_REDIS_CTL" cli CONFIG SET requirepass s3cret-default`
+RESET distkit.redis_url;
+SELECT dk_error($$SELECT distkit_get('auth')$$);
+SELECT set_config('distkit.redis_url', 'redis://:s3cret-default@127.0.0.1:' || dk_port() || '/0', false) IS NOT NULL AS url_set;
+SELECT distkit_get('auth');
+
+-- a non-superuser cannot read the URL in any way
+CREATE ROLE dk_reader;
+SET ROLE dk_reader;
+SELECT dk_error($$SHOW distkit.redis_url$$);
+SELECT dk_error($$SELECT current_setting('distkit.redis_url')$$);
+SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name = 'distkit.redis_url';
+SELECT dk_error($$SET distkit.redis_url = 'redis://127.0.0.1:1/0'$$);
+SELECT dk_error($$SET distkit.prefix = 'mine'$$);
+-- but may use the counters
+SELECT distkit_get('auth');
+RESET ROLE;
+DROP ROLE dk_reader;
+-- a superuser can
+SELECT position('s3cret-default' IN current_setting('distkit.redis_url')) > 0 AS superuser_sees_it;
+
+-- clean up Redis for later tests
+\set raw `"$DISTKIT_REDIS_CTL" cli -a s3cret-default CONFIG SET requirepass ''`
+\set raw `"$DISTKIT_REDIS_CTL" cli ACL DELUSER alice bob carol`
+RESET distkit.redis_url;
+SELECT distkit_get('auth');
+SELECT distkit_clear();

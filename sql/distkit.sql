@@ -1,0 +1,71 @@
+-- distkit: distributed counters and rate limiters shared through Redis.
+-- This file is built into distkit--<version>.sql.
+
+\echo Use "CREATE EXTENSION distkit" to load this file. \quit
+
+-- How a counter call reaches Redis: 'strict' runs one atomic script per
+-- call; 'lax' buffers in shared memory and a background worker flushes.
+CREATE TYPE distkit_mode AS ENUM ('strict', 'lax');
+
+-- Counters.  Not transactional: an increment stays applied in Redis when
+-- the calling transaction rolls back.  NULL arguments raise errors
+-- (SQLSTATE 22004); a NULL mode means distkit.default_mode.
+
+CREATE FUNCTION distkit_inc(key text, delta bigint DEFAULT 1, mode distkit_mode DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_inc'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_inc(text, bigint, distkit_mode) IS
+'Add delta to a counter shared through Redis; returns the new value';
+
+CREATE FUNCTION distkit_dec(key text, delta bigint DEFAULT 1, mode distkit_mode DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_dec'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_dec(text, bigint, distkit_mode) IS
+'Subtract delta from a counter; returns the new value';
+
+CREATE FUNCTION distkit_get(key text, mode distkit_mode DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_get'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_get(text, distkit_mode) IS
+'Current value of a counter (0 when missing)';
+
+CREATE FUNCTION distkit_get_many(keys text[], mode distkit_mode DEFAULT NULL)
+RETURNS TABLE(key text, value bigint)
+AS 'MODULE_PATHNAME', 'distkit_get_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_get_many(text[], distkit_mode) IS
+'Values of several counters in one round trip, one row per key in input order';
+
+CREATE FUNCTION distkit_set(key text, value bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_set'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_set(text, bigint) IS
+'Set a counter; returns the value set';
+
+CREATE FUNCTION distkit_del(key text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_del'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_del(text) IS
+'Delete a counter; returns the value it had (0 if none)';
+
+CREATE FUNCTION distkit_clear()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_clear'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_clear() IS
+'Delete every counter under distkit.prefix; returns how many';
+-- Wipes every server's counters: not for everyone.
+REVOKE ALL ON FUNCTION distkit_clear() FROM PUBLIC;
+
+CREATE FUNCTION distkit_inc_if(key text, delta bigint, op text, operand bigint,
+                               OUT value bigint, OUT applied boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_inc_if'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_inc_if(text, bigint, text, bigint) IS
+'Add delta only if "current op operand" holds (op: = <> < <= > >=), atomically';

@@ -1,0 +1,49 @@
+/*-------------------------------------------------------------------------
+ *
+ * distkit.c
+ *		Entry point of the distkit extension.
+ *
+ * distkit gives SQL the distributed primitives that usually live in
+ * application libraries — counters first — shared by every PostgreSQL
+ * server that points at the same Redis.
+ *
+ * The code is split by subsystem:
+ *	redis.c		the only file that talks to Redis (hiredis): connection,
+ *				timeouts, cancellation, pipelining, scripts, error mapping
+ *	keys.c		the only file that builds Redis key names (distkit.prefix)
+ *	args.c		argument helpers shared by the SQL-callable functions
+ *	counter.c	strict counters (distkit_inc, distkit_get, ...)
+ * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
+ *
+ * _PG_init only calls each subsystem's init and reserves the GUC prefix.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "distkit.h"
+#include "keys.h"
+#include "redis.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+bool		DkPreloaded = false;
+
+/* Module load: define GUCs and set up each subsystem. */
+void
+_PG_init(void)
+{
+	DkPreloaded = process_shared_preload_libraries_in_progress;
+
+	DkRedisInit();
+	DkKeysInit();
+	DkCounterInit();
+
+	MarkGUCPrefixReserved("distkit");
+}

@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ *
+ * keys.c
+ *		Builds every Redis key distkit uses, and owns distkit.prefix.
+ *
+ * A user key K of kind T becomes "<prefix>:<T>:{<K'>}" where K' is K with
+ * '%' written as "%25" and '}' as "%7D".  So:
+ *  - distinct (kind, key) pairs never map to the same Redis key (the
+ *    encoding is injective and the kind sits before the brace);
+ *  - the hash tag is exactly {K'}: every Redis key belonging to one user
+ *    key (whatever its kind) hashes to one Redis Cluster slot, while
+ *    different user keys spread over all slots;
+ *  - keys stay readable in redis-cli: distkit:c:{user:42}.
+ * The prefix is limited to [A-Za-z0-9_.-] so that SCAN patterns built from
+ * it need no escaping and it cannot contain a brace.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "keys.h"
+
+static char *key_prefix = NULL;
+
+/* GUC check hook: a prefix of 1-64 characters from [A-Za-z0-9_.-]. */
+static bool
+CheckPrefix(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+	size_t		len = p ? strlen(p) : 0;
+
+	if (len == 0 || len > 64)
+	{
+		GUC_check_errdetail("distkit.prefix must have 1 to 64 characters.");
+		return false;
+	}
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char) p[i]) && p[i] != '_' && p[i] != '.' && p[i] != '-')
+		{
+			GUC_check_errdetail("distkit.prefix may contain only letters, digits, '_', '.' and '-'.");
+			return false;
+		}
+	return true;
+}
+
+/* Defines distkit.prefix. */
+void
+DkKeysInit(void)
+{
+	DefineCustomStringVariable("distkit.prefix",
+							   "Namespace of every Redis key distkit writes.",
+							   "1 to 64 characters from [A-Za-z0-9_.-].",
+							   &key_prefix,
+							   "distkit",
+							   PGC_SUSET,
+							   0,
+							   CheckPrefix, NULL, NULL);
+}
+
+/* The current prefix. */
+const char *
+DkKeyPrefix(void)
+{
+	return key_prefix;
+}
+
+/* Redis key for (kind, key); key need not be NUL-terminated. */
+char *
+DkKeyBuild(const char *kind, const char *key, size_t keylen, size_t *len)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s:%s:{", key_prefix, kind);
+	for (size_t i = 0; i < keylen; i++)
+	{
+		if (key[i] == '%')
+			appendBinaryStringInfo(&buf, "%25", 3);
+		else if (key[i] == '}')
+			appendBinaryStringInfo(&buf, "%7D", 3);
+		else
+			appendStringInfoChar(&buf, key[i]);
+	}
+	appendStringInfoChar(&buf, '}');
+	if (len)
+		*len = buf.len;
+	return buf.data;
+}
+
+/* Validate a user key (1 to 1024 bytes) and build its Redis key. */
+char *
+DkKeyFromText(const char *kind, text *key, const char *argname, size_t *len)
+{
+	size_t		keylen = VARSIZE_ANY_EXHDR(key);
+
+	if (keylen == 0 || keylen > DK_MAX_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be 1 to %d bytes long, not %zu",
+						argname, DK_MAX_KEY_BYTES, keylen),
+				 errhint("Any non-empty text up to %d bytes is a valid key.", DK_MAX_KEY_BYTES)));
+	return DkKeyBuild(kind, VARDATA_ANY(key), keylen, len);
+}
+
+/* SCAN MATCH pattern for every key of a kind under the current prefix. */
+char *
+DkKeyPattern(const char *kind)
+{
+	return psprintf("%s:%s:{*", key_prefix, kind);
+}
+
+/* The user key, quoted for messages, cut to 64 bytes. */
+char *
+DkKeyQuote(text *key)
+{
+	char	   *s = text_to_cstring(key);
+
+	if (strlen(s) > 64)
+	{
+		s[pg_mbcliplen(s, strlen(s), 64)] = '\0';
+		return psprintf("\"%s...\"", s);
+	}
+	return psprintf("\"%s\"", s);
+}

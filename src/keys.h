@@ -1,0 +1,19 @@
+/*
+ * keys.h — the one place that builds Redis key names.
+ */
+#ifndef DISTKIT_KEYS_H
+#define DISTKIT_KEYS_H
+
+#define DK_MAX_KEY_BYTES 1024
+
+/* Kinds of Redis keys; each primitive has its own letters. */
+#define DK_KIND_COUNTER "c"
+
+extern void DkKeysInit(void);
+extern char *DkKeyFromText(const char *kind, text *key, const char *argname, size_t *len);
+extern char *DkKeyBuild(const char *kind, const char *key, size_t keylen, size_t *len);
+extern char *DkKeyPattern(const char *kind);
+extern const char *DkKeyPrefix(void);
+extern char *DkKeyQuote(text *key);
+
+#endif

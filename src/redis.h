@@ -1,0 +1,67 @@
+/*
+ * redis.h — the one module that talks to Redis (through hiredis).
+ *
+ * Callers build commands with DkCmd*, run them with DkRedisRun (one
+ * pipelined round trip for any number of commands) and get back DkReply
+ * trees copied into palloc memory, so no hiredis memory ever escapes this
+ * module and every error path can simply ereport.
+ */
+#ifndef DISTKIT_REDIS_H
+#define DISTKIT_REDIS_H
+
+#include "lua_scripts.h"
+
+typedef enum DkReplyType
+{
+	DK_REPLY_NIL,
+	DK_REPLY_STRING,			/* bulk or status string */
+	DK_REPLY_INTEGER,
+	DK_REPLY_ARRAY,
+	DK_REPLY_ERROR
+} DkReplyType;
+
+typedef struct DkReply
+{
+	DkReplyType type;
+	long long	integer;
+	char	   *str;			/* NUL-terminated copy (STRING, ERROR) */
+	size_t		len;
+	int			nelem;
+	struct DkReply **elem;
+} DkReply;
+
+/* One command: argv with lengths, and the script it runs (or -1). */
+typedef struct DkCmd
+{
+	int			argc;
+	int			cap;
+	const char **argv;
+	size_t	   *argvlen;
+	int			script;			/* DkLuaScriptId for EVALSHA, else -1 */
+} DkCmd;
+
+/* How a failure after the request was sent must be reported. */
+typedef enum DkSafety
+{
+	DK_IDEMPOTENT,				/* may be retried once on a new connection */
+	DK_NOT_IDEMPOTENT			/* outcome unknown: SQLSTATE 08007 */
+} DkSafety;
+
+extern void DkRedisInit(void);
+
+extern DkCmd *DkCmdNew(const char *name);
+extern DkCmd *DkCmdScript(DkLuaScriptId script, int nkeys);
+extern void DkCmdArg(DkCmd *cmd, const char *arg, size_t len);
+extern void DkCmdArgStr(DkCmd *cmd, const char *arg);
+extern void DkCmdArgInt(DkCmd *cmd, int64 value);
+
+extern DkReply **DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety);
+extern DkReply *DkRedisRunOne(DkCmd *cmd, DkSafety safety);
+
+extern void DkReplyRaiseError(const DkReply *reply, const char *what) pg_attribute_noreturn();
+extern int64 DkReplyInt64(const DkReply *reply, const char *what);
+extern bool DkRedisConnected(void);
+extern void DkRedisDisconnect(void);
+extern char *DkRedisEndpoint(void);
+
+#endif

@@ -1,0 +1,92 @@
+#!/bin/bash
+# Runs distkit's whole test suite against real servers.
+#
+# As root (CI, a fresh machine): installs dependencies, builds and installs
+# (test/setup.sh), copies the tree to a directory the unprivileged user
+# owns and re-runs itself there as that user (PostgreSQL refuses root).
+# As any other user: expects distkit installed and runs the suites:
+#   1. pg_regress (make installcheck) against a temporary PostgreSQL with
+#      shared_preload_libraries = distkit and a redis-server on a free
+#      loopback port, both stopped afterwards, also on failure;
+#   2. the multi-server and fault tests under test/t (TAP, prove).
+# Prints "distkit: N passed, M failed" last and exits non-zero on failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+DISTKIT_USER=${DISTKIT_USER:-distkit}
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+
+if [ "$(id -u)" = 0 ]; then
+	"$here/test/setup.sh"
+	work=${DISTKIT_WORKDIR:-/tmp/distkit-test}
+	rm -rf "$work"
+	mkdir -p "$work"
+	(cd "$here" && tar --exclude=./test/tmp --exclude=./results -cf - .) | tar -xf - -C "$work"
+	chown -R "$DISTKIT_USER:" "$work"
+	exec runuser -u "$DISTKIT_USER" -- env PATH="$PATH" CI="${CI:-}" PG_CONFIG="$PG_CONFIG" \
+		bash "$work/test/run-tests.sh" "$@"
+fi
+
+cd "$here"
+export PATH="$($PG_CONFIG --bindir):$PATH"
+tmp="$here/test/tmp"
+rm -rf "$tmp"
+mkdir -p "$tmp"
+export DISTKIT_REDIS_DIR="$tmp/redis"
+export DISTKIT_REDIS_CTL="$here/test/redis-ctl.sh"
+
+cleanup() {
+	"$DISTKIT_REDIS_CTL" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+
+passed=0
+failed=0
+
+# 0. packaging metadata
+if ./test/check-meta.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+# 1. pg_regress
+"$DISTKIT_REDIS_CTL" init "$DISTKIT_REDIS_DIR"
+export DISTKIT_REDIS_PORT=$("$DISTKIT_REDIS_CTL" port)
+export DISTKIT_REDIS_SOCK=$("$DISTKIT_REDIS_CTL" sock)
+cat >"$tmp/postgresql.conf" <<CONF
+shared_preload_libraries = 'distkit'
+distkit.redis_url = 'redis://127.0.0.1:$DISTKIT_REDIS_PORT/0'
+log_min_messages = info
+CONF
+set +e
+make -s installcheck PG_CONFIG="$PG_CONFIG" DISTKIT_TMP="$tmp" 2>&1 | tee "$tmp/regress.out"
+rc=${PIPESTATUS[0]}
+set -e
+n_ok=$(grep -cE '\.\.\. ok|     ok  ' "$tmp/regress.out" || true)
+n_bad=$(grep -cE '\.\.\. FAILED|     FAILED  ' "$tmp/regress.out" || true)
+passed=$((passed + n_ok))
+failed=$((failed + n_bad))
+if [ "$rc" != 0 ] && [ "$n_bad" = 0 ]; then failed=$((failed + 1)); fi
+if [ -f regression.diffs ]; then cat regression.diffs; fi
+
+# secrets must never reach the server log
+if grep -l "s3cret" log/postmaster.log >/dev/null 2>&1; then
+	echo "FAILED: a test password appears in the PostgreSQL log"
+	failed=$((failed + 1))
+else
+	passed=$((passed + 1))
+fi
+"$DISTKIT_REDIS_CTL" stop
+
+# 2. TAP tests (multi-server, faults)
+if ls test/t/*.pl >/dev/null 2>&1; then
+	set +e
+	PERL5LIB="$($PG_CONFIG --pgxs | sed 's#/src/makefiles/pgxs.mk##')/src/test/perl" \
+		prove -v test/t/*.pl 2>&1 | tee "$tmp/tap.out"
+	trc=${PIPESTATUS[0]}
+	set -e
+	t_ok=$(grep -cE '^ok [0-9]+' "$tmp/tap.out" || true)
+	t_bad=$(grep -cE '^not ok [0-9]+' "$tmp/tap.out" || true)
+	passed=$((passed + t_ok))
+	failed=$((failed + t_bad))
+	if [ "$trc" != 0 ] && [ "$t_bad" = 0 ]; then failed=$((failed + 1)); fi
+fi
+
+echo "distkit: $passed passed, $failed failed"
+[ "$failed" = 0 ]
