@@ -16,8 +16,12 @@ DISTKIT_USER=${DISTKIT_USER:-distkit}
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 if [ "$(id -u)" = 0 ]; then
+	# one test run at a time per machine: "make install" writes the
+	# system-wide extension directory (the lock is held until we exit)
+	exec 9>/tmp/distkit-test.lock
+	flock 9
 	"$here/test/setup.sh"
-	work=${DISTKIT_WORKDIR:-/tmp/distkit-test}
+	work=${DISTKIT_WORKDIR:-/tmp/distkit-test-$(printf '%s' "$here" | md5sum | cut -c1-8)}
 	rm -rf "$work"
 	mkdir -p "$work"
 	(cd "$here" && tar --exclude=./test/tmp --exclude=./results -cf - .) | tar -xf - -C "$work"
