@@ -38,7 +38,21 @@ SELECT distkit_get('auth');
 RESET ROLE;
 DROP ROLE dk_reader;
 -- a superuser can
-SELECT position('s3cret-default' IN current_setting('distkit.redis_url')) > 0 AS superuser_sees_it;
+SELECT current_setting('distkit.redis_url') = 'redis://:' || 's3' || 'cret-default@127.0.0.1:' || dk_port() || '/0' AS superuser_sees_it;
+
+-- PostgreSQL's own messages are redacted too: an error that quotes a URL,
+-- the STATEMENT log line of a failing query, log_statement lines (the test
+-- server runs with log_statement = all) and the postmaster's "parameter
+-- changed" line on reload.  test/run-tests.sh checks the server log.
+SELECT 'redis://alice:s3cret-in-error@127.0.0.1:6379/0'::int;
+SELECT 'unix://bob:s3cret-unix@/tmp/redis.sock and redis://:s3cret-two@[::1]/0'::int;
+SELECT 'http://carol:not-redis@example/'::int;
+ALTER SYSTEM SET distkit.redis_url = 'redis://:s3cret-reload@127.0.0.1:1/0';
+SELECT pg_reload_conf();
+\! sleep 0.3
+ALTER SYSTEM RESET distkit.redis_url;
+SELECT pg_reload_conf();
+\! sleep 0.3
 
 -- clean up Redis for later tests
 \set raw `"$DISTKIT_REDIS_CTL" cli -a s3cret-default CONFIG SET requirepass ''`

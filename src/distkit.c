@@ -12,6 +12,7 @@
  *				timeouts, cancellation, pipelining, scripts, error mapping
  *	keys.c		the only file that builds Redis key names (distkit.prefix)
  *	args.c		argument helpers shared by the SQL-callable functions
+ *	secrets.c	keeps the Redis password out of logs (emit_log_hook)
  *	counter.c	strict counters (distkit_inc, distkit_get, ...)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
@@ -41,6 +42,7 @@ _PG_init(void)
 {
 	DkPreloaded = process_shared_preload_libraries_in_progress;
 
+	DkSecretsInit();
 	DkRedisInit();
 	DkKeysInit();
 	DkCounterInit();

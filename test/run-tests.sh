@@ -57,6 +57,7 @@ cat >"$tmp/postgresql.conf" <<CONF
 shared_preload_libraries = 'distkit'
 distkit.redis_url = 'redis://127.0.0.1:$DISTKIT_REDIS_PORT/0'
 log_min_messages = info
+log_statement = 'all'
 CONF
 set +e
 make -s installcheck PG_CONFIG="$PG_CONFIG" DISTKIT_TMP="$tmp" 2>&1 | tee "$tmp/regress.out"
@@ -69,11 +70,16 @@ failed=$((failed + n_bad))
 if [ "$rc" != 0 ] && [ "$n_bad" = 0 ]; then failed=$((failed + 1)); fi
 if [ -f regression.diffs ]; then cat regression.diffs; fi
 
-# secrets must never reach the server log
-if grep -l "s3cret" log/postmaster.log >/dev/null 2>&1; then
+# secrets must never reach the server log (the tests use passwords that
+# start with s3cret or secretpw); and the redaction must have happened
+if grep -nE "s3cret|secretpw" log/postmaster.log; then
 	echo "FAILED: a test password appears in the PostgreSQL log"
 	failed=$((failed + 1))
+elif ! grep -q 'parameter "distkit.redis_url" changed to "redis://:\*\*\*@' log/postmaster.log; then
+	echo "FAILED: the reload of distkit.redis_url was not logged (redacted) as expected"
+	failed=$((failed + 1))
 else
+	echo "ok: no password in the server log"
 	passed=$((passed + 1))
 fi
 "$DISTKIT_REDIS_CTL" stop

@@ -1,0 +1,130 @@
+/*-------------------------------------------------------------------------
+ *
+ * secrets.c
+ *		Keeps the Redis password out of every log line and message.
+ *
+ * distkit's own messages never contain it (they name host:port only), but
+ * PostgreSQL itself prints setting values and statement texts: the
+ * postmaster logs `parameter "distkit.redis_url" changed to "..."` on
+ * reload, log_statement logs SET/ALTER SYSTEM statements, and a failing
+ * statement is logged as STATEMENT.  An emit_log_hook (installed in the
+ * postmaster too, through shared_preload_libraries) rewrites the password
+ * of any redis:// or unix:// URL in a message to "***" and hides the
+ * statement text of a query that contains one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "tcop/tcopprot.h"
+#include "utils/elog.h"
+
+#include "distkit.h"
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* True if p (just before "://") ends a scheme distkit parses. */
+static bool
+IsRedisScheme(const char *start, const char *p)
+{
+	while (p > start && (isalnum((unsigned char) p[-1]) || p[-1] == '-' || p[-1] == '+'))
+		p--;
+	return strncmp(p, "redis", 5) == 0 || strncmp(p, "unix", 4) == 0;
+}
+
+/* End of a URL starting at p: white space, a quote or the end of text. */
+static const char *
+UrlEnd(const char *p)
+{
+	while (*p && !isspace((unsigned char) *p) && *p != '\'' && *p != '"')
+		p++;
+	return p;
+}
+
+/*
+ * s with the password of each redis/unix URL replaced by "***" (a user
+ * name is kept); s itself when there is nothing to hide.
+ */
+static char *
+RedactUrls(char *s)
+{
+	StringInfoData out;
+	const char *p;
+	const char *copied;
+	bool		changed = false;
+
+	if (s == NULL || strstr(s, "://") == NULL)
+		return s;
+	initStringInfo(&out);
+	copied = s;
+	for (p = strstr(s, "://"); p != NULL; p = strstr(p, "://"))
+	{
+		const char *auth = p + 3;
+		const char *end = UrlEnd(auth);
+		const char *at = NULL;
+		const char *colon;
+
+		if (IsRedisScheme(s, p))
+			for (const char *q = auth; q < end; q++)
+				if (*q == '@')
+					at = q;
+		if (at == NULL)
+		{
+			p = auth;
+			continue;
+		}
+		colon = memchr(auth, ':', at - auth);
+		appendBinaryStringInfo(&out, copied, (colon ? colon + 1 : auth) - copied);
+		appendStringInfoString(&out, "***");
+		copied = at;
+		changed = true;
+		p = end;
+	}
+	if (!changed)
+	{
+		pfree(out.data);
+		return s;
+	}
+	appendStringInfoString(&out, copied);
+	return out.data;
+}
+
+/* True if text holds a redis/unix URL with credentials. */
+static bool
+HasSecret(const char *text)
+{
+	char	   *copy;
+	bool		found;
+
+	if (text == NULL || strstr(text, "://") == NULL)
+		return false;
+	copy = pstrdup(text);
+	found = RedactUrls(copy) != copy;
+	pfree(copy);
+	return found;
+}
+
+/* emit_log_hook: redact before the message reaches the log or the client. */
+static void
+RedactLogMessage(ErrorData *edata)
+{
+	edata->message = RedactUrls(edata->message);
+	edata->detail = RedactUrls(edata->detail);
+	edata->detail_log = RedactUrls(edata->detail_log);
+	edata->hint = RedactUrls(edata->hint);
+	edata->context = RedactUrls(edata->context);
+	edata->internalquery = RedactUrls(edata->internalquery);
+	if (!edata->hide_stmt && HasSecret(debug_query_string))
+		edata->hide_stmt = true;
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/* Installs the log redaction hook. */
+void
+DkSecretsInit(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = RedactLogMessage;
+}
