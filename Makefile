@@ -17,7 +17,7 @@ SHLIB_LINK = -lhiredis
 # pg_regress suite: run through test/run-tests.sh, which starts a
 # redis-server on a free loopback port and a temporary PostgreSQL.
 REGRESS = $(sort $(basename $(notdir $(filter-out sql/distkit.sql,$(wildcard sql/*.sql)))))
-REGRESS_OPTS = --temp-instance=$(DISTKIT_TMP)/pg --temp-config=$(DISTKIT_TMP)/postgresql.conf
+REGRESS_OPTS = --encoding=UTF8 --no-locale --temp-instance=$(DISTKIT_TMP)/pg --temp-config=$(DISTKIT_TMP)/postgresql.conf
 DISTKIT_TMP ?= $(CURDIR)/test/tmp
 
 EXTRA_CLEAN = src/lua_scripts.h distkit--$(EXTVERSION).sql

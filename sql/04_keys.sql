@@ -8,7 +8,9 @@ SELECT distkit_get('x}y'), distkit_get('x%7Dy'), distkit_get('}'), distkit_get('
 SELECT distkit_inc('日本語キー', 3), distkit_get('日本語キー');
 -- the Redis names: braces and percent signs escaped inside the hash tag
 \set raw `"$DISTKIT_REDIS_CTL" cli --raw KEYS 'distkit:c:*' | sort | tr '\n' ' '`
+\pset format unaligned
 SELECT :'raw' AS redis_keys;
+\pset format aligned
 -- the prefix is validated
 SET distkit.prefix = 'other';
 SELECT distkit_inc('user');

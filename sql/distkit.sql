@@ -69,3 +69,36 @@ AS 'MODULE_PATHNAME', 'distkit_inc_if'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION distkit_inc_if(text, bigint, text, bigint) IS
 'Add delta only if "current op operand" holds (op: = <> < <= > >=), atomically';
+
+-- Lax mode: the buffer and its flusher.
+
+CREATE FUNCTION distkit_flush(timeout interval DEFAULT '5 seconds')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_flush'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_flush(interval) IS
+'Wait until every lax increment buffered on this server before the call is in Redis; returns the number of keys flushed meanwhile';
+
+CREATE FUNCTION distkit_stats(
+    OUT instance_id uuid,
+    OUT redis_connected boolean,
+    OUT pending_keys bigint,
+    OUT pending_delta bigint,
+    OUT buffer_capacity bigint,
+    OUT buffer_used bigint,
+    OUT flushes bigint,
+    OUT keys_flushed bigint,
+    OUT flush_errors bigint,
+    OUT strict_fallbacks bigint,
+    OUT dropped_deltas bigint,
+    OUT last_flush timestamptz,
+    OUT last_error text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_stats'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION distkit_stats() IS
+'State of this server''s lax buffer and flusher worker';
+
+CREATE VIEW distkit_stats AS SELECT * FROM distkit_stats();
+COMMENT ON VIEW distkit_stats IS
+'State of this server''s lax buffer and flusher worker (one row)';

@@ -10,6 +10,17 @@
  * decimal strings both ways: Lua numbers are doubles and would round
  * values beyond 2^53.
  *
+ * In lax mode increments only touch this server's shared-memory buffer
+ * (lax.c) and the flusher worker sends them; reads return this server's
+ * view (last known Redis total + what is buffered), refreshed from Redis
+ * when older than distkit.flush_interval.  A key the buffer cannot hold
+ * (full, or "<prefix>\0<key>" longer than DK_LAX_NAME_MAX bytes) is
+ * counted strictly and the fallback counted in distkit_stats.
+ *
+ * set, del, clear and inc_if are always strict; they first wait for this
+ * server's buffered increments of the key to reach Redis, so they are
+ * ordered after them, and then update the buffer's view.
+ *
  * Counters are not transactional: an increment is applied in Redis at once
  * and stays applied if the calling transaction rolls back.
  *
@@ -25,9 +36,11 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "distkit.h"
 #include "keys.h"
+#include "lax.h"
 #include "redis.h"
 
 PG_FUNCTION_INFO_V1(distkit_inc);
@@ -38,6 +51,7 @@ PG_FUNCTION_INFO_V1(distkit_set);
 PG_FUNCTION_INFO_V1(distkit_del);
 PG_FUNCTION_INFO_V1(distkit_clear);
 PG_FUNCTION_INFO_V1(distkit_inc_if);
+PG_FUNCTION_INFO_V1(distkit_flush);
 
 static int	default_mode = DK_MODE_STRICT;
 
@@ -62,18 +76,31 @@ DkCounterInit(void)
 							 NULL, NULL, NULL);
 }
 
-/* The mode argument, or an error for a mode this build cannot serve. */
+/* The mode argument; lax needs the shared buffer (preload). */
 static DkMode
 CounterMode(FunctionCallInfo fcinfo, int argno)
 {
 	DkMode		mode = DkArgMode(fcinfo, argno, default_mode);
 
 	if (mode == DK_MODE_LAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("lax mode is not available in this version of distkit"),
-				 errhint("Use mode 'strict' or set distkit.default_mode to strict.")));
+		DkRequirePreload("lax mode");
 	return mode;
+}
+
+/* Before a strict write: let this server's buffered increments of key land first. */
+static void
+SettleLax(text *key)
+{
+	if (DkPreloaded)
+		DkLaxSettle(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+}
+
+/* After a strict write: the buffer's view of key is now value. */
+static void
+NoteStrictWrite(text *key, int64 value)
+{
+	if (DkPreloaded)
+		DkLaxAfterStrictWrite(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), value);
 }
 
 /* Description of a counter for messages: counter "key". */
@@ -96,6 +123,22 @@ StrictAdd(text *key, int64 delta)
 	return DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 }
 
+/* Add delta in the given mode; returns the new value (lax: this server's view). */
+static int64
+CounterAdd(text *key, int64 delta, DkMode mode)
+{
+	if (mode == DK_MODE_LAX)
+	{
+		size_t		keylen = DkKeyCheck(key, "key");
+		int64		view;
+
+		if (DkLaxAdd(VARDATA_ANY(key), keylen, delta, &view))
+			return view;
+		DkLaxCountStrictFallback();
+	}
+	return StrictAdd(key, delta);
+}
+
 /* distkit_inc(key, delta, mode): add delta, return the new value. */
 Datum
 distkit_inc(PG_FUNCTION_ARGS)
@@ -103,8 +146,7 @@ distkit_inc(PG_FUNCTION_ARGS)
 	text	   *key = DkArgText(fcinfo, 0, "key");
 	int64		delta = DkArgInt64(fcinfo, 1, "delta");
 
-	(void) CounterMode(fcinfo, 2);
-	PG_RETURN_INT64(StrictAdd(key, delta));
+	PG_RETURN_INT64(CounterAdd(key, delta, CounterMode(fcinfo, 2)));
 }
 
 /* distkit_dec(key, delta, mode): subtract delta, return the new value. */
@@ -113,15 +155,57 @@ distkit_dec(PG_FUNCTION_ARGS)
 {
 	text	   *key = DkArgText(fcinfo, 0, "key");
 	int64		delta = DkArgInt64(fcinfo, 1, "delta");
+	DkMode		mode = CounterMode(fcinfo, 2);
 	int64		negated;
 
-	(void) CounterMode(fcinfo, 2);
 	if (pg_sub_s64_overflow(0, delta, &negated))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("delta " INT64_FORMAT " cannot be negated", delta),
 				 errhint("Use distkit_inc with a positive delta instead.")));
-	PG_RETURN_INT64(StrictAdd(key, negated));
+	PG_RETURN_INT64(CounterAdd(key, negated, mode));
+}
+
+/* The command reading a counter's value from Redis. */
+static DkCmd *
+GetCommand(text *key, const char *argname)
+{
+	size_t		klen;
+	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, argname, &klen);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_GET, 1);
+
+	DkCmdArg(cmd, rkey, klen);
+	return cmd;
+}
+
+/*
+ * Run reads for a lax read; false (error discarded) if Redis cannot be
+ * reached (SQLSTATE class 08), so the caller can answer with this server's
+ * view instead.  Other errors propagate.
+ */
+static bool
+TryLaxReads(DkCmd **cmds, int n, DkReply ***replies)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		*replies = DkRedisRun(cmds, n, DK_IDEMPOTENT);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 /* distkit_get(key, mode): the current value, 0 for a missing key. */
@@ -129,34 +213,61 @@ Datum
 distkit_get(PG_FUNCTION_ARGS)
 {
 	text	   *key = DkArgText(fcinfo, 0, "key");
-	size_t		klen;
-	char	   *rkey;
-	DkCmd	   *cmd;
+	DkMode		mode = CounterMode(fcinfo, 1);
+	DkLaxReadTicket ticket;
+	DkLaxReadState state = DK_LAX_NO_ENTRY;
+	int64		value;
 
-	(void) CounterMode(fcinfo, 1);
-	rkey = DkKeyFromText(DK_KIND_COUNTER, key, "key", &klen);
-	cmd = DkCmdScript(DK_LUA_COUNTER_GET, 1);
-	DkCmdArg(cmd, rkey, klen);
-	PG_RETURN_INT64(DkReplyInt64(DkRedisRunOne(cmd, DK_IDEMPOTENT), CounterWhat(key)));
+	if (mode == DK_MODE_LAX)
+	{
+		state = DkLaxLookupForRead(VARDATA_ANY(key), DkKeyCheck(key, "key"), &value, &ticket);
+		if (state == DK_LAX_FRESH)
+			PG_RETURN_INT64(value);
+		if (state == DK_LAX_STALE && ticket.known_valid)
+		{
+			/* Redis unreachable: a lax read answers with this server's view */
+			DkCmd	   *cmd = GetCommand(key, "key");
+			DkReply   **replies;
+
+			if (!TryLaxReads(&cmd, 1, &replies))
+				PG_RETURN_INT64(value);
+			value = DkReplyInt64(replies[0], CounterWhat(key));
+			PG_RETURN_INT64(DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+										   &ticket, value));
+		}
+	}
+	value = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
+	if (state == DK_LAX_STALE)
+		value = DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket, value);
+	PG_RETURN_INT64(value);
 }
 
-/* distkit_get_many(keys, mode): one row per key, in input order, in one round trip. */
+/*
+ * distkit_get_many(keys, mode): one row per key, in input order.  Every
+ * Redis read needed goes in one pipelined round trip; in lax mode keys with
+ * a fresh view need none.
+ */
 Datum
 distkit_get_many(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DkMode		mode;
 	ArrayType  *arr;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
+	int			nread = 0;
 	DkCmd	  **cmds;
-	DkReply   **replies;
+	int		   *readidx;
+	int64	   *values;
+	DkLaxReadState *states;
+	DkLaxReadTicket *tickets;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("keys must not be NULL")));
-	(void) CounterMode(fcinfo, 1);
+	mode = CounterMode(fcinfo, 1);
 	arr = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
@@ -169,30 +280,62 @@ distkit_get_many(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 
 	cmds = palloc(sizeof(DkCmd *) * n);
+	readidx = palloc(sizeof(int) * n);
+	values = palloc(sizeof(int64) * n);
+	states = palloc(sizeof(DkLaxReadState) * n);
+	tickets = palloc(sizeof(DkLaxReadTicket) * n);
 	for (int i = 0; i < n; i++)
 	{
-		size_t		klen;
-		char	   *rkey;
+		text	   *key;
+		char	   *argname = psprintf("keys[%d]", i + 1);
 
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("keys[%d] must not be NULL", i + 1)));
-		rkey = DkKeyFromText(DK_KIND_COUNTER, DatumGetTextPP(elems[i]),
-							 psprintf("keys[%d]", i + 1), &klen);
-		cmds[i] = DkCmdScript(DK_LUA_COUNTER_GET, 1);
-		DkCmdArg(cmds[i], rkey, klen);
+					 errmsg("%s must not be NULL", argname)));
+		key = DatumGetTextPP(elems[i]);
+		states[i] = DK_LAX_NO_ENTRY;
+		if (mode == DK_MODE_LAX)
+		{
+			states[i] = DkLaxLookupForRead(VARDATA_ANY(key), DkKeyCheck(key, argname),
+										   &values[i], &tickets[i]);
+			if (states[i] == DK_LAX_FRESH)
+				continue;
+		}
+		readidx[nread] = i;
+		cmds[nread++] = GetCommand(key, argname);
 	}
-	replies = DkRedisRun(cmds, n, DK_IDEMPOTENT);
+	if (nread > 0)
+	{
+		DkReply   **replies;
+		bool		all_have_views = true;
+
+		for (int j = 0; j < nread; j++)
+			all_have_views &= states[readidx[j]] == DK_LAX_STALE &&
+				tickets[readidx[j]].known_valid;
+		if (!all_have_views)
+			replies = DkRedisRun(cmds, nread, DK_IDEMPOTENT);
+		else if (!TryLaxReads(cmds, nread, &replies))
+			nread = 0;			/* Redis unreachable: every key has a view */
+		for (int j = 0; j < nread; j++)
+		{
+			int			i = readidx[j];
+			text	   *key = DatumGetTextPP(elems[i]);
+
+			values[i] = DkReplyInt64(replies[j], CounterWhat(key));
+			if (states[i] == DK_LAX_STALE)
+				values[i] = DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+										   &tickets[i], values[i]);
+		}
+	}
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[2];
+		Datum		row[2];
 		bool		isnull[2] = {false, false};
-		text	   *key = DatumGetTextPP(elems[i]);
 
-		values[0] = PointerGetDatum(key);
-		values[1] = Int64GetDatum(DkReplyInt64(replies[i], CounterWhat(key)));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+		row[0] = elems[i];
+		row[1] = Int64GetDatum(values[i]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 	}
 	return (Datum) 0;
 }
@@ -207,9 +350,12 @@ distkit_set(PG_FUNCTION_ARGS)
 	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, "key", &klen);
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_SET, 1);
 
+	SettleLax(key);
 	DkCmdArg(cmd, rkey, klen);
 	DkCmdArgInt(cmd, value);
-	PG_RETURN_INT64(DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key)));
+	value = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
+	NoteStrictWrite(key, value);
+	PG_RETURN_INT64(value);
 }
 
 /* distkit_del(key): delete the counter, return the value it had (0 if none). */
@@ -220,9 +366,13 @@ distkit_del(PG_FUNCTION_ARGS)
 	size_t		klen;
 	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, "key", &klen);
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_DEL, 1);
+	int64		had;
 
+	SettleLax(key);
 	DkCmdArg(cmd, rkey, klen);
-	PG_RETURN_INT64(DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key)));
+	had = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
+	NoteStrictWrite(key, 0);
+	PG_RETURN_INT64(had);
 }
 
 /*
@@ -236,6 +386,8 @@ distkit_clear(PG_FUNCTION_ARGS)
 	char	   *cursor = pstrdup("0");
 	int64		removed = 0;
 
+	if (DkPreloaded && DkLaxAnythingPending())
+		(void) DkLaxFlushWait(2 * DkRedisCommandTimeoutMs() + DkFlushIntervalMs());
 	do
 	{
 		DkCmd	   *scan = DkCmdNew("SCAN");
@@ -268,6 +420,8 @@ distkit_clear(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	} while (strcmp(cursor, "0") != 0);
 
+	if (DkPreloaded)
+		DkLaxAfterClear();
 	PG_RETURN_INT64(removed);
 }
 
@@ -313,6 +467,7 @@ distkit_inc_if(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
+	SettleLax(key);
 	DkCmdArg(cmd, rkey, klen);
 	DkCmdArgInt(cmd, delta);
 	DkCmdArgStr(cmd, op);
@@ -326,5 +481,33 @@ distkit_inc_if(PG_FUNCTION_ARGS)
 				 errmsg("unexpected reply from Redis for %s", what)));
 	values[0] = Int64GetDatum(DkReplyInt64(r->elem[0], what));
 	values[1] = BoolGetDatum(DkReplyInt64(r->elem[1], what) == 1);
+	NoteStrictWrite(key, DatumGetInt64(values[0]));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * distkit_flush(timeout): wait until every lax increment buffered on this
+ * server before the call is in Redis; returns the number of keys flushed
+ * meanwhile.  An error if that takes longer than timeout.
+ */
+Datum
+distkit_flush(PG_FUNCTION_ARGS)
+{
+	Interval   *timeout;
+	int64		ms;
+
+	DkRequirePreload("distkit_flush");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timeout must not be NULL")));
+	timeout = PG_GETARG_INTERVAL_P(0);
+	ms = (timeout->day * USECS_PER_DAY + timeout->time) / 1000;
+	if (timeout->month != 0 || ms <= 0 || ms > INT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid flush timeout \"%s\"",
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(timeout)))),
+				 errhint("Use a positive duration without months, such as '5 seconds'.")));
+	PG_RETURN_INT64(DkLaxFlushWait((int) ms));
 }

@@ -13,7 +13,9 @@
  *	keys.c		the only file that builds Redis key names (distkit.prefix)
  *	args.c		argument helpers shared by the SQL-callable functions
  *	secrets.c	keeps the Redis password out of logs (emit_log_hook)
- *	counter.c	strict counters (distkit_inc, distkit_get, ...)
+ *	counter.c	counters (distkit_inc, distkit_get, ...), strict and lax
+ *	lax.c		the shared-memory buffer of lax counters, distkit_stats
+ *	flusher.c	the background worker that flushes the buffer to Redis
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -28,6 +30,7 @@
 
 #include "distkit.h"
 #include "keys.h"
+#include "lax.h"
 #include "redis.h"
 
 PG_MODULE_MAGIC;
@@ -46,6 +49,9 @@ _PG_init(void)
 	DkRedisInit();
 	DkKeysInit();
 	DkCounterInit();
+	DkLaxInit();
+	if (DkPreloaded)
+		DkFlusherRegister();
 
 	MarkGUCPrefixReserved("distkit");
 }

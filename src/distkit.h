@@ -20,6 +20,7 @@ extern bool DkPreloaded;
 /* subsystem init functions, called from _PG_init */
 extern void DkCounterInit(void);
 extern void DkSecretsInit(void);
+extern void DkFlusherRegister(void);
 
 /* argument helpers (args.c) */
 extern text *DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname);

@@ -34,7 +34,7 @@ CheckPrefix(char **newval, void **extra, GucSource source)
 	const char *p = *newval;
 	size_t		len = p ? strlen(p) : 0;
 
-	if (len == 0 || len > 64)
+	if (len == 0 || len > DK_MAX_PREFIX_BYTES)
 	{
 		GUC_check_errdetail("distkit.prefix must have 1 to 64 characters.");
 		return false;
@@ -69,14 +69,26 @@ DkKeyPrefix(void)
 	return key_prefix;
 }
 
-/* Redis key for (kind, key); key need not be NUL-terminated. */
+/* Redis key for (kind, key) under the current prefix. */
 char *
 DkKeyBuild(const char *kind, const char *key, size_t keylen, size_t *len)
+{
+	return DkKeyBuildWithPrefix(key_prefix, kind, key, keylen, len);
+}
+
+/*
+ * Redis key for (kind, key) under an explicit prefix (the lax buffer
+ * remembers the prefix each key was counted under); key need not be
+ * NUL-terminated.
+ */
+char *
+DkKeyBuildWithPrefix(const char *prefix, const char *kind, const char *key,
+					 size_t keylen, size_t *len)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "%s:%s:{", key_prefix, kind);
+	appendStringInfo(&buf, "%s:%s:{", prefix, kind);
 	for (size_t i = 0; i < keylen; i++)
 	{
 		if (key[i] == '%')
@@ -92,9 +104,9 @@ DkKeyBuild(const char *kind, const char *key, size_t keylen, size_t *len)
 	return buf.data;
 }
 
-/* Validate a user key (1 to 1024 bytes) and build its Redis key. */
-char *
-DkKeyFromText(const char *kind, text *key, const char *argname, size_t *len)
+/* Validate a user key (1 to 1024 bytes); returns its length. */
+size_t
+DkKeyCheck(text *key, const char *argname)
 {
 	size_t		keylen = VARSIZE_ANY_EXHDR(key);
 
@@ -104,6 +116,15 @@ DkKeyFromText(const char *kind, text *key, const char *argname, size_t *len)
 				 errmsg("%s must be 1 to %d bytes long, not %zu",
 						argname, DK_MAX_KEY_BYTES, keylen),
 				 errhint("Any non-empty text up to %d bytes is a valid key.", DK_MAX_KEY_BYTES)));
+	return keylen;
+}
+
+/* Validate a user key and build its Redis key. */
+char *
+DkKeyFromText(const char *kind, text *key, const char *argname, size_t *len)
+{
+	size_t		keylen = DkKeyCheck(key, argname);
+
 	return DkKeyBuild(kind, VARDATA_ANY(key), keylen, len);
 }
 

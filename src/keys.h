@@ -8,10 +8,15 @@
 
 /* Kinds of Redis keys; each primitive has its own letters. */
 #define DK_KIND_COUNTER "c"
+#define DK_KIND_COUNTER_FLUSHED "cf"	/* per-instance last applied lax batch */
+#define DK_MAX_PREFIX_BYTES 64
 
 extern void DkKeysInit(void);
+extern size_t DkKeyCheck(text *key, const char *argname);
 extern char *DkKeyFromText(const char *kind, text *key, const char *argname, size_t *len);
 extern char *DkKeyBuild(const char *kind, const char *key, size_t keylen, size_t *len);
+extern char *DkKeyBuildWithPrefix(const char *prefix, const char *kind, const char *key,
+								  size_t keylen, size_t *len);
 extern char *DkKeyPattern(const char *kind);
 extern const char *DkKeyPrefix(void);
 extern char *DkKeyQuote(text *key);

@@ -310,6 +310,13 @@ DkRedisInit(void)
 							NULL, NULL, NULL);
 }
 
+/* distkit.command_timeout in milliseconds. */
+int
+DkRedisCommandTimeoutMs(void)
+{
+	return command_timeout_ms;
+}
+
 /* Host:port (or unix:path) of the configured Redis, without credentials. */
 char *
 DkRedisEndpoint(void)

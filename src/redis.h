@@ -63,5 +63,6 @@ extern int64 DkReplyInt64(const DkReply *reply, const char *what);
 extern bool DkRedisConnected(void);
 extern void DkRedisDisconnect(void);
 extern char *DkRedisEndpoint(void);
+extern int	DkRedisCommandTimeoutMs(void);
 
 #endif

@@ -1,0 +1,15 @@
+-- lax_flush: apply one key's share of a lax flush batch, exactly once.
+-- KEYS[1] counter key; KEYS[2] the counter's flush record (a hash: instance
+-- id -> last batch sequence applied to this key), same hash slot.
+-- ARGV[1] instance id; ARGV[2] batch sequence; ARGV[3] delta;
+-- ARGV[4] flush record lifetime in milliseconds.
+-- Returns {total, 1} when applied, {total, 0} when this batch was already
+-- applied (a retry after a lost reply).  The total is a string (exact).
+local last = redis.call('HGET', KEYS[2], ARGV[1])
+if last and tonumber(last) >= tonumber(ARGV[2]) then
+  return {redis.call('GET', KEYS[1]) or '0', 0}
+end
+redis.call('INCRBY', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {redis.call('GET', KEYS[1]), 1}

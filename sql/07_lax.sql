@@ -1,0 +1,129 @@
+-- Lax counters: shared-memory buffer, flusher worker, strict writes ordered
+-- after buffered increments.
+SELECT distkit_clear() >= 0 AS cleared;
+SELECT distkit_flush() >= 0 AS flushed;
+
+-- the flusher runs, with its own backend_type
+SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type = 'distkit flusher';
+
+-- 100000 lax increments: this server's view is exact at once; after
+-- distkit_flush Redis holds exactly the same total
+SELECT count(distkit_inc('lax:k', 1, 'lax')) FROM generate_series(1, 100000);
+SELECT distkit_get('lax:k', 'lax');
+SELECT distkit_flush();
+SELECT distkit_get('lax:k', 'strict');
+\set raw `"$DISTKIT_REDIS_CTL" cli GET 'distkit:c:{lax:k}'`
+SELECT :'raw' AS in_redis;
+-- the exactly-once record of this instance for the key
+\set raw `"$DISTKIT_REDIS_CTL" cli HLEN 'distkit:cf:{lax:k}'`
+SELECT :'raw' AS flush_records;
+SELECT instance_id::text = (SELECT instance_id::text FROM distkit_stats) AS same_id
+FROM distkit_stats;
+
+-- returns are this server's view: known total + pending
+SELECT distkit_inc('lax:k', 5, 'lax'), distkit_dec('lax:k', 2, 'lax'), distkit_inc('lax:k', -3, 'lax');
+SELECT distkit_get('lax:k', 'lax');
+SELECT distkit_flush();
+SELECT distkit_get('lax:k', 'strict');
+
+-- default_mode = lax applies to calls without a mode
+SET distkit.default_mode = 'lax';
+SELECT distkit_inc('lax:default');
+SELECT distkit_get('lax:default', 'strict');
+SELECT distkit_flush();
+SELECT distkit_get('lax:default', 'strict');
+RESET distkit.default_mode;
+
+-- a lax read of a key never counted here reads Redis once and caches it
+SELECT distkit_set('lax:read', 41);
+SELECT distkit_get('lax:read', 'lax');
+SELECT * FROM distkit_get_many(ARRAY['lax:read', 'lax:k', 'lax:nothing'], 'lax');
+-- another program changes the value: a lax read sees it once the cached
+-- total is older than distkit.flush_interval
+\set raw `"$DISTKIT_REDIS_CTL" cli INCRBY 'distkit:c:{lax:read}' 100`
+\! sleep 0.1
+SELECT distkit_get('lax:read', 'lax');
+
+-- strict writes are ordered after this server's buffered increments:
+-- del returns a total that includes them, and nothing resurrects the key
+SELECT distkit_inc('lax:del', 7, 'lax');
+SELECT distkit_del('lax:del');
+SELECT distkit_flush();
+SELECT distkit_get('lax:del', 'strict'), distkit_get('lax:del', 'lax');
+\set raw `"$DISTKIT_REDIS_CTL" cli EXISTS 'distkit:c:{lax:del}'`
+SELECT :'raw' AS del_exists;
+-- set overrides what was buffered before it
+SELECT distkit_inc('lax:set', 7, 'lax');
+SELECT distkit_set('lax:set', 100);
+SELECT distkit_inc('lax:set', 1, 'lax');
+SELECT distkit_flush();
+SELECT distkit_get('lax:set', 'strict');
+-- inc_if sees buffered increments
+SELECT distkit_inc('lax:stock', 3, 'lax');
+SELECT * FROM distkit_inc_if('lax:stock', -1, '>=', 3);
+SELECT * FROM distkit_inc_if('lax:stock', -1, '>=', 3);
+SELECT distkit_get('lax:stock', 'lax'), distkit_get('lax:stock', 'strict');
+-- clear flushes first, then removes everything, buffered keys included
+SELECT distkit_inc('lax:clear', 1, 'lax');
+SELECT distkit_clear() > 0 AS cleared_some;
+SELECT distkit_flush();
+SELECT distkit_get('lax:clear', 'strict'), distkit_get('lax:clear', 'lax'), distkit_get('lax:k', 'lax');
+
+-- keys too long for the buffer are counted strictly, and the fallback is counted
+SELECT strict_fallbacks AS fallbacks_before FROM distkit_stats \gset
+SELECT distkit_inc(repeat('x', 200), 1, 'lax');
+SELECT distkit_inc(repeat('x', 200), 1, 'lax');
+SELECT strict_fallbacks - :fallbacks_before AS new_fallbacks FROM distkit_stats;
+SELECT distkit_get(repeat('x', 200), 'lax');
+
+-- other prefixes are buffered separately and flushed under their own prefix
+SET distkit.prefix = 'laxother';
+SELECT distkit_inc('lax:k', 2, 'lax');
+SELECT distkit_flush();
+\set raw `"$DISTKIT_REDIS_CTL" cli GET 'laxother:c:{lax:k}'`
+SELECT :'raw' AS other_prefix;
+SELECT distkit_clear();
+RESET distkit.prefix;
+
+-- errors
+SELECT dk_error($$SELECT distkit_inc('', 1, 'lax')$$);
+SELECT dk_error($$SELECT distkit_inc(NULL, 1, 'lax')$$);
+SELECT dk_error($$SELECT distkit_inc('lax:k', NULL, 'lax')$$);
+SELECT dk_error($$SELECT distkit_flush(NULL)$$);
+SELECT dk_error($$SELECT distkit_flush('0')$$);
+SELECT dk_error($$SELECT distkit_flush('-1 s')$$);
+SELECT dk_error($$SELECT distkit_flush('1 month')$$);
+SELECT distkit_set('lax:max', 9223372036854775806);
+SELECT distkit_get('lax:max', 'lax');
+SELECT distkit_inc('lax:max', 1, 'lax');
+SELECT dk_error($$SELECT distkit_inc('lax:max', 1, 'lax')$$);
+SELECT distkit_flush();
+SELECT distkit_get('lax:max', 'strict');
+
+-- Redis down: lax increments keep succeeding; flush times out with a
+-- clear error; once Redis is back everything arrives exactly once
+SELECT distkit_set('lax:outage', 0);
+SELECT distkit_get('lax:outage', 'lax');
+\! "$DISTKIT_REDIS_CTL" stop
+SELECT count(distkit_inc('lax:outage', 1, 'lax')) FROM generate_series(1, 1000);
+-- a lax read answers with this server's view while Redis is unreachable
+-- (the key's total was read before); a strict read fails
+\! sleep 0.05
+SELECT distkit_get('lax:outage', 'lax');
+SELECT * FROM distkit_get_many(ARRAY['lax:outage', 'lax:outage'], 'lax');
+SELECT dk_error($$SELECT distkit_get('lax:outage', 'strict')$$);
+-- a key this server never read has no view to offer
+SELECT dk_error($$SELECT distkit_get('lax:never-read', 'lax')$$);
+SELECT dk_error($$SELECT distkit_flush('300 ms')$$);
+SELECT redis_connected, pending_keys, pending_delta, last_error LIKE 'could not connect to Redis%' AS error_says_why
+FROM distkit_stats;
+\! "$DISTKIT_REDIS_CTL" start
+SELECT distkit_flush('10 s') >= 1 AS flushed;
+SELECT distkit_get('lax:outage', 'strict');
+SELECT redis_connected, pending_keys, pending_delta FROM distkit_stats;
+
+-- the stats view
+SELECT buffer_capacity, buffer_used > 0 AS used, flushes > 0 AS flushed, keys_flushed > 0 AS keys,
+       flush_errors > 0 AS had_errors, dropped_deltas, last_flush IS NOT NULL AS has_last_flush
+FROM distkit_stats;
+SELECT distkit_clear() > 0 AS cleaned;

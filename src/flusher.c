@@ -1,0 +1,312 @@
+/*-------------------------------------------------------------------------
+ *
+ * flusher.c
+ *		The "distkit flusher" background worker.
+ *
+ * It sends the lax buffer's deltas to Redis (see lax.c for the buffer):
+ * each cycle first resends the batch still in flight, if any, with its
+ * original sequence number, then takes a new batch from the dirty entries
+ * and sends it as pipelined EVALSHAs of lua/lax_flush.lua (one per key,
+ * in chunks of FLUSH_CHUNK per round trip).  No LWLock is held during
+ * network I/O: the batch is copied out first.
+ *
+ * Timing: after a cycle that did work the worker sleeps
+ * distkit.flush_interval; when nothing is dirty it sleeps on its latch
+ * until the first increment wakes it (zero CPU when idle).
+ *
+ * Errors never kill it: a failed cycle is logged once per outage, counted,
+ * and retried with capped exponential back-off and full jitter, while the
+ * deltas stay in shared memory.  On SIGTERM (shutdown, or
+ * pg_terminate_backend) it makes a final flush bounded by
+ * SHUTDOWN_FLUSH_MS and exits with status 1, so that the postmaster
+ * restarts it when the server is not shutting down.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "distkit.h"
+#include "keys.h"
+#include "lax.h"
+#include "redis.h"
+
+#define FLUSH_CHUNK 1000		/* keys per pipelined round trip */
+#define SHUTDOWN_FLUSH_MS 5000	/* bound on the final flush */
+#define BACKOFF_CAP_MS 5000		/* longest sleep between failed attempts */
+#define FLUSH_RECORD_TTL_MS "604800000"	/* 7 days */
+
+PGDLLEXPORT void DkFlusherMain(Datum main_arg);
+
+/* Registers the flusher worker (from _PG_init, when preloaded). */
+void
+DkFlusherRegister(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_library_name, "distkit", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "DkFlusherMain", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "distkit flusher", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "distkit flusher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Send items (one batch, sequence seq) to Redis and settle each reply. */
+static void
+SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
+{
+	const char *instance = DkLaxInstanceId();
+	char	   *seqstr = psprintf(UINT64_FORMAT, seq);
+
+	for (int start = 0; start < n; start += FLUSH_CHUNK)
+	{
+		int			count = Min(FLUSH_CHUNK, n - start);
+		DkCmd	  **cmds = palloc(sizeof(DkCmd *) * count);
+		DkReply   **replies;
+
+		for (int i = 0; i < count; i++)
+		{
+			DkLaxBatchItem *it = &items[start + i];
+			size_t		klen;
+			size_t		flen;
+			char	   *key = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER,
+												   it->key, it->keylen, &klen);
+			char	   *fkey = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER_FLUSHED,
+													it->key, it->keylen, &flen);
+
+			cmds[i] = DkCmdScript(DK_LUA_LAX_FLUSH, 2);
+			DkCmdArg(cmds[i], key, klen);
+			DkCmdArg(cmds[i], fkey, flen);
+			DkCmdArgStr(cmds[i], instance);
+			DkCmdArgStr(cmds[i], seqstr);
+			DkCmdArgInt(cmds[i], it->delta);
+			DkCmdArgStr(cmds[i], FLUSH_RECORD_TTL_MS);
+		}
+		/* every command is idempotent thanks to the sequence number */
+		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT);
+		for (int i = 0; i < count; i++)
+		{
+			DkLaxBatchItem *it = &items[start + i];
+			DkReply    *r = replies[i];
+
+			if (r->type == DK_REPLY_ARRAY && r->nelem == 2 &&
+				r->elem[0]->type == DK_REPLY_STRING)
+			{
+				char	   *end;
+				long long	total;
+
+				errno = 0;
+				total = strtoll(r->elem[0]->str, &end, 10);
+				if (errno == 0 && *end == '\0')
+				{
+					DkLaxApplyFlushed(it, (int64) total);
+					continue;
+				}
+			}
+			if (r->type == DK_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) != 0 &&
+				strncmp(r->str, "LOADING", 7) != 0 && strncmp(r->str, "BUSY", 4) != 0 &&
+				strncmp(r->str, "OOM", 3) != 0 && strncmp(r->str, "READONLY", 8) != 0 &&
+				strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "NOPERM", 6) != 0 &&
+				strncmp(r->str, "MASTERDOWN", 10) != 0)
+			{
+				/* refused for good (overflow, wrong type): drop and report */
+				char	   *why = psprintf("dropped a delta of " INT64_FORMAT " for counter \"%.*s\": %s",
+										   it->delta, it->keylen, it->key, r->str);
+
+				ereport(WARNING,
+						(errmsg("distkit flusher %s", why),
+						 errhint("Lax increments are checked against this server's view only; Redis refused this one.")));
+				DkLaxDropFlushed(it, why);
+				continue;
+			}
+			/* transient refusal: keep it in flight, retry the batch later */
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("Redis refused a flush: %s", r->type == DK_REPLY_ERROR ? r->str : "unexpected reply")));
+		}
+	}
+}
+
+/* One flush cycle: resend what is in flight, then send a new batch. */
+static int
+FlushCycle(void)
+{
+	uint64		target = DkLaxBeginCycle();
+	DkLaxBatchItem *items;
+	uint64		seq;
+	int			n1;
+	int			n2;
+
+	n1 = DkLaxTakeInflight(&items, &seq);
+	if (n1 > 0)
+		SendBatch(items, n1, seq);
+	n2 = DkLaxTakeBatch(&items, &seq);
+	if (n2 > 0)
+		SendBatch(items, n2, seq);
+	DkLaxEndCycle(target, n1 + n2, true, NULL);
+	return n1 + n2;
+}
+
+/* Run a cycle, catching errors; returns -1 on failure, else keys flushed. */
+static int
+TryFlushCycle(MemoryContext cycle_ctx, int *failures)
+{
+	volatile int result = -1;
+	MemoryContext old = MemoryContextSwitchTo(cycle_ctx);
+
+	PG_TRY();
+	{
+		result = FlushCycle();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cycle_ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		LWLockReleaseAll();
+		DkRedisDisconnect();
+		DkLaxEndCycle(0, 0, false, edata->message);
+		if (*failures == 0)
+			ereport(LOG,
+					(errmsg("distkit flusher cannot flush to Redis: %s", edata->message),
+					 errdetail("Lax increments stay buffered in shared memory and are retried with back-off; this is logged once per outage.")));
+		(*failures)++;
+		result = -1;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(cycle_ctx);
+	if (result >= 0 && *failures > 0)
+	{
+		ereport(LOG,
+				(errmsg("distkit flusher reached Redis again after %d failed attempts", *failures)));
+		*failures = 0;
+	}
+	return result;
+}
+
+/* Sleep up to ms on the latch (woken by increments, flush requests, signals). */
+static void
+SleepOnLatch(long ms)
+{
+	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+	if (ms >= 0)
+		events |= WL_TIMEOUT;
+	(void) WaitLatch(MyLatch, events, ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/* Capped exponential back-off with full jitter. */
+static long
+BackoffMs(int failures)
+{
+	double		cap = DkFlushIntervalMs();
+
+	for (int i = 0; i < failures && cap < BACKOFF_CAP_MS; i++)
+		cap *= 2;
+	cap = Min(cap, BACKOFF_CAP_MS);
+	return (long) (pg_prng_double(&pg_global_prng_state) * cap) + 1;
+}
+
+/* Final flush at shutdown, bounded in time. */
+static void
+FinalFlush(MemoryContext cycle_ctx)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SHUTDOWN_FLUSH_MS);
+	int			failures = 0;
+	int			quiet = 0;
+
+	while (GetCurrentTimestamp() < deadline)
+	{
+		int			n = TryFlushCycle(cycle_ctx, &failures);
+
+		if (n == 0 && !DkLaxAnythingPending())
+		{
+			/* let backends that are finishing an increment land it */
+			if (++quiet >= 2)
+				return;
+			pg_usleep(20 * 1000L);
+			continue;
+		}
+		quiet = 0;
+		if (n < 0)
+			pg_usleep(Min(BackoffMs(failures), 200) * 1000L);
+	}
+	if (DkLaxAnythingPending())
+		ereport(WARNING,
+				(errmsg("distkit flusher stopped with lax increments not yet in Redis"),
+				 errdetail("Redis could not be reached within %d ms of the shutdown request.", SHUTDOWN_FLUSH_MS)));
+}
+
+/* on_shmem_exit callback: unregister the latch. */
+static void
+FlusherExit(int code, Datum arg)
+{
+	DkLaxWorkerDetach();
+}
+
+/* Entry point of the worker. */
+void
+DkFlusherMain(Datum main_arg)
+{
+	MemoryContext cycle_ctx;
+	int			failures = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("distkit flusher");
+
+	DkLaxWorkerAttach();
+	on_shmem_exit(FlusherExit, (Datum) 0);
+	cycle_ctx = AllocSetContextCreate(TopMemoryContext, "distkit flush cycle",
+									  ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("distkit flusher started (instance %s)", DkLaxInstanceId())));
+
+	for (;;)
+	{
+		int			n;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (ShutdownRequestPending)
+			break;
+
+		pgstat_report_activity(STATE_RUNNING, NULL);
+		n = TryFlushCycle(cycle_ctx, &failures);
+		pgstat_report_activity(STATE_IDLE, NULL);
+
+		if (n < 0)
+			SleepOnLatch(BackoffMs(failures));
+		else if (n > 0)
+			SleepOnLatch(DkFlushIntervalMs());
+		else
+			SleepOnLatch(-1);	/* idle: an increment sets our latch */
+	}
+
+	FinalFlush(cycle_ctx);
+	proc_exit(1);
+}

@@ -1,0 +1,1046 @@
+/*-------------------------------------------------------------------------
+ *
+ * lax.c
+ *		The shared-memory buffer behind lax counters.
+ *
+ * A fixed table of distkit.lax_capacity entries, one per (prefix, key)
+ * counted in lax mode on this server, plus an open-addressing hash index
+ * (linear probing, backward-shift deletion) and a dirty bitmap.  One LWLock
+ * guards the index: lookups of existing keys take it shared, only adding or
+ * evicting a key takes it exclusively.
+ *
+ * Per entry:
+ *	pending		delta added by backends and not yet taken by the flusher;
+ *				an atomic, so an increment is one fetch-add (no lock of its
+ *				own, no syscall);
+ *	inflight	delta the flusher took into the current batch and has not
+ *				seen acknowledged yet (kept across worker restarts);
+ *	known		the Redis total from the last flush reply or read, and when.
+ * This server's view of a counter is known + inflight + pending.  The
+ * flusher is (with the rare strict writes) the only writer of inflight and
+ * known; writers serialise on the entry's spinlock and publish through a
+ * seqlock (version), so readers never lock.
+ *
+ * An increment that makes an entry dirty sets its bit in the dirty bitmap
+ * and, at most once per flush cycle, the flusher's latch; the flusher scans
+ * only the bitmap (capacity/64 words) and sleeps when nothing is dirty.
+ *
+ * Exactly-once: each batch has a sequence number (per instance, kept in
+ * shared memory).  An entry's inflight delta is resent with the same
+ * sequence number until acknowledged, and lua/lax_flush.lua skips a
+ * (instance, sequence) it has already applied to that key.
+ *
+ * distkit_flush and the strict writes (set, del, clear, inc_if) wait for a
+ * flush cycle through flush_requested/flush_completed and a condition
+ * variable, so they are ordered after this server's earlier lax writes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "common/hashfn.h"
+#include "funcapi.h"
+#include "common/int.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "distkit.h"
+#include "keys.h"
+#include "lax.h"
+#include "redis.h"
+
+typedef struct DkLaxEntry
+{
+	pg_atomic_uint64 pending;	/* int64 bits */
+	pg_atomic_uint64 inflight;	/* int64 bits */
+	pg_atomic_uint64 known;		/* int64 bits */
+	pg_atomic_uint32 version;	/* seqlock: odd while a writer changes fields */
+	pg_atomic_uint32 dirty;		/* set while marked in the dirty bitmap */
+	slock_t		mutex;			/* serialises writers */
+	bool		in_use;
+	bool		used;			/* clock bit for eviction */
+	TimestampTz known_at;		/* 0: never read or stale */
+	bool		known_valid;	/* known was read from Redis at least once */
+	uint64		flush_gen;		/* bumped when the flusher takes or settles */
+	uint32		strict_gen;		/* bumped by strict writes */
+	uint32		hash;
+	int32		next_free;
+	uint16		namelen;		/* prefix NUL key */
+	uint16		prefixlen;
+	char		name[DK_LAX_NAME_MAX];
+} DkLaxEntry;
+
+typedef struct DkLaxShared
+{
+	LWLock	   *lock;			/* guards the index and free list */
+	int32		capacity;
+	int32		nbuckets;		/* power of two */
+	int32		free_head;
+	int32		used;
+	int32		clock_hand;
+	char		instance_id[40];
+
+	/* flusher state, in shared memory so that a restarted worker resumes */
+	uint64		next_seq;
+	uint64		inflight_seq;	/* 0: no batch in flight */
+	Latch	   *worker_latch;
+	int			worker_pid;
+	pg_atomic_uint32 wakeup_requested;
+	pg_atomic_uint64 flush_requested;
+	pg_atomic_uint64 flush_completed;
+	ConditionVariable flush_cv;
+
+	/* statistics */
+	pg_atomic_uint64 flushes;
+	pg_atomic_uint64 keys_flushed;
+	pg_atomic_uint64 flush_errors;
+	pg_atomic_uint64 strict_fallbacks;
+	pg_atomic_uint64 dropped;
+	slock_t		stats_mutex;
+	TimestampTz last_flush;
+	bool		redis_ok;
+	char		last_error[256];
+} DkLaxShared;
+
+/* GUCs */
+static int	lax_capacity = 65536;
+static int	flush_interval_ms = 20;
+
+/* Pointers into shared memory (same address in every process). */
+static DkLaxShared *lax = NULL;
+static pg_atomic_uint64 *dirty_bits = NULL;
+static int32 *buckets = NULL;
+static DkLaxEntry *entries = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+#define I64(u) ((int64) (u))
+#define U64(i) ((uint64) (i))
+
+/* Size of the whole shared structure for lax_capacity entries. */
+static Size
+LaxShmemSize(void)
+{
+	int			nbuckets = 1;
+	Size		size;
+
+	while (nbuckets < 2 * lax_capacity)
+		nbuckets <<= 1;
+	size = MAXALIGN(sizeof(DkLaxShared));
+	size = add_size(size, MAXALIGN(sizeof(pg_atomic_uint64) * ((lax_capacity + 63) / 64)));
+	size = add_size(size, MAXALIGN(sizeof(int32) * nbuckets));
+	size = add_size(size, mul_size(sizeof(DkLaxEntry), lax_capacity));
+	return size;
+}
+
+/* shmem_request_hook: reserve our memory and LWLock. */
+static void
+LaxShmemRequest(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(LaxShmemSize());
+	RequestNamedLWLockTranche("distkit", 1);
+}
+
+/* Make a random (version 4) UUID for this instance. */
+static void
+MakeInstanceId(char *out)
+{
+	uint8		b[16];
+
+	if (!pg_strong_random(b, sizeof(b)))
+		elog(ERROR, "could not generate a random instance id");
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(out, 40,
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+			 b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* shmem_startup_hook: create or attach to the buffer. */
+static void
+LaxShmemStartup(void)
+{
+	bool		found;
+	char	   *base;
+	int			nwords = (lax_capacity + 63) / 64;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	base = ShmemInitStruct("distkit lax buffer", LaxShmemSize(), &found);
+	lax = (DkLaxShared *) base;
+	base += MAXALIGN(sizeof(DkLaxShared));
+	dirty_bits = (pg_atomic_uint64 *) base;
+	base += MAXALIGN(sizeof(pg_atomic_uint64) * nwords);
+	if (!found)
+	{
+		int			nbuckets = 1;
+
+		while (nbuckets < 2 * lax_capacity)
+			nbuckets <<= 1;
+		memset(lax, 0, sizeof(DkLaxShared));
+		lax->lock = &(GetNamedLWLockTranche("distkit"))->lock;
+		lax->capacity = lax_capacity;
+		lax->nbuckets = nbuckets;
+		lax->next_seq = 1;
+		MakeInstanceId(lax->instance_id);
+		pg_atomic_init_u32(&lax->wakeup_requested, 0);
+		pg_atomic_init_u64(&lax->flush_requested, 0);
+		pg_atomic_init_u64(&lax->flush_completed, 0);
+		ConditionVariableInit(&lax->flush_cv);
+		pg_atomic_init_u64(&lax->flushes, 0);
+		pg_atomic_init_u64(&lax->keys_flushed, 0);
+		pg_atomic_init_u64(&lax->flush_errors, 0);
+		pg_atomic_init_u64(&lax->strict_fallbacks, 0);
+		pg_atomic_init_u64(&lax->dropped, 0);
+		SpinLockInit(&lax->stats_mutex);
+		for (int i = 0; i < nwords; i++)
+			pg_atomic_init_u64(&dirty_bits[i], 0);
+	}
+	buckets = (int32 *) base;
+	base += MAXALIGN(sizeof(int32) * lax->nbuckets);
+	entries = (DkLaxEntry *) base;
+	if (!found)
+	{
+		for (int i = 0; i < lax->nbuckets; i++)
+			buckets[i] = -1;
+		for (int i = 0; i < lax->capacity; i++)
+		{
+			DkLaxEntry *e = &entries[i];
+
+			memset(e, 0, sizeof(*e));
+			pg_atomic_init_u64(&e->pending, 0);
+			pg_atomic_init_u64(&e->inflight, 0);
+			pg_atomic_init_u64(&e->known, 0);
+			pg_atomic_init_u32(&e->version, 0);
+			pg_atomic_init_u32(&e->dirty, 0);
+			SpinLockInit(&e->mutex);
+			e->next_free = (i + 1 < lax->capacity) ? i + 1 : -1;
+		}
+		lax->free_head = 0;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Defines the lax GUCs and, when preloaded, requests shared memory. */
+void
+DkLaxInit(void)
+{
+	DefineCustomIntVariable("distkit.lax_capacity",
+							"Number of keys the lax buffer of this server can hold.",
+							"Each entry takes about 300 bytes of shared memory.",
+							&lax_capacity,
+							65536, 64, 16 * 1024 * 1024,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("distkit.flush_interval",
+							"How often the flusher sends buffered lax increments to Redis.",
+							NULL,
+							&flush_interval_ms,
+							20, 1, 60000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	if (!DkPreloaded)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = LaxShmemRequest;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = LaxShmemStartup;
+}
+
+/* distkit.flush_interval in milliseconds. */
+int
+DkFlushIntervalMs(void)
+{
+	return flush_interval_ms;
+}
+
+/* The instance id of this server ("" without shared memory). */
+const char *
+DkLaxInstanceId(void)
+{
+	return lax ? lax->instance_id : "";
+}
+
+/* Error unless the buffer exists (distkit preloaded). */
+static void
+RequireBuffer(void)
+{
+	DkRequirePreload("lax mode");
+	if (lax == NULL)
+		elog(ERROR, "distkit lax buffer is not attached");
+}
+
+/* Build "<prefix>\0<key>"; false if it does not fit an entry. */
+static bool
+BuildName(const char *key, size_t keylen, char *name, int *namelen, int *prefixlen)
+{
+	const char *prefix = DkKeyPrefix();
+	size_t		plen = strlen(prefix);
+
+	if (plen + 1 + keylen > DK_LAX_NAME_MAX)
+		return false;
+	memcpy(name, prefix, plen);
+	name[plen] = '\0';
+	memcpy(name + plen + 1, key, keylen);
+	*namelen = (int) (plen + 1 + keylen);
+	*prefixlen = (int) plen;
+	return true;
+}
+
+/* Index of the entry named name, or -1.  Caller holds the lock. */
+static int32
+FindEntry(const char *name, int namelen, uint32 hash)
+{
+	uint32		mask = lax->nbuckets - 1;
+
+	for (uint32 b = hash & mask;; b = (b + 1) & mask)
+	{
+		int32		idx = buckets[b];
+		DkLaxEntry *e;
+
+		if (idx < 0)
+			return -1;
+		e = &entries[idx];
+		if (e->hash == hash && e->namelen == namelen && memcmp(e->name, name, namelen) == 0)
+			return idx;
+	}
+}
+
+/* Remove entry idx from the index (backward-shift deletion); exclusive lock held. */
+static void
+RemoveEntry(int32 idx)
+{
+	uint32		mask = lax->nbuckets - 1;
+	uint32		i = entries[idx].hash & mask;
+
+	while (buckets[i] != idx)
+		i = (i + 1) & mask;
+	buckets[i] = -1;
+	for (uint32 j = (i + 1) & mask; buckets[j] >= 0; j = (j + 1) & mask)
+	{
+		uint32		k = entries[buckets[j]].hash & mask;
+
+		/* move j back to i unless its home k lies cyclically in (i, j] */
+		if ((i <= j) ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		buckets[i] = buckets[j];
+		buckets[j] = -1;
+		i = j;
+	}
+	entries[idx].in_use = false;
+	entries[idx].next_free = lax->free_head;
+	lax->free_head = idx;
+	lax->used--;
+}
+
+/* Evict idle, fully flushed entries (clock sweep); exclusive lock held. */
+static void
+EvictSome(void)
+{
+	int			want = Max(1, lax->capacity / 64);
+	int			freed = 0;
+
+	for (int step = 0; step < 2 * lax->capacity && freed < want; step++)
+	{
+		int32		idx = lax->clock_hand;
+		DkLaxEntry *e = &entries[idx];
+
+		lax->clock_hand = (idx + 1) % lax->capacity;
+		if (!e->in_use)
+			continue;
+		if (e->used)
+		{
+			e->used = false;
+			continue;
+		}
+		if (pg_atomic_read_u32(&e->dirty) == 0 &&
+			pg_atomic_read_u64(&e->pending) == 0 &&
+			pg_atomic_read_u64(&e->inflight) == 0)
+		{
+			RemoveEntry(idx);
+			freed++;
+		}
+	}
+}
+
+/* Add an entry for name; -1 if the buffer is full.  Exclusive lock held. */
+static int32
+InsertEntry(const char *name, int namelen, int prefixlen, uint32 hash)
+{
+	uint32		mask = lax->nbuckets - 1;
+	int32		idx;
+	DkLaxEntry *e;
+	uint32		b;
+
+	if (lax->free_head < 0)
+		EvictSome();
+	if (lax->free_head < 0)
+		return -1;
+	idx = lax->free_head;
+	e = &entries[idx];
+	lax->free_head = e->next_free;
+	lax->used++;
+
+	e->in_use = true;
+	e->used = true;
+	e->hash = hash;
+	e->namelen = namelen;
+	e->prefixlen = prefixlen;
+	memcpy(e->name, name, namelen);
+	e->known_at = 0;
+	e->known_valid = false;
+	e->flush_gen = 0;
+	e->strict_gen = 0;
+	pg_atomic_write_u64(&e->pending, 0);
+	pg_atomic_write_u64(&e->inflight, 0);
+	pg_atomic_write_u64(&e->known, 0);
+	pg_atomic_write_u32(&e->dirty, 0);
+
+	for (b = hash & mask; buckets[b] >= 0; b = (b + 1) & mask)
+		;
+	buckets[b] = idx;
+	return idx;
+}
+
+/*
+ * Find the entry for key, creating it when create is set.  Returns with the
+ * lock held (shared, or exclusive if it had to create); -1 if absent/full.
+ */
+static int32
+LookupLocked(const char *key, size_t keylen, bool create)
+{
+	char		name[DK_LAX_NAME_MAX];
+	int			namelen;
+	int			prefixlen;
+	uint32		hash;
+	int32		idx;
+
+	if (!BuildName(key, keylen, name, &namelen, &prefixlen))
+	{
+		LWLockAcquire(lax->lock, LW_SHARED);
+		return -1;
+	}
+	hash = hash_bytes((const unsigned char *) name, namelen);
+	LWLockAcquire(lax->lock, LW_SHARED);
+	idx = FindEntry(name, namelen, hash);
+	if (idx >= 0 || !create)
+		return idx;
+	LWLockRelease(lax->lock);
+	LWLockAcquire(lax->lock, LW_EXCLUSIVE);
+	idx = FindEntry(name, namelen, hash);
+	if (idx < 0)
+		idx = InsertEntry(name, namelen, prefixlen, hash);
+	return idx;
+}
+
+/* known + inflight + pending, consistently (seqlock read). */
+static int64
+ReadView(DkLaxEntry *e)
+{
+	for (;;)
+	{
+		uint32		v1 = pg_atomic_read_u32(&e->version);
+		int64		view;
+
+		if (v1 & 1)
+		{
+			SPIN_DELAY();
+			continue;
+		}
+		pg_read_barrier();
+		view = I64(pg_atomic_read_u64(&e->known)) +
+			I64(pg_atomic_read_u64(&e->inflight)) +
+			I64(pg_atomic_read_u64(&e->pending));
+		pg_read_barrier();
+		if (pg_atomic_read_u32(&e->version) == v1)
+			return view;
+	}
+}
+
+/* Begin/end a write of an entry's inflight/known fields. */
+static void
+WriteBegin(DkLaxEntry *e)
+{
+	SpinLockAcquire(&e->mutex);
+	pg_atomic_fetch_add_u32(&e->version, 1);
+	pg_write_barrier();
+}
+
+static void
+WriteEnd(DkLaxEntry *e)
+{
+	pg_write_barrier();
+	pg_atomic_fetch_add_u32(&e->version, 1);
+	SpinLockRelease(&e->mutex);
+}
+
+/* Wake the flusher, at most once per flush cycle unless forced. */
+static void
+WakeFlusher(bool force)
+{
+	Latch	   *latch;
+
+	if (!force && pg_atomic_read_u32(&lax->wakeup_requested) != 0)
+		return;
+	if (pg_atomic_exchange_u32(&lax->wakeup_requested, 1) != 0 && !force)
+		return;
+	latch = lax->worker_latch;
+	if (latch)
+		SetLatch(latch);
+}
+
+/* Mark entry idx dirty (once until the flusher takes it). */
+static void
+MarkDirty(DkLaxEntry *e, int32 idx)
+{
+	if (pg_atomic_read_u32(&e->dirty) != 0)
+		return;
+	if (pg_atomic_exchange_u32(&e->dirty, 1) != 0)
+		return;
+	pg_atomic_fetch_or_u64(&dirty_bits[idx / 64], UINT64CONST(1) << (idx % 64));
+	WakeFlusher(false);
+}
+
+/*
+ * Add delta to key in the buffer and set *view to this server's view.
+ * Returns false (nothing done) if the key cannot be buffered: the caller
+ * then counts it strictly.  No Redis I/O.
+ */
+bool
+DkLaxAdd(const char *key, size_t keylen, int64 delta, int64 *view)
+{
+	int32		idx;
+	DkLaxEntry *e;
+	int64		before;
+	int64		sum;
+
+	RequireBuffer();
+	idx = LookupLocked(key, keylen, true);
+	if (idx < 0)
+	{
+		LWLockRelease(lax->lock);
+		return false;
+	}
+	e = &entries[idx];
+	before = ReadView(e);
+	if (pg_add_s64_overflow(before, delta, &sum) ||
+		pg_add_s64_overflow(I64(pg_atomic_read_u64(&e->pending)), delta, &sum))
+	{
+		LWLockRelease(lax->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("lax counter would overflow bigint"),
+				 errdetail("This server's view is " INT64_FORMAT "; the delta is " INT64_FORMAT ".",
+						   before, delta),
+				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
+	}
+	pg_atomic_fetch_add_u64(&e->pending, U64(delta));
+	if (!e->used)
+		e->used = true;
+	MarkDirty(e, idx);
+	*view = ReadView(e);
+	LWLockRelease(lax->lock);
+	return true;
+}
+
+/*
+ * Look key up for a lax read.  DK_LAX_FRESH: *view is set.  DK_LAX_STALE:
+ * read Redis and pass the value to DkLaxStoreRead with *ticket.
+ */
+DkLaxReadState
+DkLaxLookupForRead(const char *key, size_t keylen, int64 *view, DkLaxReadTicket *ticket)
+{
+	int32		idx;
+	DkLaxEntry *e;
+	DkLaxReadState state;
+	TimestampTz now = GetCurrentTimestamp();
+
+	RequireBuffer();
+	idx = LookupLocked(key, keylen, true);
+	if (idx < 0)
+	{
+		LWLockRelease(lax->lock);
+		return DK_LAX_NO_ENTRY;
+	}
+	e = &entries[idx];
+	if (!e->used)
+		e->used = true;
+	SpinLockAcquire(&e->mutex);
+	if (e->known_at != 0 &&
+		!TimestampDifferenceExceeds(e->known_at, now, flush_interval_ms))
+		state = DK_LAX_FRESH;
+	else
+		state = DK_LAX_STALE;
+	ticket->idx = idx;
+	ticket->flush_gen = e->flush_gen;
+	ticket->known_valid = e->known_valid;
+	SpinLockRelease(&e->mutex);
+	*view = ReadView(e);
+	LWLockRelease(lax->lock);
+	return state;
+}
+
+/*
+ * Store a value read from Redis as the entry's known total, unless the
+ * flusher took or settled a batch for it meanwhile (then the read may or
+ * may not include that batch and the flusher's own reply is used instead).
+ * Returns this server's view.
+ */
+int64
+DkLaxStoreRead(const char *key, size_t keylen, const DkLaxReadTicket *ticket, int64 redis_value)
+{
+	int32		idx;
+	DkLaxEntry *e;
+	int64		view;
+
+	idx = LookupLocked(key, keylen, false);
+	if (idx < 0)
+	{
+		LWLockRelease(lax->lock);
+		return redis_value;
+	}
+	e = &entries[idx];
+	WriteBegin(e);
+	if (idx == ticket->idx && e->flush_gen == ticket->flush_gen &&
+		pg_atomic_read_u64(&e->inflight) == 0)
+	{
+		pg_atomic_write_u64(&e->known, U64(redis_value));
+		e->known_at = GetCurrentTimestamp();
+		e->known_valid = true;
+	}
+	WriteEnd(e);
+	view = ReadView(e);
+	LWLockRelease(lax->lock);
+	return view;
+}
+
+/*
+ * Before a strict write of key: if this server has lax increments of it not
+ * yet in Redis, wait until they are, so that the strict write is ordered
+ * after them (distkit_del then returns a total that includes them).
+ */
+void
+DkLaxSettle(const char *key, size_t keylen)
+{
+	int32		idx;
+	bool		busy = false;
+
+	if (lax == NULL)
+		return;
+	idx = LookupLocked(key, keylen, false);
+	if (idx >= 0)
+	{
+		DkLaxEntry *e = &entries[idx];
+
+		busy = pg_atomic_read_u64(&e->pending) != 0 ||
+			pg_atomic_read_u64(&e->inflight) != 0;
+	}
+	LWLockRelease(lax->lock);
+	if (busy)
+		(void) DkLaxFlushWait(2 * DkRedisCommandTimeoutMs() + DkFlushIntervalMs());
+}
+
+/* After a strict write of key: remember its new Redis value. */
+void
+DkLaxAfterStrictWrite(const char *key, size_t keylen, int64 value)
+{
+	int32		idx;
+
+	if (lax == NULL)
+		return;
+	idx = LookupLocked(key, keylen, false);
+	if (idx >= 0)
+	{
+		DkLaxEntry *e = &entries[idx];
+
+		WriteBegin(e);
+		pg_atomic_write_u64(&e->known, U64(value));
+		e->known_at = GetCurrentTimestamp();
+		e->known_valid = true;
+		e->strict_gen++;
+		WriteEnd(e);
+	}
+	LWLockRelease(lax->lock);
+}
+
+/* After distkit_clear: every buffered key of the current prefix is now 0 in Redis. */
+void
+DkLaxAfterClear(void)
+{
+	const char *prefix = DkKeyPrefix();
+	size_t		plen = strlen(prefix);
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (lax == NULL)
+		return;
+	LWLockAcquire(lax->lock, LW_SHARED);
+	for (int i = 0; i < lax->capacity; i++)
+	{
+		DkLaxEntry *e = &entries[i];
+
+		if (!e->in_use || e->prefixlen != plen || memcmp(e->name, prefix, plen) != 0)
+			continue;
+		WriteBegin(e);
+		pg_atomic_write_u64(&e->known, 0);
+		e->known_at = now;
+		e->known_valid = true;
+		e->strict_gen++;
+		WriteEnd(e);
+	}
+	LWLockRelease(lax->lock);
+}
+
+/* True if any key has a delta not yet acknowledged by Redis. */
+bool
+DkLaxAnythingPending(void)
+{
+	bool		found = false;
+
+	if (lax == NULL)
+		return false;
+	LWLockAcquire(lax->lock, LW_SHARED);
+	for (int i = 0; i < lax->capacity && !found; i++)
+		found = entries[i].in_use &&
+			(pg_atomic_read_u64(&entries[i].pending) != 0 ||
+			 pg_atomic_read_u64(&entries[i].inflight) != 0);
+	LWLockRelease(lax->lock);
+	return found;
+}
+
+/* Count a lax call that had to be served strictly. */
+void
+DkLaxCountStrictFallback(void)
+{
+	if (lax)
+		pg_atomic_fetch_add_u64(&lax->strict_fallbacks, 1);
+}
+
+/*
+ * Wait until everything buffered before this call is in Redis.  Returns the
+ * number of keys the flusher flushed meanwhile; raises an error on timeout.
+ */
+int64
+DkLaxFlushWait(int timeout_ms)
+{
+	uint64		keys_before;
+	uint64		target;
+	TimestampTz deadline;
+
+	RequireBuffer();
+	keys_before = pg_atomic_read_u64(&lax->keys_flushed);
+	target = pg_atomic_add_fetch_u64(&lax->flush_requested, 1);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	WakeFlusher(true);
+
+	ConditionVariablePrepareToSleep(&lax->flush_cv);
+	while (pg_atomic_read_u64(&lax->flush_completed) < target)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		char		error[256];
+		bool		running;
+
+		if (left <= 0)
+		{
+			ConditionVariableCancelSleep();
+			SpinLockAcquire(&lax->stats_mutex);
+			strlcpy(error, lax->last_error, sizeof(error));
+			SpinLockRelease(&lax->stats_mutex);
+			running = lax->worker_latch != NULL;
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("buffered lax increments were not flushed to Redis within %d ms", timeout_ms),
+					 running ?
+					 errdetail("The flusher's last error: %s", error[0] ? error : "(none)") :
+					 errdetail("The distkit flusher worker is not running."),
+					 errhint("The increments stay buffered and are sent as soon as Redis is reachable.")));
+		}
+		/* wake the flusher again in case it is in a back-off sleep */
+		ConditionVariableTimedSleep(&lax->flush_cv, Min(left, 100), PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return (int64) (pg_atomic_read_u64(&lax->keys_flushed) - keys_before);
+}
+
+/* The flusher registers its latch, so backends can wake it. */
+void
+DkLaxWorkerAttach(void)
+{
+	RequireBuffer();
+	lax->worker_pid = MyProcPid;
+	lax->worker_latch = MyLatch;
+}
+
+/* The flusher is leaving. */
+void
+DkLaxWorkerDetach(void)
+{
+	if (lax == NULL)
+		return;
+	lax->worker_latch = NULL;
+	lax->worker_pid = 0;
+	SpinLockAcquire(&lax->stats_mutex);
+	lax->redis_ok = false;
+	SpinLockRelease(&lax->stats_mutex);
+}
+
+/* Start a flush cycle; returns the flush request it will satisfy. */
+uint64
+DkLaxBeginCycle(void)
+{
+	pg_atomic_write_u32(&lax->wakeup_requested, 0);
+	pg_memory_barrier();
+	return pg_atomic_read_u64(&lax->flush_requested);
+}
+
+/* Copy entry e (index idx) into a batch item with the given delta. */
+static void
+FillItem(DkLaxBatchItem *item, DkLaxEntry *e, int32 idx, int64 delta)
+{
+	item->idx = idx;
+	item->delta = delta;
+	item->strict_gen = e->strict_gen;
+	memcpy(item->prefix, e->name, e->namelen);
+	item->key = item->prefix + e->prefixlen + 1;
+	item->keylen = e->namelen - e->prefixlen - 1;
+}
+
+/*
+ * The batch still in flight from an earlier cycle (or an earlier flusher
+ * process): every entry with an unacknowledged delta.  Returns how many,
+ * and its sequence number.
+ */
+int
+DkLaxTakeInflight(DkLaxBatchItem **items, uint64 *seq)
+{
+	int			n = 0;
+	DkLaxBatchItem *out = NULL;
+
+	*seq = lax->inflight_seq;
+	if (*seq == 0)
+		return 0;
+	LWLockAcquire(lax->lock, LW_SHARED);
+	for (int i = 0; i < lax->capacity; i++)
+	{
+		DkLaxEntry *e = &entries[i];
+		int64		delta;
+
+		if (!e->in_use || (delta = I64(pg_atomic_read_u64(&e->inflight))) == 0)
+			continue;
+		if (out == NULL)
+			out = palloc(sizeof(DkLaxBatchItem) * lax->capacity);
+		FillItem(&out[n++], e, i, delta);
+	}
+	LWLockRelease(lax->lock);
+	if (n == 0)
+		lax->inflight_seq = 0;
+	*items = out;
+	return n;
+}
+
+/*
+ * Take a new batch: move the pending delta of every dirty entry to its
+ * inflight delta, under a new sequence number.  Returns how many keys.
+ */
+int
+DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq)
+{
+	int			nwords = (lax->capacity + 63) / 64;
+	int			n = 0;
+	DkLaxBatchItem *out = NULL;
+
+	LWLockAcquire(lax->lock, LW_SHARED);
+	for (int w = 0; w < nwords; w++)
+	{
+		uint64		bits;
+
+		if (pg_atomic_read_u64(&dirty_bits[w]) == 0)
+			continue;
+		bits = pg_atomic_exchange_u64(&dirty_bits[w], 0);
+		while (bits)
+		{
+			int			bit = pg_rightmost_one_pos64(bits);
+			int32		idx = w * 64 + bit;
+			DkLaxEntry *e = &entries[idx];
+			int64		taken;
+
+			bits &= bits - 1;
+			if (pg_atomic_read_u64(&e->inflight) != 0)
+			{
+				/* never mix sequence numbers: keep it for the next batch */
+				pg_atomic_fetch_or_u64(&dirty_bits[w], UINT64CONST(1) << bit);
+				continue;
+			}
+			pg_atomic_write_u32(&e->dirty, 0);
+			pg_memory_barrier();
+			WriteBegin(e);
+			taken = I64(pg_atomic_exchange_u64(&e->pending, 0));
+			pg_atomic_write_u64(&e->inflight, U64(taken));
+			e->flush_gen++;
+			WriteEnd(e);
+			if (taken == 0)
+				continue;
+			if (out == NULL)
+				out = palloc(sizeof(DkLaxBatchItem) * lax->capacity);
+			FillItem(&out[n++], e, idx, taken);
+		}
+	}
+	LWLockRelease(lax->lock);
+	if (n > 0)
+	{
+		*seq = lax->next_seq++;
+		lax->inflight_seq = *seq;
+	}
+	*items = out;
+	return n;
+}
+
+/* Redis acknowledged item: its delta is in total. */
+void
+DkLaxApplyFlushed(const DkLaxBatchItem *item, int64 total)
+{
+	DkLaxEntry *e = &entries[item->idx];
+
+	LWLockAcquire(lax->lock, LW_SHARED);
+	WriteBegin(e);
+	pg_atomic_write_u64(&e->inflight, 0);
+	if (e->strict_gen == item->strict_gen)
+	{
+		pg_atomic_write_u64(&e->known, U64(total));
+		e->known_at = GetCurrentTimestamp();
+		e->known_valid = true;
+	}
+	else
+		e->known_at = 0;
+	e->flush_gen++;
+	WriteEnd(e);
+	LWLockRelease(lax->lock);
+}
+
+/* Redis refused item for good (overflow, wrong type): drop it, say so. */
+void
+DkLaxDropFlushed(const DkLaxBatchItem *item, const char *why)
+{
+	DkLaxEntry *e = &entries[item->idx];
+
+	LWLockAcquire(lax->lock, LW_SHARED);
+	WriteBegin(e);
+	pg_atomic_write_u64(&e->inflight, 0);
+	e->known_at = 0;
+	e->flush_gen++;
+	WriteEnd(e);
+	LWLockRelease(lax->lock);
+	pg_atomic_fetch_add_u64(&lax->dropped, 1);
+	SpinLockAcquire(&lax->stats_mutex);
+	strlcpy(lax->last_error, why, sizeof(lax->last_error));
+	SpinLockRelease(&lax->stats_mutex);
+}
+
+/*
+ * End a flush cycle.  On success every delta taken so far is in Redis:
+ * flush requests up to target are satisfied.
+ */
+void
+DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error)
+{
+	SpinLockAcquire(&lax->stats_mutex);
+	lax->redis_ok = ok;
+	if (ok && nkeys > 0)
+		lax->last_flush = GetCurrentTimestamp();
+	if (!ok && error)
+		strlcpy(lax->last_error, error, sizeof(lax->last_error));
+	SpinLockRelease(&lax->stats_mutex);
+	if (nkeys > 0 && ok)
+	{
+		pg_atomic_fetch_add_u64(&lax->flushes, 1);
+		pg_atomic_fetch_add_u64(&lax->keys_flushed, nkeys);
+	}
+	if (!ok)
+	{
+		pg_atomic_fetch_add_u64(&lax->flush_errors, 1);
+		return;
+	}
+	lax->inflight_seq = 0;
+	if (pg_atomic_read_u64(&lax->flush_completed) < target)
+		pg_atomic_write_u64(&lax->flush_completed, target);
+	ConditionVariableBroadcast(&lax->flush_cv);
+}
+
+PG_FUNCTION_INFO_V1(distkit_stats);
+
+/* distkit_stats(): one row describing the lax buffer and the flusher. */
+Datum
+distkit_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[13];
+	bool		nulls[13] = {0};
+	int64		pending_keys = 0;
+	int64		pending_delta = 0;
+	int32		used;
+	TimestampTz last_flush;
+	bool		redis_ok;
+	char		last_error[256];
+
+	RequireBuffer();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	LWLockAcquire(lax->lock, LW_SHARED);
+	used = lax->used;
+	for (int i = 0; i < lax->capacity; i++)
+	{
+		DkLaxEntry *e = &entries[i];
+		int64		d;
+
+		if (!e->in_use)
+			continue;
+		d = I64(pg_atomic_read_u64(&e->pending)) + I64(pg_atomic_read_u64(&e->inflight));
+		if (d != 0)
+		{
+			pending_keys++;
+			pending_delta += d;
+		}
+	}
+	LWLockRelease(lax->lock);
+	SpinLockAcquire(&lax->stats_mutex);
+	last_flush = lax->last_flush;
+	redis_ok = lax->redis_ok && lax->worker_latch != NULL;
+	strlcpy(last_error, lax->last_error, sizeof(last_error));
+	SpinLockRelease(&lax->stats_mutex);
+
+	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(lax->instance_id));
+	values[1] = BoolGetDatum(redis_ok);
+	values[2] = Int64GetDatum(pending_keys);
+	values[3] = Int64GetDatum(pending_delta);
+	values[4] = Int64GetDatum(lax->capacity);
+	values[5] = Int64GetDatum(used);
+	values[6] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flushes)));
+	values[7] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->keys_flushed)));
+	values[8] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flush_errors)));
+	values[9] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->strict_fallbacks)));
+	values[10] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->dropped)));
+	values[11] = TimestampTzGetDatum(last_flush);
+	nulls[11] = last_flush == 0;
+	values[12] = CStringGetTextDatum(last_error);
+	nulls[12] = last_error[0] == '\0';
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
