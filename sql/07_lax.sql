@@ -10,7 +10,7 @@ SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type =
 -- distkit_flush Redis holds exactly the same total
 SELECT count(distkit_inc('lax:k', 1, 'lax')) FROM generate_series(1, 100000);
 SELECT distkit_get('lax:k', 'lax');
-SELECT distkit_flush();
+SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT distkit_get('lax:k', 'strict');
 \set raw `"$DISTKIT_REDIS_CTL" cli GET 'distkit:c:{lax:k}'`
 SELECT :'raw' AS in_redis;
@@ -23,16 +23,21 @@ FROM distkit_stats;
 -- returns are this server's view: known total + pending
 SELECT distkit_inc('lax:k', 5, 'lax'), distkit_dec('lax:k', 2, 'lax'), distkit_inc('lax:k', -3, 'lax');
 SELECT distkit_get('lax:k', 'lax');
-SELECT distkit_flush();
+SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT distkit_get('lax:k', 'strict');
-
--- default_mode = lax applies to calls without a mode
-SET distkit.default_mode = 'lax';
-SELECT distkit_inc('lax:default');
-SELECT distkit_get('lax:default', 'strict');
+-- nothing buffered: distkit_flush returns 0 at once
 SELECT distkit_flush();
-SELECT distkit_get('lax:default', 'strict');
+
+-- default_mode = lax applies to calls without a mode; each of the three
+-- keys is flushed exactly once (by the worker, or by distkit_flush)
+SELECT keys_flushed AS flushed_before, strict_fallbacks AS fallbacks_before FROM distkit_stats \gset
+SET distkit.default_mode = 'lax';
+SELECT distkit_inc('lax:default'), distkit_inc('lax:b1'), distkit_dec('lax:b2');
 RESET distkit.default_mode;
+SELECT distkit_flush() IS NOT NULL AS flushed;
+SELECT keys_flushed - :flushed_before AS keys_flushed, strict_fallbacks - :fallbacks_before AS fallbacks
+FROM distkit_stats;
+SELECT * FROM distkit_get_many(ARRAY['lax:default', 'lax:b1', 'lax:b2'], 'strict');
 
 -- a lax read of a key never counted here reads Redis once and caches it
 SELECT distkit_set('lax:read', 41);
@@ -56,7 +61,7 @@ SELECT :'raw' AS del_exists;
 SELECT distkit_inc('lax:set', 7, 'lax');
 SELECT distkit_set('lax:set', 100);
 SELECT distkit_inc('lax:set', 1, 'lax');
-SELECT distkit_flush();
+SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT distkit_get('lax:set', 'strict');
 -- inc_if sees buffered increments
 SELECT distkit_inc('lax:stock', 3, 'lax');
@@ -79,7 +84,7 @@ SELECT distkit_get(repeat('x', 200), 'lax');
 -- other prefixes are buffered separately and flushed under their own prefix
 SET distkit.prefix = 'laxother';
 SELECT distkit_inc('lax:k', 2, 'lax');
-SELECT distkit_flush();
+SELECT distkit_flush() IS NOT NULL AS flushed;
 \set raw `"$DISTKIT_REDIS_CTL" cli GET 'laxother:c:{lax:k}'`
 SELECT :'raw' AS other_prefix;
 SELECT distkit_clear();
@@ -97,7 +102,7 @@ SELECT distkit_set('lax:max', 9223372036854775806);
 SELECT distkit_get('lax:max', 'lax');
 SELECT distkit_inc('lax:max', 1, 'lax');
 SELECT dk_error($$SELECT distkit_inc('lax:max', 1, 'lax')$$);
-SELECT distkit_flush();
+SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT distkit_get('lax:max', 'strict');
 
 -- Redis down: lax increments keep succeeding; flush times out with a

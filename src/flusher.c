@@ -11,8 +11,10 @@
  * network I/O: the batch is copied out first.
  *
  * Timing: after a cycle that did work the worker sleeps
- * distkit.flush_interval; when nothing is dirty it sleeps on its latch
- * until the first increment wakes it (zero CPU when idle).
+ * distkit.flush_interval while increments accumulate (they do not wake
+ * it); when nothing is dirty it announces that it is idle and sleeps on its
+ * latch until the first increment wakes it (zero CPU when idle).  Flush
+ * requests (distkit_flush, strict writes) always wake it.
  *
  * Errors never kill it: a failed cycle is logged once per outage, counted,
  * and retried with capped exponential back-off and full jitter, while the
@@ -303,8 +305,8 @@ DkFlusherMain(Datum main_arg)
 			SleepOnLatch(BackoffMs(failures));
 		else if (n > 0)
 			SleepOnLatch(DkFlushIntervalMs());
-		else
-			SleepOnLatch(-1);	/* idle: an increment sets our latch */
+		else if (DkLaxGoIdle())
+			SleepOnLatch(-1);	/* idle: the next increment sets our latch */
 	}
 
 	FinalFlush(cycle_ctx);

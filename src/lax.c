@@ -96,7 +96,7 @@ typedef struct DkLaxShared
 	uint64		inflight_seq;	/* 0: no batch in flight */
 	Latch	   *worker_latch;
 	int			worker_pid;
-	pg_atomic_uint32 wakeup_requested;
+	pg_atomic_uint32 worker_idle;	/* 1 while the flusher sleeps with nothing to do */
 	pg_atomic_uint64 flush_requested;
 	pg_atomic_uint64 flush_completed;
 	ConditionVariable flush_cv;
@@ -200,7 +200,7 @@ LaxShmemStartup(void)
 		lax->nbuckets = nbuckets;
 		lax->next_seq = 1;
 		MakeInstanceId(lax->instance_id);
-		pg_atomic_init_u32(&lax->wakeup_requested, 0);
+		pg_atomic_init_u32(&lax->worker_idle, 0);
 		pg_atomic_init_u64(&lax->flush_requested, 0);
 		pg_atomic_init_u64(&lax->flush_completed, 0);
 		ConditionVariableInit(&lax->flush_cv);
@@ -493,15 +493,18 @@ WriteEnd(DkLaxEntry *e)
 	SpinLockRelease(&e->mutex);
 }
 
-/* Wake the flusher, at most once per flush cycle unless forced. */
+/*
+ * Wake the flusher.  Unless forced, only when it sleeps idle: while it
+ * sleeps between cycles (distkit.flush_interval) increments accumulate.
+ */
 static void
 WakeFlusher(bool force)
 {
 	Latch	   *latch;
 
-	if (!force && pg_atomic_read_u32(&lax->wakeup_requested) != 0)
-		return;
-	if (pg_atomic_exchange_u32(&lax->wakeup_requested, 1) != 0 && !force)
+	if (!force &&
+		(pg_atomic_read_u32(&lax->worker_idle) == 0 ||
+		 pg_atomic_exchange_u32(&lax->worker_idle, 0) == 0))
 		return;
 	latch = lax->worker_latch;
 	if (latch)
@@ -806,9 +809,35 @@ DkLaxWorkerDetach(void)
 uint64
 DkLaxBeginCycle(void)
 {
-	pg_atomic_write_u32(&lax->wakeup_requested, 0);
+	pg_atomic_write_u32(&lax->worker_idle, 0);
 	pg_memory_barrier();
 	return pg_atomic_read_u64(&lax->flush_requested);
+}
+
+/*
+ * The flusher is about to sleep with nothing to do: announce it, then look
+ * once more (an increment that marked a key dirty before seeing the
+ * announcement would not wake us).  Returns false if it must not sleep.
+ */
+bool
+DkLaxGoIdle(void)
+{
+	int			nwords = (lax->capacity + 63) / 64;
+
+	pg_atomic_write_u32(&lax->worker_idle, 1);
+	pg_memory_barrier();
+	for (int w = 0; w < nwords; w++)
+		if (pg_atomic_read_u64(&dirty_bits[w]) != 0)
+		{
+			pg_atomic_write_u32(&lax->worker_idle, 0);
+			return false;
+		}
+	if (pg_atomic_read_u64(&lax->flush_requested) > pg_atomic_read_u64(&lax->flush_completed))
+	{
+		pg_atomic_write_u32(&lax->worker_idle, 0);
+		return false;
+	}
+	return true;
 }
 
 /* Copy entry e (index idx) into a batch item with the given delta. */

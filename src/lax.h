@@ -56,6 +56,7 @@ extern int64 DkLaxFlushWait(int timeout_ms);
 extern void DkLaxWorkerAttach(void);
 extern void DkLaxWorkerDetach(void);
 extern uint64 DkLaxBeginCycle(void);
+extern bool DkLaxGoIdle(void);
 extern int	DkLaxTakeInflight(DkLaxBatchItem **items, uint64 *seq);
 extern int	DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq);
 extern void DkLaxApplyFlushed(const DkLaxBatchItem *item, int64 total);
