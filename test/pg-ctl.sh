@@ -29,7 +29,7 @@ start)
 		echo "distkit.redis_url = '$url'"
 		for line in "$@"; do echo "$line"; done
 	} >>"$dir/data/postgresql.conf"
-	"$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgresql.log" -w start >/dev/null
+	"$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgresql.log" -w start >/dev/null 9>&-
 	printf 'export PGHOST=%s PGPORT=%s PGUSER=postgres PGDATABASE=postgres\n' "$dir" "$port" >"$dir/env"
 	;;
 stop)

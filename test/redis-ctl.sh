@@ -20,7 +20,7 @@ cli() { redis-cli -h 127.0.0.1 -p "$(cat "$dir/port")" --no-auth-warning "$@"; }
 start() {
 	alive && return 0
 	rm -f "$dir/redis.pid"
-	redis-server "$dir/redis.conf" >/dev/null
+	redis-server "$dir/redis.conf" >/dev/null 9>&-	# do not inherit the test lock
 	for _ in $(seq 1 100); do
 		if [ "$(cli PING 2>/dev/null)" = PONG ] || cli PING 2>&1 | grep -q NOAUTH; then return 0; fi
 		sleep 0.05

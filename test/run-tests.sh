@@ -86,8 +86,10 @@ fi
 
 # 2. TAP tests (multi-server, faults)
 if ls test/t/*.pl >/dev/null 2>&1; then
+	mkdir -p "$tmp/tap"
 	set +e
-	PERL5LIB="$($PG_CONFIG --pgxs | sed 's#/src/makefiles/pgxs.mk##')/src/test/perl" \
+	pgxs=$($PG_CONFIG --pgxs | sed 's#/src/makefiles/pgxs.mk##')
+	TESTDIR="$tmp/tap" PERL5LIB="$pgxs/src/test/perl" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
 		prove -v test/t/*.pl 2>&1 | tee "$tmp/tap.out"
 	trc=${PIPESTATUS[0]}
 	set -e

@@ -1,0 +1,155 @@
+# Helpers for distkit's TAP tests: a real redis-server per test file (via
+# test/redis-ctl.sh, on a free loopback port), PostgreSQL nodes with
+# distkit preloaded (PostgreSQL::Test::Cluster), and a loopback TCP proxy
+# whose behaviour the test switches at run time.  Everything started here
+# is stopped at the end of the test file, also when it fails.
+package DistkitTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use File::Basename qw(dirname);
+use File::Path qw(make_path);
+use File::Spec;
+use Time::HiRes qw(usleep time);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(start_redis redis_cli redis_ctl new_node wait_for
+  start_proxy set_proxy_mode stop_proxy redis_int);
+
+my $root = dirname(dirname(dirname(__FILE__)));	# repository root
+my $ctl = "$root/test/redis-ctl.sh";
+my @redis_dirs;
+my @proxies;
+
+# Start a redis-server for this test; returns its port.
+sub start_redis
+{
+	my ($name) = @_;
+	my $dir = File::Spec->rel2abs("$PostgreSQL::Test::Utils::tmp_check/redis-$name");
+	make_path($dir);
+	$ENV{DISTKIT_REDIS_DIR} = $dir;
+	system($ctl, 'init', $dir) == 0 or die "could not start redis-server";
+	push @redis_dirs, $dir;
+	my $port = `$ctl port`;
+	chomp $port;
+	return $port;
+}
+
+# Run redis-ctl.sh with arguments (start, stop, kill, pause, resume).
+sub redis_ctl
+{
+	system($ctl, @_) == 0 or die "redis-ctl.sh @_ failed";
+}
+
+# Run a redis-cli command; returns its raw output, trimmed.
+sub redis_cli
+{
+	my @args = map { my $a = $_; $a =~ s/'/'\\''/g; "'$a'" } @_;
+	my $out = `$ctl cli --raw @args`;
+	chomp $out;
+	return $out;
+}
+
+# An integer held by a Redis key (0 when missing).
+sub redis_int
+{
+	my ($key) = @_;
+	my $v = redis_cli('GET', $key);
+	return $v eq '' ? 0 : $v;
+}
+
+# A PostgreSQL node with distkit preloaded, pointed at redis_url.
+sub new_node
+{
+	my ($name, $redis_url, $extra) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'distkit'
+distkit.redis_url = '$redis_url'
+log_min_messages = info
+} . ($extra // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION distkit');
+	wait_for(sub {
+		$node->safe_psql('postgres',
+			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'") eq '1';
+	}, 'the flusher worker to start');
+	return $node;
+}
+
+# Poll cond every 50 ms for up to $secs seconds (default 30); fails the test if it never holds.
+sub wait_for
+{
+	my ($cond, $what, $secs) = @_;
+	my $deadline = time() + ($secs // 30);
+	while (time() < $deadline)
+	{
+		return 1 if $cond->();
+		usleep(50_000);
+	}
+	fail("timed out waiting for $what");
+	return 0;
+}
+
+# Start test/proxy.pl from a free loopback port to target_port; returns
+# (listen port, control file).
+sub start_proxy
+{
+	my ($target_port) = @_;
+	my $n = scalar @proxies;
+	my $control = File::Spec->rel2abs("$PostgreSQL::Test::Utils::tmp_check/proxy$n.mode");
+	my $portfile = File::Spec->rel2abs("$PostgreSQL::Test::Utils::tmp_check/proxy$n.port");
+	unlink $portfile;
+	open my $fh, '>', $control or die;
+	print $fh "pass\n";
+	close $fh;
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		exec($^X, "$root/test/proxy.pl", $target_port, $control, $portfile);
+		die "exec: $!";
+	}
+	push @proxies, $pid;
+	wait_for(sub { -s $portfile }, 'the proxy to listen', 10);
+	open $fh, '<', $portfile or die;
+	my $port = <$fh>;
+	close $fh;
+	chomp $port;
+	return ($port, $control);
+}
+
+# Switch a proxy's mode: pass, cut-reply, latency:<ms>, refuse.
+sub set_proxy_mode
+{
+	my ($control, $mode) = @_;
+	open my $fh, '>', "$control.tmp" or die;
+	print $fh "$mode\n";
+	close $fh;
+	rename "$control.tmp", $control or die;
+}
+
+sub stop_proxy
+{
+	kill 'KILL', @proxies if @proxies;
+	waitpid($_, 0) for @proxies;
+	@proxies = ();
+}
+
+END
+{
+	my $rc = $?;
+	stop_proxy();
+	for my $dir (@redis_dirs)
+	{
+		$ENV{DISTKIT_REDIS_DIR} = $dir;
+		system($ctl, 'stop');
+	}
+	$? = $rc;
+}
+
+1;
