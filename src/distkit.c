@@ -4,7 +4,7 @@
  *		Entry point of the distkit extension.
  *
  * distkit gives SQL the distributed primitives that usually live in
- * application libraries — counters first — shared by every PostgreSQL
+ * application libraries — counters and rate limiters first — shared by every PostgreSQL
  * server that points at the same Redis.
  *
  * The code is split by subsystem:
@@ -13,6 +13,7 @@
  *	keys.c		the only file that builds Redis key names (distkit.prefix)
  *	args.c		argument helpers shared by the SQL-callable functions
  *	counter.c	strict counters (distkit_inc, distkit_get, ...)
+ *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.

@@ -8,6 +8,7 @@
 
 /* Kinds of Redis keys; each primitive has its own letters. */
 #define DK_KIND_COUNTER "c"
+#define DK_KIND_RATE "r"
 
 extern void DkKeysInit(void);
 extern char *DkKeyFromText(const char *kind, text *key, const char *argname, size_t *len);
