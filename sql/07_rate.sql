@@ -3,6 +3,7 @@
 -- Most tests use a long period so that nothing refills while they run and
 -- every figure is exact; time-dependent figures are checked against bounds
 -- computed from the parameters and from the elapsed time.
+SELECT distkit_clear() >= 0 AS cleared;
 
 --
 -- Exact figures: rate 10 per 1000 s, burst 10 (T = 100 s)
@@ -216,7 +217,8 @@ SELECT :'raw' AS same_keys;
 \set raw `"$DISTKIT_REDIS_CTL" cli EXISTS 'distkit:r:{a%7Db%25}'`
 SELECT :'raw' AS escaped_key_exists;
 -- distkit_clear deletes counters only
-SELECT distkit_clear();
+SELECT distkit_clear() >= 1 AS cleared;
+SELECT distkit_get('same');
 SELECT remaining FROM distkit_rate_peek('same', 10, '1000 s');
 SELECT distkit_rate_reset('same');
 
