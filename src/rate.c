@@ -156,7 +156,7 @@ RateArgs(FunctionCallInfo fcinfo, bool with_cost, RateParams *p, text **key, siz
 	if (p->cost < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cost must not be negative, not " INT64_FORMAT, p->cost),
+				 errmsg("cost must be zero or positive, not " INT64_FORMAT, p->cost),
 				 errhint("cost is the number of units the call consumes; 0 only checks.")));
 	if (p->cost > p->burst)
 		ereport(ERROR,
