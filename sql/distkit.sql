@@ -102,3 +102,45 @@ COMMENT ON FUNCTION distkit_stats() IS
 CREATE VIEW distkit_stats AS SELECT * FROM distkit_stats();
 COMMENT ON VIEW distkit_stats IS
 'State of this server''s lax buffer and flusher worker (one row)';
+
+-- Rate limiters: GCRA (as in redis-cell), one atomic Lua script per call on
+-- Redis's clock, so every server sharing the Redis enforces one limit.
+-- rate units may pass per period per; burst (NULL: rate) may pass at once
+-- from idle; a call consumes cost units (0: only check).  A denied call
+-- consumes nothing.  Not transactional: a unit consumed stays consumed when
+-- the calling transaction rolls back.  Errors: 22023 for invalid
+-- parameters, 22004 for NULL key, rate, per or cost.
+
+CREATE FUNCTION distkit_rate_allow(key text, rate bigint, per interval DEFAULT '1 second',
+                                   burst bigint DEFAULT NULL, cost bigint DEFAULT 1)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_rate_allow'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_rate_allow(text, bigint, interval, bigint, bigint) IS
+'True if cost units may pass now under rate per period (burst at once), and then consumes them';
+
+CREATE FUNCTION distkit_rate_check(key text, rate bigint, per interval DEFAULT '1 second',
+                                   burst bigint DEFAULT NULL, cost bigint DEFAULT 1,
+                                   OUT allowed boolean, OUT remaining bigint,
+                                   OUT retry_after interval, OUT reset_after interval)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_rate_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_rate_check(text, bigint, interval, bigint, bigint) IS
+'Like distkit_rate_allow, with remaining units, retry_after (NULL when allowed) and reset_after (time until full)';
+
+CREATE FUNCTION distkit_rate_peek(key text, rate bigint, per interval DEFAULT '1 second',
+                                  burst bigint DEFAULT NULL,
+                                  OUT remaining bigint, OUT reset_after interval)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_rate_peek'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_rate_peek(text, bigint, interval, bigint) IS
+'Remaining units and time until full of a rate limiter, consuming nothing';
+
+CREATE FUNCTION distkit_rate_reset(key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_rate_reset'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_rate_reset(text) IS
+'Forget a rate limiter''s state (it is full again); true if it had any';

@@ -4,7 +4,7 @@
  *		Entry point of the distkit extension.
  *
  * distkit gives SQL the distributed primitives that usually live in
- * application libraries — counters first — shared by every PostgreSQL
+ * application libraries — counters and rate limiters first — shared by every PostgreSQL
  * server that points at the same Redis.
  *
  * The code is split by subsystem:
@@ -16,6 +16,7 @@
  *	counter.c	counters (distkit_inc, distkit_get, ...), strict and lax
  *	lax.c		the shared-memory buffer of lax counters, distkit_stats
  *	flusher.c	the background worker that flushes the buffer to Redis
+ *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.

@@ -10,6 +10,7 @@
 #define DK_KIND_COUNTER "c"
 #define DK_KIND_COUNTER_FLUSHED "cf"	/* per-instance last applied lax batch */
 #define DK_MAX_PREFIX_BYTES 64
+#define DK_KIND_RATE "r"
 
 extern void DkKeysInit(void);
 extern size_t DkKeyCheck(text *key, const char *argname);
