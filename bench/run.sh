@@ -19,6 +19,8 @@
 #   BENCH_QUICK=1   smoke test: 2 s runs, 1 repetition, 1 s warm-up
 #   BENCH_REDIS_APPENDONLY  Redis AOF for the run: no (default, Redis's own
 #                   default) or yes (appendfsync always, as the test suite)
+#   BENCH_PIN       CPU placement: 1client (default: pin 1-client runs, Redis
+#                   on its own CPU), all, none; see place() below
 #   BENCH_RESULTS   where the report goes (default bench/results)
 #   BENCH_KEEP_LOGS=1  keep pgbench per-transaction logs (large)
 # A run never fails on speed; it exits non-zero only when a workload fails
@@ -38,14 +40,14 @@ BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-}
 BENCH_REDIS_APPENDONLY=${BENCH_REDIS_APPENDONLY:-no}
 export BENCH_SECONDS BENCH_REPS BENCH_CLIENTS BENCH_WARMUP BENCH_WORKLOADS BENCH_REDIS_APPENDONLY
-export BENCH_QUICK=${BENCH_QUICK:-} BENCH_KEEP_LOGS=${BENCH_KEEP_LOGS:-} BENCH_PIN=${BENCH_PIN:-}
+export BENCH_QUICK=${BENCH_QUICK:-} BENCH_KEEP_LOGS=${BENCH_KEEP_LOGS:-} BENCH_PIN=${BENCH_PIN:-1client}
 
 # The command as a reader can repeat it (effective settings spelled out).
 if [ -z "${BENCH_COMMAND:-}" ]; then
 	BENCH_COMMAND="BENCH_SECONDS=$BENCH_SECONDS BENCH_REPS=$BENCH_REPS BENCH_CLIENTS='$BENCH_CLIENTS' BENCH_WARMUP=$BENCH_WARMUP"
 	[ -z "$BENCH_WORKLOADS" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_WORKLOADS='$BENCH_WORKLOADS'"
 	[ "$BENCH_REDIS_APPENDONLY" = no ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_REDIS_APPENDONLY=$BENCH_REDIS_APPENDONLY"
-	[ -z "$BENCH_PIN" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_PIN=$BENCH_PIN"
+	[ "$BENCH_PIN" = 1client ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_PIN=$BENCH_PIN"
 	BENCH_COMMAND="$BENCH_COMMAND bench/run.sh"
 	if git -C "$here" rev-parse --short HEAD >/dev/null 2>&1; then
 		BENCH_GIT="$(git -C "$here" rev-parse --short HEAD)$(git -C "$here" diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
@@ -142,21 +144,34 @@ fi
 psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS distkit' >/dev/null
 log "redis-server on 127.0.0.1:$rport, PostgreSQL on 127.0.0.1:$PGPORT (socket $PGHOST)"
 
-# Optional CPU pinning (BENCH_PIN=1): redis-server on the last CPU,
-# PostgreSQL (postmaster, its children and so every new backend), pgbench
-# and redis-benchmark on the first.  Without it the scheduler places the
-# three parties freely, and on a small VM whether two of them share a CPU
-# changes a 1-client round trip by 2-3x from one run to the next.
+# CPU placement (BENCH_PIN): "1client" (default) pins the 1-client runs:
+# redis-server on the last CPU, PostgreSQL (postmaster and its children, so
+# every new backend), pgbench and redis-benchmark on CPU 0; runs with more
+# clients use every CPU.  "all" pins every run, "none" none.  Unpinned, the
+# scheduler places the three parties freely, and on a small VM whether two
+# of them share a CPU changed a 1-client round trip 2-3x from run to run;
+# pinned, Redis is always one CPU hop away, as from another host.
+case $BENCH_PIN in
+none | 1client | all) ;;
+*) echo "bench: BENCH_PIN must be none, 1client or all" >&2; exit 2 ;;
+esac
+[ "$BENCH_PIN" = none ] || command -v taskset >/dev/null || { echo "bench: BENCH_PIN=$BENCH_PIN needs taskset (util-linux)" >&2; exit 1; }
+ncpu=$(nproc)
 pin=()
-if [ -n "${BENCH_PIN:-}" ]; then
-	command -v taskset >/dev/null || { echo "bench: BENCH_PIN needs taskset (util-linux)" >&2; exit 1; }
-	last=$(($(nproc) - 1))
-	taskset -a -p -c "$last" "$(cat "$("$rctl" pidfile)")" >/dev/null
+# place CLIENTS: set the affinities for the next run and the prefix in pin[]
+place() {
+	local want=no cpus_pg cpus_redis p pgpid
+	[ "$BENCH_PIN" = all ] || { [ "$BENCH_PIN" = 1client ] && [ "$1" = 1 ]; } && want=yes
+	[ "$BENCH_PIN" != none ] || return 0
+	if [ "$want" = yes ] && [ "$ncpu" -ge 2 ]; then
+		cpus_pg=0 cpus_redis=$((ncpu - 1)) pin=(taskset -c 0)
+	else
+		cpus_pg=0-$((ncpu - 1)) cpus_redis=$cpus_pg pin=()
+	fi
+	taskset -a -p -c "$cpus_redis" "$(cat "$("$rctl" pidfile)")" >/dev/null
 	pgpid=$(head -1 "$base/pg/data/postmaster.pid")
-	for p in $pgpid $(pgrep -P "$pgpid"); do taskset -a -p -c 0 "$p" >/dev/null; done
-	pin=(taskset -c 0)
-	log "pinned: redis-server on CPU $last; PostgreSQL, pgbench and redis-benchmark on CPU 0"
-fi
+	for p in $pgpid $(pgrep -P "$pgpid"); do taskset -a -p -c "$cpus_pg" "$p" >/dev/null 2>&1 || true; done
+}
 
 # ---------------------------------------------------------------- workloads
 all=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$bdir/workloads.list" | grep -v '^$')
@@ -199,6 +214,7 @@ for w in $all; do
 			if ! err=$(sql_probe "$stmt"); then st="failed: setup failed ($err)"; break; fi
 		done < <(directive "$w" setup)
 	fi
+	[ "$st" != ok ] || place 1
 	if [ "$st" = ok ] && ! "${pin[@]}" pgbench -n -M prepared -T "$BENCH_WARMUP" -c 1 -j 1 -f "$wdir/$w.sql" >"$logs/$w.warmup.out" 2>&1; then
 		st="failed: warm-up run failed: $(grep -m1 -E 'error|ERROR|aborted' "$logs/$w.warmup.out" || tail -1 "$logs/$w.warmup.out")"
 	fi
@@ -228,6 +244,7 @@ redis_run() {
 # enough requests for about BENCH_SECONDS per run (calibrated once)
 declare -A rn
 for c in $BENCH_CLIENTS; do
+	place "$c"
 	rps=$(redis_run "$c" 3000 | cut -d' ' -f1)
 	rn[$c]=$(awk -v r="$rps" -v s="$BENCH_SECONDS" 'BEGIN { n = int(r * s); print (n < 1000 ? 1000 : n) }')
 	log "redis-benchmark -c $c: ${rn[$c]} requests per run (~${BENCH_SECONDS}s)"
@@ -268,6 +285,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
 	for w in "${active[@]}" redis_evalsha; do
 		for c in $BENCH_CLIENTS; do
 			[ "${status[$w]:-ok}" = ok ] || continue
+			place "$c"
 			if [ "$w" = redis_evalsha ]; then
 				r=$(redis_run "$c" "${rn[$c]}") || r=""
 			else
@@ -341,6 +359,12 @@ report="$out/$stamp.md"
 	echo "run's transactions were logged so (fast workloads with more client threads than CPUs), the"
 	echo "percentile is marked \"≥\": a lower bound."
 	echo "The redis-benchmark baseline is interleaved the same way. Finished $finished."
+	echo
+	case $BENCH_PIN in
+	1client) echo "CPU placement (\`BENCH_PIN=1client\`): in the 1-client runs redis-server is pinned to CPU $((ncpu - 1)) and PostgreSQL, pgbench and redis-benchmark to CPU 0, so Redis is always one CPU hop away (as from another host) and 1-client figures are repeatable; runs with more clients use every CPU, placed by the scheduler." ;;
+	all) echo "CPU placement (\`BENCH_PIN=all\`): in every run redis-server is pinned to CPU $((ncpu - 1)) and PostgreSQL, pgbench and redis-benchmark to CPU 0." ;;
+	none) echo "CPU placement (\`BENCH_PIN=none\`): none; the scheduler places every process (1-client figures then vary by 2-3x with placement on a small VM)." ;;
+	esac
 	echo
 	echo "## Machine"
 	echo
