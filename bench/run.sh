@@ -315,7 +315,7 @@ rinfo() { "$rctl" cli INFO server | tr -d '\r' | sed -n "s/^$1://p"; }
 rconf() { "$rctl" cli CONFIG GET "$1" | tail -1; }
 cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 virt=$(systemd-detect-virt 2>/dev/null || true)
-pg_settings=$(q "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings
+pg_settings=$(q "SELECT string_agg(name || ' = ' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
 	WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_sync_method', 'max_connections', 'jit',
 	               'distkit.connect_timeout', 'distkit.command_timeout', 'distkit.default_mode', 'distkit.prefix')")
 
@@ -487,6 +487,7 @@ set grid ytics
 set xtics rotate by -30 scale 0
 set key top right
 set bmargin 8
+set rmargin 12
 plot $plot
 GP
 		echo >>"$report"
