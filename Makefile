@@ -39,3 +39,6 @@ test:
 	test/run-tests.sh
 demo:
 	test/demo.sh
+# benchmarks (bench/run.sh; BENCH_QUICK=1 for a smoke run): report in bench/results/
+bench:
+	bench/run.sh
