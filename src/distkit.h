@@ -22,6 +22,11 @@ extern void DkCounterInit(void);
 extern void DkSecretsInit(void);
 extern void DkFlusherRegister(void);
 
+/* periodic work run by the background worker (flusher.c) */
+typedef void (*DkWorkerTaskFn) (void);
+extern void DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void),
+							 DkWorkerTaskFn at_shutdown);
+
 /* argument helpers (args.c) */
 extern text *DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 DkArgInt64(FunctionCallInfo fcinfo, int argno, const char *argname);

@@ -16,6 +16,10 @@
  * latch until the first increment wakes it (zero CPU when idle).  Flush
  * requests (distkit_flush, strict writes) always wake it.
  *
+ * Other subsystems register periodic tasks (DkFlusherAddTask), e.g.
+ * heartbeats; the worker runs them between flush cycles, each in its own
+ * error boundary.
+ *
  * Errors never kill it: a failed cycle is logged once per outage, counted,
  * and retried with capped exponential back-off and full jitter, while the
  * deltas stay in shared memory.  On SIGTERM (shutdown, or
@@ -51,6 +55,129 @@
 #define FLUSH_RECORD_TTL_MS "604800000"	/* 7 days */
 
 PGDLLEXPORT void DkFlusherMain(Datum main_arg);
+
+/* Periodic tasks other subsystems run in the worker (DkFlusherAddTask). */
+#define MAX_TASKS 16
+typedef struct DkWorkerTask
+{
+	const char *name;
+	DkWorkerTaskFn run;
+	int			(*interval_ms) (void);
+	DkWorkerTaskFn at_shutdown;
+	TimestampTz next_run;
+	int			failures;
+} DkWorkerTask;
+
+static DkWorkerTask tasks[MAX_TASKS];
+static int	ntasks = 0;
+
+/*
+ * Register a task the worker runs every interval_ms() milliseconds (and
+ * at_shutdown, if not NULL, during a clean stop, after the final flush).
+ * Call from _PG_init.  Tasks talk to Redis through redis.c like the flush;
+ * their errors are caught, logged once per outage and retried next time.
+ */
+void
+DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void),
+				 DkWorkerTaskFn at_shutdown)
+{
+	if (ntasks >= MAX_TASKS)
+		elog(ERROR, "too many distkit worker tasks");
+	tasks[ntasks].name = name;
+	tasks[ntasks].run = run;
+	tasks[ntasks].interval_ms = interval_ms;
+	tasks[ntasks].at_shutdown = at_shutdown;
+	tasks[ntasks].next_run = 0;
+	tasks[ntasks].failures = 0;
+	ntasks++;
+}
+
+/* Run fn, catching errors; true if it succeeded. */
+static bool
+RunCaught(DkWorkerTaskFn fn, MemoryContext ctx, char **error)
+{
+	volatile bool ok = true;
+	MemoryContext old = MemoryContextSwitchTo(ctx);
+
+	PG_TRY();
+	{
+		fn();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		LWLockReleaseAll();
+		DkRedisDisconnect();
+		*error = edata->message;
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return ok;
+}
+
+/* Run the tasks that are due; returns milliseconds until the next one (-1: none). */
+static long
+RunDueTasks(MemoryContext ctx)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		next = -1;
+
+	for (int i = 0; i < ntasks; i++)
+	{
+		DkWorkerTask *t = &tasks[i];
+		long		wait;
+
+		if (t->next_run <= now)
+		{
+			char	   *error = NULL;
+
+			if (RunCaught(t->run, ctx, &error))
+			{
+				if (t->failures > 0)
+					ereport(LOG,
+							(errmsg("distkit worker task \"%s\" succeeded again after %d failures",
+									t->name, t->failures)));
+				t->failures = 0;
+			}
+			else
+			{
+				if (t->failures == 0)
+					ereport(LOG,
+							(errmsg("distkit worker task \"%s\" failed: %s", t->name, error),
+							 errdetail("It is retried at its next interval; this is logged once per outage.")));
+				t->failures++;
+			}
+			MemoryContextReset(ctx);
+			now = GetCurrentTimestamp();
+			t->next_run = TimestampTzPlusMilliseconds(now, Max(1, t->interval_ms()));
+		}
+		wait = TimestampDifferenceMilliseconds(now, t->next_run);
+		if (next < 0 || wait < next)
+			next = wait;
+	}
+	return next;
+}
+
+/* Run every task's shutdown action (clean stop). */
+static void
+RunShutdownTasks(MemoryContext ctx)
+{
+	for (int i = 0; i < ntasks; i++)
+	{
+		char	   *error = NULL;
+
+		if (tasks[i].at_shutdown && !RunCaught(tasks[i].at_shutdown, ctx, &error))
+			ereport(LOG,
+					(errmsg("distkit worker task \"%s\" could not finish at shutdown: %s",
+							tasks[i].name, error)));
+		MemoryContextReset(ctx);
+	}
+}
 
 /* Registers the flusher worker (from _PG_init, when preloaded). */
 void
@@ -205,12 +332,17 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 	return result;
 }
 
-/* Sleep up to ms on the latch (woken by increments, flush requests, signals). */
+/*
+ * Sleep up to ms (-1: no limit) on the latch (woken by increments, flush
+ * requests and signals), but no longer than until the next task is due.
+ */
 static void
-SleepOnLatch(long ms)
+SleepOnLatch(long ms, long task_ms)
 {
 	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
 
+	if (task_ms >= 0 && (ms < 0 || task_ms < ms))
+		ms = task_ms;
 	if (ms >= 0)
 		events |= WL_TIMEOUT;
 	(void) WaitLatch(MyLatch, events, ms, PG_WAIT_EXTENSION);
@@ -288,6 +420,7 @@ DkFlusherMain(Datum main_arg)
 	for (;;)
 	{
 		int			n;
+		long		task_ms;
 
 		if (ConfigReloadPending)
 		{
@@ -299,16 +432,18 @@ DkFlusherMain(Datum main_arg)
 
 		pgstat_report_activity(STATE_RUNNING, NULL);
 		n = TryFlushCycle(cycle_ctx, &failures);
+		task_ms = RunDueTasks(cycle_ctx);
 		pgstat_report_activity(STATE_IDLE, NULL);
 
 		if (n < 0)
-			SleepOnLatch(BackoffMs(failures));
+			SleepOnLatch(BackoffMs(failures), task_ms);
 		else if (n > 0)
-			SleepOnLatch(DkFlushIntervalMs());
+			SleepOnLatch(DkFlushIntervalMs(), task_ms);
 		else if (DkLaxGoIdle())
-			SleepOnLatch(-1);	/* idle: the next increment sets our latch */
+			SleepOnLatch(-1, task_ms);	/* idle: the next increment sets our latch */
 	}
 
 	FinalFlush(cycle_ctx);
+	RunShutdownTasks(cycle_ctx);
 	proc_exit(1);
 }
