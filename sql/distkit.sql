@@ -144,3 +144,88 @@ AS 'MODULE_PATHNAME', 'distkit_rate_reset'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION distkit_rate_reset(text) IS
 'Forget a rate limiter''s state (it is full again); true if it had any';
+
+-- Instance-aware counters: each PostgreSQL server (instance) keeps its own
+-- slice; the total is the sum of the slices of live instances.
+
+CREATE FUNCTION distkit_instance_inc(key text, delta bigint DEFAULT 1, mode distkit_mode DEFAULT NULL,
+                                     OUT total bigint, OUT this_instance bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_instance_inc'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_inc(text, bigint, distkit_mode) IS
+'Add delta to this server''s slice of an instance-aware counter; returns the total of live slices and this slice';
+
+CREATE FUNCTION distkit_instance_dec(key text, delta bigint DEFAULT 1, mode distkit_mode DEFAULT NULL,
+                                     OUT total bigint, OUT this_instance bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_instance_dec'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_dec(text, bigint, distkit_mode) IS
+'Subtract delta from this server''s slice; returns the total and this slice';
+
+CREATE FUNCTION distkit_instance_get(key text, mode distkit_mode DEFAULT NULL,
+                                     OUT total bigint, OUT this_instance bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_instance_get'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_get(text, distkit_mode) IS
+'Total of the live slices of an instance-aware counter and this server''s slice';
+
+CREATE FUNCTION distkit_instance_set(key text, value bigint,
+                                     OUT total bigint, OUT this_instance bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_instance_set'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_set(text, bigint) IS
+'Set the total: this slice becomes value and every other server''s slice becomes stale (new epoch)';
+
+CREATE FUNCTION distkit_instance_set_here(key text, value bigint,
+                                          OUT total bigint, OUT this_instance bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_instance_set_here'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_set_here(text, bigint) IS
+'Set only this server''s slice';
+
+CREATE FUNCTION distkit_instance_del(key text, OUT total bigint, OUT this_instance bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_instance_del'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_del(text) IS
+'Remove an instance-aware counter for every server; returns the values it had';
+
+CREATE FUNCTION distkit_instance_del_here(key text, OUT total bigint, OUT this_instance bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_instance_del_here'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_del_here(text) IS
+'Remove this server''s slice of an instance-aware counter; returns the values before';
+
+CREATE FUNCTION distkit_instance_clear()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_instance_clear'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_clear() IS
+'Remove every instance-aware counter under distkit.prefix, for every server; returns how many';
+REVOKE ALL ON FUNCTION distkit_instance_clear() FROM PUBLIC;
+
+CREATE FUNCTION distkit_instance_clear_here()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_instance_clear_here'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instance_clear_here() IS
+'Remove this server''s slices from every instance-aware counter; returns how many counters had one';
+REVOKE ALL ON FUNCTION distkit_instance_clear_here() FROM PUBLIC;
+
+CREATE FUNCTION distkit_instances(OUT instance_id uuid, OUT last_heartbeat timestamptz,
+                                  OUT alive boolean, OUT is_this_server boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'distkit_instances'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instances() IS
+'The instances (PostgreSQL servers) registered in Redis, with their last heartbeat';
+
+CREATE VIEW distkit_instances AS SELECT * FROM distkit_instances();
+COMMENT ON VIEW distkit_instances IS
+'The instances (PostgreSQL servers) registered in Redis, with their last heartbeat';

@@ -76,6 +76,13 @@ DkCounterInit(void)
 							 NULL, NULL, NULL);
 }
 
+/* distkit.default_mode, for other kinds of counters. */
+int
+DkCounterDefaultMode(void)
+{
+	return default_mode;
+}
+
 /* The mode argument; lax needs the shared buffer (preload). */
 static DkMode
 CounterMode(FunctionCallInfo fcinfo, int argno)
@@ -92,15 +99,17 @@ static void
 SettleLax(text *key)
 {
 	if (DkPreloaded)
-		DkLaxSettle(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+		DkLaxSettle(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 }
 
 /* After a strict write: the buffer's view of key is now value. */
 static void
 NoteStrictWrite(text *key, int64 value)
 {
+	DkLaxView	v = {value, 0};
+
 	if (DkPreloaded)
-		DkLaxAfterStrictWrite(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), value);
+		DkLaxAfterStrictWrite(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), v);
 }
 
 /* Description of a counter for messages: counter "key". */
@@ -130,10 +139,10 @@ CounterAdd(text *key, int64 delta, DkMode mode)
 	if (mode == DK_MODE_LAX)
 	{
 		size_t		keylen = DkKeyCheck(key, "key");
-		int64		view;
+		DkLaxView	view;
 
-		if (DkLaxAdd(VARDATA_ANY(key), keylen, delta, &view))
-			return view;
+		if (DkLaxAdd(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, delta, &view))
+			return view.total;
 		DkLaxCountStrictFallback();
 	}
 	return StrictAdd(key, delta);
@@ -216,13 +225,14 @@ distkit_get(PG_FUNCTION_ARGS)
 	DkMode		mode = CounterMode(fcinfo, 1);
 	DkLaxReadTicket ticket;
 	DkLaxReadState state = DK_LAX_NO_ENTRY;
-	int64		value;
+	DkLaxView	view = {0, 0};
 
 	if (mode == DK_MODE_LAX)
 	{
-		state = DkLaxLookupForRead(VARDATA_ANY(key), DkKeyCheck(key, "key"), &value, &ticket);
+		state = DkLaxLookupForRead(DK_LAX_SIMPLE, VARDATA_ANY(key), DkKeyCheck(key, "key"),
+								   &view, &ticket);
 		if (state == DK_LAX_FRESH)
-			PG_RETURN_INT64(value);
+			PG_RETURN_INT64(view.total);
 		if (state == DK_LAX_STALE && ticket.known_valid)
 		{
 			/* Redis unreachable: a lax read answers with this server's view */
@@ -230,16 +240,17 @@ distkit_get(PG_FUNCTION_ARGS)
 			DkReply   **replies;
 
 			if (!TryLaxReads(&cmd, 1, &replies))
-				PG_RETURN_INT64(value);
-			value = DkReplyInt64(replies[0], CounterWhat(key));
-			PG_RETURN_INT64(DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-										   &ticket, value));
+				PG_RETURN_INT64(view.total);
+			view.total = DkReplyInt64(replies[0], CounterWhat(key));
+			view = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+								  &ticket, view);
+			PG_RETURN_INT64(view.total);
 		}
 	}
-	value = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
+	view.total = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
 	if (state == DK_LAX_STALE)
-		value = DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket, value);
-	PG_RETURN_INT64(value);
+		view = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket, view);
+	PG_RETURN_INT64(view.total);
 }
 
 /*
@@ -259,7 +270,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 	int			nread = 0;
 	DkCmd	  **cmds;
 	int		   *readidx;
-	int64	   *values;
+	DkLaxView  *values;
 	DkLaxReadState *states;
 	DkLaxReadTicket *tickets;
 
@@ -281,7 +292,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 
 	cmds = palloc(sizeof(DkCmd *) * n);
 	readidx = palloc(sizeof(int) * n);
-	values = palloc(sizeof(int64) * n);
+	values = palloc0(sizeof(DkLaxView) * n);
 	states = palloc(sizeof(DkLaxReadState) * n);
 	tickets = palloc(sizeof(DkLaxReadTicket) * n);
 	for (int i = 0; i < n; i++)
@@ -297,7 +308,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 		states[i] = DK_LAX_NO_ENTRY;
 		if (mode == DK_MODE_LAX)
 		{
-			states[i] = DkLaxLookupForRead(VARDATA_ANY(key), DkKeyCheck(key, argname),
+			states[i] = DkLaxLookupForRead(DK_LAX_SIMPLE, VARDATA_ANY(key), DkKeyCheck(key, argname),
 										   &values[i], &tickets[i]);
 			if (states[i] == DK_LAX_FRESH)
 				continue;
@@ -322,9 +333,9 @@ distkit_get_many(PG_FUNCTION_ARGS)
 			int			i = readidx[j];
 			text	   *key = DatumGetTextPP(elems[i]);
 
-			values[i] = DkReplyInt64(replies[j], CounterWhat(key));
+			values[i].total = DkReplyInt64(replies[j], CounterWhat(key));
 			if (states[i] == DK_LAX_STALE)
-				values[i] = DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+				values[i] = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
 										   &tickets[i], values[i]);
 		}
 	}
@@ -334,7 +345,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 		bool		isnull[2] = {false, false};
 
 		row[0] = elems[i];
-		row[1] = Int64GetDatum(values[i]);
+		row[1] = Int64GetDatum(values[i].total);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 	}
 	return (Datum) 0;
@@ -421,7 +432,7 @@ distkit_clear(PG_FUNCTION_ARGS)
 	} while (strcmp(cursor, "0") != 0);
 
 	if (DkPreloaded)
-		DkLaxAfterClear();
+		DkLaxAfterClear(DK_LAX_SIMPLE, false);
 	PG_RETURN_INT64(removed);
 }
 

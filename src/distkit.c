@@ -16,6 +16,7 @@
  *	counter.c	counters (distkit_inc, distkit_get, ...), strict and lax
  *	lax.c		the shared-memory buffer of lax counters, distkit_stats
  *	flusher.c	the background worker that flushes the buffer to Redis
+ *	instance.c	instance-aware counters, heartbeats and the live list
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
@@ -51,6 +52,7 @@ _PG_init(void)
 	DkKeysInit();
 	DkCounterInit();
 	DkLaxInit();
+	DkInstanceInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 

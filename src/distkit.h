@@ -19,6 +19,8 @@ extern bool DkPreloaded;
 
 /* subsystem init functions, called from _PG_init */
 extern void DkCounterInit(void);
+extern int	DkCounterDefaultMode(void);
+extern void DkInstanceInit(void);
 extern void DkSecretsInit(void);
 extern void DkFlusherRegister(void);
 

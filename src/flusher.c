@@ -214,11 +214,16 @@ SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
 			DkLaxBatchItem *it = &items[start + i];
 			size_t		klen;
 			size_t		flen;
-			char	   *key = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER,
-												   it->key, it->keylen, &klen);
-			char	   *fkey = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER_FLUSHED,
-													it->key, it->keylen, &flen);
+			char	   *key;
+			char	   *fkey;
 
+			if (it->kind == DK_LAX_INSTANCE)
+			{
+				cmds[i] = DkInstanceFlushCommand(it, seqstr);
+				continue;
+			}
+			key = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER, it->key, it->keylen, &klen);
+			fkey = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER_FLUSHED, it->key, it->keylen, &flen);
 			cmds[i] = DkCmdScript(DK_LUA_LAX_FLUSH, 2);
 			DkCmdArg(cmds[i], key, klen);
 			DkCmdArg(cmds[i], fkey, flen);
@@ -233,18 +238,24 @@ SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
 		{
 			DkLaxBatchItem *it = &items[start + i];
 			DkReply    *r = replies[i];
+			DkLaxView	view = {0, 0};
 
-			if (r->type == DK_REPLY_ARRAY && r->nelem == 2 &&
+			if (it->kind == DK_LAX_INSTANCE && r->type != DK_REPLY_ERROR &&
+				DkInstanceFlushReply(r, &view))
+			{
+				DkLaxApplyFlushed(it, view);
+				continue;
+			}
+			if (it->kind == DK_LAX_SIMPLE && r->type == DK_REPLY_ARRAY && r->nelem == 2 &&
 				r->elem[0]->type == DK_REPLY_STRING)
 			{
 				char	   *end;
-				long long	total;
 
 				errno = 0;
-				total = strtoll(r->elem[0]->str, &end, 10);
+				view.total = strtoll(r->elem[0]->str, &end, 10);
 				if (errno == 0 && *end == '\0')
 				{
-					DkLaxApplyFlushed(it, (int64) total);
+					DkLaxApplyFlushed(it, view);
 					continue;
 				}
 			}
@@ -255,8 +266,9 @@ SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
 				strncmp(r->str, "MASTERDOWN", 10) != 0)
 			{
 				/* refused for good (overflow, wrong type): drop and report */
-				char	   *why = psprintf("dropped a delta of " INT64_FORMAT " for counter \"%.*s\": %s",
-										   it->delta, it->keylen, it->key, r->str);
+				char	   *why = psprintf("dropped a delta of " INT64_FORMAT " for %scounter \"%.*s\": %s",
+										   it->delta, it->kind == DK_LAX_INSTANCE ? "instance-aware " : "",
+										   it->keylen, it->key, r->str);
 
 				ereport(WARNING,
 						(errmsg("distkit flusher %s", why),

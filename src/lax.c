@@ -64,7 +64,8 @@ typedef struct DkLaxEntry
 {
 	pg_atomic_uint64 pending;	/* int64 bits */
 	pg_atomic_uint64 inflight;	/* int64 bits */
-	pg_atomic_uint64 known;		/* int64 bits */
+	pg_atomic_uint64 known;		/* int64 bits: Redis total */
+	pg_atomic_uint64 known_slice;	/* int64 bits: this instance's slice (instance kind) */
 	pg_atomic_uint32 version;	/* seqlock: odd while a writer changes fields */
 	pg_atomic_uint32 dirty;		/* set while marked in the dirty bitmap */
 	slock_t		mutex;			/* serialises writers */
@@ -76,8 +77,8 @@ typedef struct DkLaxEntry
 	uint32		strict_gen;		/* bumped by strict writes */
 	uint32		hash;
 	int32		next_free;
-	uint16		namelen;		/* prefix NUL key */
-	uint16		prefixlen;
+	uint16		namelen;		/* kind prefix NUL key */
+	uint16		keyoff;			/* where the key starts in name */
 	char		name[DK_LAX_NAME_MAX];
 } DkLaxEntry;
 
@@ -228,6 +229,7 @@ LaxShmemStartup(void)
 			pg_atomic_init_u64(&e->pending, 0);
 			pg_atomic_init_u64(&e->inflight, 0);
 			pg_atomic_init_u64(&e->known, 0);
+			pg_atomic_init_u64(&e->known_slice, 0);
 			pg_atomic_init_u32(&e->version, 0);
 			pg_atomic_init_u32(&e->dirty, 0);
 			SpinLockInit(&e->mutex);
@@ -289,20 +291,21 @@ RequireBuffer(void)
 		elog(ERROR, "distkit lax buffer is not attached");
 }
 
-/* Build "<prefix>\0<key>"; false if it does not fit an entry. */
+/* Build "<kind><prefix>\0<key>"; false if it does not fit an entry. */
 static bool
-BuildName(const char *key, size_t keylen, char *name, int *namelen, int *prefixlen)
+BuildName(DkLaxKind kind, const char *key, size_t keylen, char *name, int *namelen, int *keyoff)
 {
 	const char *prefix = DkKeyPrefix();
 	size_t		plen = strlen(prefix);
 
-	if (plen + 1 + keylen > DK_LAX_NAME_MAX)
+	if (2 + plen + keylen > DK_LAX_NAME_MAX)
 		return false;
-	memcpy(name, prefix, plen);
-	name[plen] = '\0';
-	memcpy(name + plen + 1, key, keylen);
-	*namelen = (int) (plen + 1 + keylen);
-	*prefixlen = (int) plen;
+	name[0] = (char) kind;
+	memcpy(name + 1, prefix, plen);
+	name[1 + plen] = '\0';
+	memcpy(name + 2 + plen, key, keylen);
+	*namelen = (int) (2 + plen + keylen);
+	*keyoff = (int) (2 + plen);
 	return true;
 }
 
@@ -384,7 +387,7 @@ EvictSome(void)
 
 /* Add an entry for name; -1 if the buffer is full.  Exclusive lock held. */
 static int32
-InsertEntry(const char *name, int namelen, int prefixlen, uint32 hash)
+InsertEntry(const char *name, int namelen, int keyoff, uint32 hash)
 {
 	uint32		mask = lax->nbuckets - 1;
 	int32		idx;
@@ -404,7 +407,7 @@ InsertEntry(const char *name, int namelen, int prefixlen, uint32 hash)
 	e->used = true;
 	e->hash = hash;
 	e->namelen = namelen;
-	e->prefixlen = prefixlen;
+	e->keyoff = keyoff;
 	memcpy(e->name, name, namelen);
 	e->known_at = 0;
 	e->known_valid = false;
@@ -413,6 +416,7 @@ InsertEntry(const char *name, int namelen, int prefixlen, uint32 hash)
 	pg_atomic_write_u64(&e->pending, 0);
 	pg_atomic_write_u64(&e->inflight, 0);
 	pg_atomic_write_u64(&e->known, 0);
+	pg_atomic_write_u64(&e->known_slice, 0);
 	pg_atomic_write_u32(&e->dirty, 0);
 
 	for (b = hash & mask; buckets[b] >= 0; b = (b + 1) & mask)
@@ -426,15 +430,15 @@ InsertEntry(const char *name, int namelen, int prefixlen, uint32 hash)
  * lock held (shared, or exclusive if it had to create); -1 if absent/full.
  */
 static int32
-LookupLocked(const char *key, size_t keylen, bool create)
+LookupLocked(DkLaxKind kind, const char *key, size_t keylen, bool create)
 {
 	char		name[DK_LAX_NAME_MAX];
 	int			namelen;
-	int			prefixlen;
+	int			keyoff;
 	uint32		hash;
 	int32		idx;
 
-	if (!BuildName(key, keylen, name, &namelen, &prefixlen))
+	if (!BuildName(kind, key, keylen, name, &namelen, &keyoff))
 	{
 		LWLockAcquire(lax->lock, LW_SHARED);
 		return -1;
@@ -448,18 +452,19 @@ LookupLocked(const char *key, size_t keylen, bool create)
 	LWLockAcquire(lax->lock, LW_EXCLUSIVE);
 	idx = FindEntry(name, namelen, hash);
 	if (idx < 0)
-		idx = InsertEntry(name, namelen, prefixlen, hash);
+		idx = InsertEntry(name, namelen, keyoff, hash);
 	return idx;
 }
 
-/* known + inflight + pending, consistently (seqlock read). */
-static int64
+/* known + inflight + pending (and the slice likewise), consistently (seqlock read). */
+static DkLaxView
 ReadView(DkLaxEntry *e)
 {
 	for (;;)
 	{
 		uint32		v1 = pg_atomic_read_u32(&e->version);
-		int64		view;
+		int64		buffered;
+		DkLaxView	view;
 
 		if (v1 & 1)
 		{
@@ -467,13 +472,23 @@ ReadView(DkLaxEntry *e)
 			continue;
 		}
 		pg_read_barrier();
-		view = I64(pg_atomic_read_u64(&e->known)) +
-			I64(pg_atomic_read_u64(&e->inflight)) +
-			I64(pg_atomic_read_u64(&e->pending));
+		buffered = I64(pg_atomic_read_u64(&e->inflight)) + I64(pg_atomic_read_u64(&e->pending));
+		view.total = I64(pg_atomic_read_u64(&e->known)) + buffered;
+		view.slice = I64(pg_atomic_read_u64(&e->known_slice)) + buffered;
 		pg_read_barrier();
 		if (pg_atomic_read_u32(&e->version) == v1)
 			return view;
 	}
+}
+
+/* Store a Redis total (and slice) as known; caller is inside WriteBegin/WriteEnd. */
+static void
+SetKnown(DkLaxEntry *e, DkLaxView v, TimestampTz at)
+{
+	pg_atomic_write_u64(&e->known, U64(v.total));
+	pg_atomic_write_u64(&e->known_slice, U64(v.slice));
+	e->known_at = at;
+	e->known_valid = true;
 }
 
 /* Begin/end a write of an entry's inflight/known fields. */
@@ -529,15 +544,15 @@ MarkDirty(DkLaxEntry *e, int32 idx)
  * then counts it strictly.  No Redis I/O.
  */
 bool
-DkLaxAdd(const char *key, size_t keylen, int64 delta, int64 *view)
+DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView *view)
 {
 	int32		idx;
 	DkLaxEntry *e;
-	int64		before;
+	DkLaxView	before;
 	int64		sum;
 
 	RequireBuffer();
-	idx = LookupLocked(key, keylen, true);
+	idx = LookupLocked(kind, key, keylen, true);
 	if (idx < 0)
 	{
 		LWLockRelease(lax->lock);
@@ -545,7 +560,8 @@ DkLaxAdd(const char *key, size_t keylen, int64 delta, int64 *view)
 	}
 	e = &entries[idx];
 	before = ReadView(e);
-	if (pg_add_s64_overflow(before, delta, &sum) ||
+	if (pg_add_s64_overflow(before.total, delta, &sum) ||
+		pg_add_s64_overflow(before.slice, delta, &sum) ||
 		pg_add_s64_overflow(I64(pg_atomic_read_u64(&e->pending)), delta, &sum))
 	{
 		LWLockRelease(lax->lock);
@@ -553,7 +569,7 @@ DkLaxAdd(const char *key, size_t keylen, int64 delta, int64 *view)
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("lax counter would overflow bigint"),
 				 errdetail("This server's view is " INT64_FORMAT "; the delta is " INT64_FORMAT ".",
-						   before, delta),
+						   before.total, delta),
 				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
 	}
 	pg_atomic_fetch_add_u64(&e->pending, U64(delta));
@@ -567,10 +583,12 @@ DkLaxAdd(const char *key, size_t keylen, int64 delta, int64 *view)
 
 /*
  * Look key up for a lax read.  DK_LAX_FRESH: *view is set.  DK_LAX_STALE:
- * read Redis and pass the value to DkLaxStoreRead with *ticket.
+ * *view is the (stale) view; read Redis and pass the value to
+ * DkLaxStoreRead with *ticket.
  */
 DkLaxReadState
-DkLaxLookupForRead(const char *key, size_t keylen, int64 *view, DkLaxReadTicket *ticket)
+DkLaxLookupForRead(DkLaxKind kind, const char *key, size_t keylen, DkLaxView *view,
+				   DkLaxReadTicket *ticket)
 {
 	int32		idx;
 	DkLaxEntry *e;
@@ -578,7 +596,7 @@ DkLaxLookupForRead(const char *key, size_t keylen, int64 *view, DkLaxReadTicket 
 	TimestampTz now = GetCurrentTimestamp();
 
 	RequireBuffer();
-	idx = LookupLocked(key, keylen, true);
+	idx = LookupLocked(kind, key, keylen, true);
 	if (idx < 0)
 	{
 		LWLockRelease(lax->lock);
@@ -608,14 +626,15 @@ DkLaxLookupForRead(const char *key, size_t keylen, int64 *view, DkLaxReadTicket 
  * may not include that batch and the flusher's own reply is used instead).
  * Returns this server's view.
  */
-int64
-DkLaxStoreRead(const char *key, size_t keylen, const DkLaxReadTicket *ticket, int64 redis_value)
+DkLaxView
+DkLaxStoreRead(DkLaxKind kind, const char *key, size_t keylen, const DkLaxReadTicket *ticket,
+			   DkLaxView redis_value)
 {
 	int32		idx;
 	DkLaxEntry *e;
-	int64		view;
+	DkLaxView	view;
 
-	idx = LookupLocked(key, keylen, false);
+	idx = LookupLocked(kind, key, keylen, false);
 	if (idx < 0)
 	{
 		LWLockRelease(lax->lock);
@@ -625,11 +644,7 @@ DkLaxStoreRead(const char *key, size_t keylen, const DkLaxReadTicket *ticket, in
 	WriteBegin(e);
 	if (idx == ticket->idx && e->flush_gen == ticket->flush_gen &&
 		pg_atomic_read_u64(&e->inflight) == 0)
-	{
-		pg_atomic_write_u64(&e->known, U64(redis_value));
-		e->known_at = GetCurrentTimestamp();
-		e->known_valid = true;
-	}
+		SetKnown(e, redis_value, GetCurrentTimestamp());
 	WriteEnd(e);
 	view = ReadView(e);
 	LWLockRelease(lax->lock);
@@ -642,14 +657,14 @@ DkLaxStoreRead(const char *key, size_t keylen, const DkLaxReadTicket *ticket, in
  * after them (distkit_del then returns a total that includes them).
  */
 void
-DkLaxSettle(const char *key, size_t keylen)
+DkLaxSettle(DkLaxKind kind, const char *key, size_t keylen)
 {
 	int32		idx;
 	bool		busy = false;
 
 	if (lax == NULL)
 		return;
-	idx = LookupLocked(key, keylen, false);
+	idx = LookupLocked(kind, key, keylen, false);
 	if (idx >= 0)
 	{
 		DkLaxEntry *e = &entries[idx];
@@ -664,30 +679,32 @@ DkLaxSettle(const char *key, size_t keylen)
 
 /* After a strict write of key: remember its new Redis value. */
 void
-DkLaxAfterStrictWrite(const char *key, size_t keylen, int64 value)
+DkLaxAfterStrictWrite(DkLaxKind kind, const char *key, size_t keylen, DkLaxView value)
 {
 	int32		idx;
 
 	if (lax == NULL)
 		return;
-	idx = LookupLocked(key, keylen, false);
+	idx = LookupLocked(kind, key, keylen, false);
 	if (idx >= 0)
 	{
 		DkLaxEntry *e = &entries[idx];
 
 		WriteBegin(e);
-		pg_atomic_write_u64(&e->known, U64(value));
-		e->known_at = GetCurrentTimestamp();
-		e->known_valid = true;
+		SetKnown(e, value, GetCurrentTimestamp());
 		e->strict_gen++;
 		WriteEnd(e);
 	}
 	LWLockRelease(lax->lock);
 }
 
-/* After distkit_clear: every buffered key of the current prefix is now 0 in Redis. */
+/*
+ * After a clear: every buffered key of this kind and the current prefix is
+ * now 0 in Redis — or, with only_slice, only this instance's slice is 0
+ * (the total is then unknown: marked stale).
+ */
 void
-DkLaxAfterClear(void)
+DkLaxAfterClear(DkLaxKind kind, bool only_slice)
 {
 	const char *prefix = DkKeyPrefix();
 	size_t		plen = strlen(prefix);
@@ -700,12 +717,19 @@ DkLaxAfterClear(void)
 	{
 		DkLaxEntry *e = &entries[i];
 
-		if (!e->in_use || e->prefixlen != plen || memcmp(e->name, prefix, plen) != 0)
+		if (!e->in_use || e->name[0] != (char) kind || e->keyoff != plen + 2 ||
+			memcmp(e->name + 1, prefix, plen) != 0)
 			continue;
 		WriteBegin(e);
-		pg_atomic_write_u64(&e->known, 0);
-		e->known_at = now;
-		e->known_valid = true;
+		pg_atomic_write_u64(&e->known_slice, 0);
+		if (only_slice)
+			e->known_at = 0;
+		else
+		{
+			pg_atomic_write_u64(&e->known, 0);
+			e->known_at = now;
+			e->known_valid = true;
+		}
 		e->strict_gen++;
 		WriteEnd(e);
 	}
@@ -845,11 +869,13 @@ static void
 FillItem(DkLaxBatchItem *item, DkLaxEntry *e, int32 idx, int64 delta)
 {
 	item->idx = idx;
+	item->kind = (DkLaxKind) e->name[0];
 	item->delta = delta;
 	item->strict_gen = e->strict_gen;
-	memcpy(item->prefix, e->name, e->namelen);
-	item->key = item->prefix + e->prefixlen + 1;
-	item->keylen = e->namelen - e->prefixlen - 1;
+	memcpy(item->name, e->name, e->namelen);
+	item->prefix = item->name + 1;
+	item->key = item->name + e->keyoff;
+	item->keylen = e->namelen - e->keyoff;
 }
 
 /*
@@ -944,7 +970,7 @@ DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq)
 
 /* Redis acknowledged item: its delta is in total. */
 void
-DkLaxApplyFlushed(const DkLaxBatchItem *item, int64 total)
+DkLaxApplyFlushed(const DkLaxBatchItem *item, DkLaxView total)
 {
 	DkLaxEntry *e = &entries[item->idx];
 
@@ -952,11 +978,7 @@ DkLaxApplyFlushed(const DkLaxBatchItem *item, int64 total)
 	WriteBegin(e);
 	pg_atomic_write_u64(&e->inflight, 0);
 	if (e->strict_gen == item->strict_gen)
-	{
-		pg_atomic_write_u64(&e->known, U64(total));
-		e->known_at = GetCurrentTimestamp();
-		e->known_valid = true;
-	}
+		SetKnown(e, total, GetCurrentTimestamp());
 	else
 		e->known_at = 0;
 	e->flush_gen++;

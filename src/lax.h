@@ -7,17 +7,33 @@
 
 #include "datatype/timestamp.h"
 
-/* Bytes of "<prefix>\0<key>" an entry stores inline; longer keys are counted strictly. */
+/* Bytes of "<kind><prefix>\0<key>" an entry stores inline; longer keys are counted strictly. */
 #define DK_LAX_NAME_MAX 160
+
+/* What a buffered key counts: a simple counter or this instance's slice of an instance-aware one. */
+typedef enum DkLaxKind
+{
+	DK_LAX_SIMPLE = 's',
+	DK_LAX_INSTANCE = 'i'
+} DkLaxKind;
+
+/* This server's view of a counter: total and (instance-aware) this instance's slice. */
+typedef struct DkLaxView
+{
+	int64		total;
+	int64		slice;
+} DkLaxView;
 
 /* One key of a flush batch, copied out of shared memory by the flusher. */
 typedef struct DkLaxBatchItem
 {
 	int32		idx;			/* entry index */
+	DkLaxKind	kind;
 	int64		delta;			/* the entry's in-flight delta */
 	uint32		strict_gen;		/* entry's strict_gen when taken */
-	char		prefix[DK_LAX_NAME_MAX];
-	char	   *key;			/* points into prefix[] after the NUL */
+	char		name[DK_LAX_NAME_MAX];
+	char	   *prefix;			/* points into name[], NUL-terminated */
+	char	   *key;			/* points into name[] after the prefix */
 	int			keylen;
 } DkLaxBatchItem;
 
@@ -41,14 +57,14 @@ extern void DkLaxInit(void);
 extern int	DkFlushIntervalMs(void);
 
 /* used by SQL functions */
-extern bool DkLaxAdd(const char *key, size_t keylen, int64 delta, int64 *view);
-extern DkLaxReadState DkLaxLookupForRead(const char *key, size_t keylen, int64 *view,
-										 DkLaxReadTicket *ticket);
-extern int64 DkLaxStoreRead(const char *key, size_t keylen, const DkLaxReadTicket *ticket,
-							int64 redis_value);
-extern void DkLaxSettle(const char *key, size_t keylen);
-extern void DkLaxAfterStrictWrite(const char *key, size_t keylen, int64 value);
-extern void DkLaxAfterClear(void);
+extern bool DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView *view);
+extern DkLaxReadState DkLaxLookupForRead(DkLaxKind kind, const char *key, size_t keylen,
+										 DkLaxView *view, DkLaxReadTicket *ticket);
+extern DkLaxView DkLaxStoreRead(DkLaxKind kind, const char *key, size_t keylen,
+								const DkLaxReadTicket *ticket, DkLaxView redis_value);
+extern void DkLaxSettle(DkLaxKind kind, const char *key, size_t keylen);
+extern void DkLaxAfterStrictWrite(DkLaxKind kind, const char *key, size_t keylen, DkLaxView value);
+extern void DkLaxAfterClear(DkLaxKind kind, bool only_slice);
 extern void DkLaxCountStrictFallback(void);
 extern int64 DkLaxFlushWait(int timeout_ms);
 
@@ -59,10 +75,16 @@ extern uint64 DkLaxBeginCycle(void);
 extern bool DkLaxGoIdle(void);
 extern int	DkLaxTakeInflight(DkLaxBatchItem **items, uint64 *seq);
 extern int	DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq);
-extern void DkLaxApplyFlushed(const DkLaxBatchItem *item, int64 total);
+extern void DkLaxApplyFlushed(const DkLaxBatchItem *item, DkLaxView total);
 extern void DkLaxDropFlushed(const DkLaxBatchItem *item, const char *why);
 extern void DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error);
 extern bool DkLaxAnythingPending(void);
 extern const char *DkLaxInstanceId(void);
+
+/* the flush of instance-aware items (instance.c) */
+struct DkCmd;
+struct DkReply;
+extern struct DkCmd *DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq);
+extern bool DkInstanceFlushReply(struct DkReply *r, DkLaxView *view);
 
 #endif

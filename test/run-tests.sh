@@ -59,6 +59,7 @@ shared_preload_libraries = 'distkit'
 distkit.redis_url = 'redis://127.0.0.1:$DISTKIT_REDIS_PORT/0'
 log_min_messages = info
 log_statement = 'all'
+distkit.heartbeat_interval = '200ms'
 CONF
 set +e
 # DISTKIT_REGRESS="01_setup 07_lax" runs a subset (01_setup is always needed)

@@ -1,0 +1,569 @@
+/*-------------------------------------------------------------------------
+ *
+ * instance.c
+ *		Instance-aware counters: per-server slices, heartbeats, liveness.
+ *
+ * Every PostgreSQL server running distkit is an instance with a UUID
+ * chosen at each postmaster start (see lax.c).  An instance-aware counter
+ * is a Redis hash holding, per instance, its slice, the counter epoch the
+ * slice belongs to and when it was last written (lua/instance.lua).  Its
+ * total is the sum of the slices of the current epoch whose instance is
+ * live.
+ *
+ * Liveness: the worker records this instance's heartbeat (Redis time) in
+ * the registry <prefix>:reg:{instances} every distkit.heartbeat_interval
+ * and gets back the instances whose heartbeat is younger than
+ * distkit.dead_instance_threshold; that live list is kept in shared memory
+ * and passed to every counter script.  Nothing is subtracted when an
+ * instance dies — its slice stops counting — so a dead instance is never
+ * subtracted twice, a paused instance that comes back counts again exactly
+ * once, and a set/del (which bumps or removes the epoch) makes old slices
+ * stale for good.  The cost of a call is bounded by the number of
+ * instances that wrote the counter, never by the number of keys.  A clean
+ * shutdown removes the instance from the registry, so its slices stop
+ * counting at the other servers' next heartbeat.
+ *
+ * Passing the live list keeps each script on one hash slot (the registry
+ * is never read by counter scripts), ready for Redis Cluster.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "common/int.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "distkit.h"
+#include "keys.h"
+#include "lax.h"
+#include "redis.h"
+
+#define MAX_LIVE 1024			/* instances kept in the live list */
+#define ID_LEN 37
+
+PG_FUNCTION_INFO_V1(distkit_instance_inc);
+PG_FUNCTION_INFO_V1(distkit_instance_dec);
+PG_FUNCTION_INFO_V1(distkit_instance_get);
+PG_FUNCTION_INFO_V1(distkit_instance_set);
+PG_FUNCTION_INFO_V1(distkit_instance_set_here);
+PG_FUNCTION_INFO_V1(distkit_instance_del);
+PG_FUNCTION_INFO_V1(distkit_instance_del_here);
+PG_FUNCTION_INFO_V1(distkit_instance_clear);
+PG_FUNCTION_INFO_V1(distkit_instance_clear_here);
+PG_FUNCTION_INFO_V1(distkit_instances);
+
+typedef struct DkLiveShared
+{
+	slock_t		mutex;
+	int			count;
+	TimestampTz updated_at;		/* 0: never */
+	char		ids[MAX_LIVE][ID_LEN];
+} DkLiveShared;
+
+static int	heartbeat_interval_ms = 1000;
+static int	dead_threshold_ms = 30000;
+static DkLiveShared *live = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* shmem_request_hook: room for the live list. */
+static void
+LiveShmemRequest(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(DkLiveShared)));
+}
+
+/* shmem_startup_hook: create or attach to the live list. */
+static void
+LiveShmemStartup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	live = ShmemInitStruct("distkit live instances", sizeof(DkLiveShared), &found);
+	if (!found)
+	{
+		memset(live, 0, sizeof(DkLiveShared));
+		SpinLockInit(&live->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The heartbeat interval (for the worker task). */
+static int
+HeartbeatIntervalMs(void)
+{
+	return heartbeat_interval_ms;
+}
+
+/* The registry command: op beat | leave | list. */
+static DkCmd *
+RegistryCommand(const char *op)
+{
+	size_t		len;
+	char	   *reg = DkKeyBuild(DK_KIND_REGISTRY, "instances", 9, &len);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_INSTANCE_REGISTRY, 1);
+
+	DkCmdArg(cmd, reg, len);
+	DkCmdArgStr(cmd, op);
+	DkCmdArgStr(cmd, DkLaxInstanceId());
+	DkCmdArgInt(cmd, dead_threshold_ms);
+	return cmd;
+}
+
+/* Worker task: heartbeat, and refresh the live list. */
+static void
+Heartbeat(void)
+{
+	DkReply    *r = DkRedisRunOne(RegistryCommand("beat"), DK_IDEMPOTENT);
+	int			n;
+
+	if (r->type == DK_REPLY_ERROR)
+		DkReplyRaiseError(r, "the instance heartbeat");
+	if (r->type != DK_REPLY_ARRAY || r->nelem < 1)
+		elog(ERROR, "unexpected reply to the instance heartbeat");
+	n = Min(r->nelem - 1, MAX_LIVE);
+	SpinLockAcquire(&live->mutex);
+	live->count = 0;
+	for (int i = 0; i < n; i++)
+	{
+		DkReply    *id = r->elem[i + 1];
+
+		if (id->type == DK_REPLY_STRING && id->len < ID_LEN)
+			strlcpy(live->ids[live->count++], id->str, ID_LEN);
+	}
+	live->updated_at = GetCurrentTimestamp();
+	SpinLockRelease(&live->mutex);
+}
+
+/* Worker shutdown: leave the registry, so our slices stop counting at once. */
+static void
+LeaveRegistry(void)
+{
+	DkReply    *r = DkRedisRunOne(RegistryCommand("leave"), DK_IDEMPOTENT);
+
+	if (r->type == DK_REPLY_ERROR)
+		DkReplyRaiseError(r, "leaving the instance registry");
+}
+
+/* Defines the GUCs; when preloaded, the live list and the heartbeat task. */
+void
+DkInstanceInit(void)
+{
+	DefineCustomIntVariable("distkit.heartbeat_interval",
+							"How often this server records its heartbeat in Redis.",
+							NULL,
+							&heartbeat_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("distkit.dead_instance_threshold",
+							"Age of the last heartbeat after which an instance's slices stop counting.",
+							NULL,
+							&dead_threshold_ms,
+							30000, 100, 7 * 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	if (!DkPreloaded)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = LiveShmemRequest;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = LiveShmemStartup;
+	DkFlusherAddTask("heartbeat", Heartbeat, HeartbeatIntervalMs, LeaveRegistry);
+}
+
+/* Append the live list (count, then ids) to a counter command. */
+static void
+AppendLive(DkCmd *cmd)
+{
+	int			n;
+	char	   *ids;
+
+	SpinLockAcquire(&live->mutex);
+	n = live->count;
+	ids = palloc(n * ID_LEN + 1);
+	memcpy(ids, live->ids, n * ID_LEN);
+	SpinLockRelease(&live->mutex);
+	DkCmdArgInt(cmd, n);
+	for (int i = 0; i < n; i++)
+		DkCmdArgStr(cmd, ids + i * ID_LEN);
+}
+
+/* EVALSHA instance.lua for (prefix, key) with op, value and batch sequence. */
+static DkCmd *
+InstanceCommand(const char *prefix, const char *key, size_t keylen, const char *op,
+				int64 value, const char *seq)
+{
+	size_t		klen;
+	size_t		flen;
+	char	   *rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE, key, keylen, &klen);
+	char	   *fkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE_FLUSHED, key, keylen, &flen);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_INSTANCE, 2);
+
+	DkCmdArg(cmd, rkey, klen);
+	DkCmdArg(cmd, fkey, flen);
+	DkCmdArgStr(cmd, op);
+	DkCmdArgStr(cmd, DkLaxInstanceId());
+	DkCmdArgInt(cmd, value);
+	DkCmdArgStr(cmd, seq);
+	AppendLive(cmd);
+	return cmd;
+}
+
+/* Parse a {total, slice} reply. */
+static DkLaxView
+ParseView(DkReply *r, const char *what)
+{
+	DkLaxView	v;
+
+	if (r->type == DK_REPLY_ERROR)
+		DkReplyRaiseError(r, what);
+	if (r->type != DK_REPLY_ARRAY || r->nelem != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("unexpected reply from Redis for %s", what)));
+	v.total = DkReplyInt64(r->elem[0], what);
+	v.slice = DkReplyInt64(r->elem[1], what);
+	return v;
+}
+
+/* The flusher's command for an instance-aware batch item. */
+DkCmd *
+DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq)
+{
+	return InstanceCommand(item->prefix, item->key, item->keylen, "flush", item->delta, seq);
+}
+
+/* Parse the flusher's reply: false if Redis refused the item. */
+bool
+DkInstanceFlushReply(DkReply *r, DkLaxView *view)
+{
+	if (r->type != DK_REPLY_ARRAY || r->nelem != 2)
+		return false;
+	view->total = DkReplyInt64(r->elem[0], "an instance-aware flush");
+	view->slice = DkReplyInt64(r->elem[1], "an instance-aware flush");
+	return true;
+}
+
+/* Description for messages. */
+static char *
+InstanceWhat(text *key)
+{
+	return psprintf("instance-aware counter %s", DkKeyQuote(key));
+}
+
+/* Run op on key strictly (one round trip). */
+static DkLaxView
+StrictOp(text *key, const char *op, int64 value, DkSafety safety)
+{
+	size_t		keylen = DkKeyCheck(key, "key");
+	DkCmd	   *cmd = InstanceCommand(DkKeyPrefix(), VARDATA_ANY(key), keylen, op, value, "0");
+
+	return ParseView(DkRedisRunOne(cmd, safety), InstanceWhat(key));
+}
+
+/* Return (total, this_instance) as a row. */
+static Datum
+ViewRow(FunctionCallInfo fcinfo, DkLaxView v)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum(v.total);
+	values[1] = Int64GetDatum(v.slice);
+	return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls));
+}
+
+/* Instance-aware counters need the instance id and the live list. */
+static void
+RequireInstance(void)
+{
+	DkRequirePreload("instance-aware counters");
+}
+
+/* The mode argument of an instance-aware call (NULL: distkit.default_mode). */
+static DkMode
+InstanceMode(FunctionCallInfo fcinfo, int argno)
+{
+	return DkArgMode(fcinfo, argno, DkCounterDefaultMode());
+}
+
+/* Add delta to this instance's slice. */
+static DkLaxView
+InstanceAdd(text *key, int64 delta, DkMode mode)
+{
+	if (mode == DK_MODE_LAX)
+	{
+		size_t		keylen = DkKeyCheck(key, "key");
+		DkLaxView	view;
+
+		if (DkLaxAdd(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, delta, &view))
+			return view;
+		DkLaxCountStrictFallback();
+	}
+	return StrictOp(key, "inc", delta, DK_NOT_IDEMPOTENT);
+}
+
+/* distkit_instance_inc(key, delta, mode): add to this instance's slice. */
+Datum
+distkit_instance_inc(PG_FUNCTION_ARGS)
+{
+	text	   *key = DkArgText(fcinfo, 0, "key");
+	int64		delta = DkArgInt64(fcinfo, 1, "delta");
+
+	RequireInstance();
+	PG_RETURN_DATUM(ViewRow(fcinfo, InstanceAdd(key, delta, InstanceMode(fcinfo, 2))));
+}
+
+/* distkit_instance_dec(key, delta, mode): subtract from this instance's slice. */
+Datum
+distkit_instance_dec(PG_FUNCTION_ARGS)
+{
+	text	   *key = DkArgText(fcinfo, 0, "key");
+	int64		delta = DkArgInt64(fcinfo, 1, "delta");
+	int64		negated;
+
+	RequireInstance();
+	if (pg_sub_s64_overflow(0, delta, &negated))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("delta " INT64_FORMAT " cannot be negated", delta),
+				 errhint("Use distkit_instance_inc with a positive delta instead.")));
+	PG_RETURN_DATUM(ViewRow(fcinfo, InstanceAdd(key, negated, InstanceMode(fcinfo, 2))));
+}
+
+/* distkit_instance_get(key, mode): (total, this_instance). */
+Datum
+distkit_instance_get(PG_FUNCTION_ARGS)
+{
+	text	   *key = DkArgText(fcinfo, 0, "key");
+	DkMode		mode;
+	DkLaxView	view;
+
+	RequireInstance();
+	mode = InstanceMode(fcinfo, 1);
+	if (mode == DK_MODE_LAX)
+	{
+		DkLaxReadTicket ticket;
+		DkLaxReadState state = DkLaxLookupForRead(DK_LAX_INSTANCE, VARDATA_ANY(key),
+												  DkKeyCheck(key, "key"), &view, &ticket);
+
+		if (state == DK_LAX_FRESH)
+			PG_RETURN_DATUM(ViewRow(fcinfo, view));
+		if (state == DK_LAX_STALE)
+		{
+			view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
+			view = DkLaxStoreRead(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+								  &ticket, view);
+			PG_RETURN_DATUM(ViewRow(fcinfo, view));
+		}
+	}
+	PG_RETURN_DATUM(ViewRow(fcinfo, StrictOp(key, "get", 0, DK_IDEMPOTENT)));
+}
+
+/* A strict write: settle buffered increments first, remember the result after. */
+static Datum
+StrictWrite(FunctionCallInfo fcinfo, text *key, const char *op, int64 value, bool returns_old)
+{
+	DkLaxView	v;
+	DkLaxView	after;
+
+	RequireInstance();
+	DkKeyCheck(key, "key");
+	DkLaxSettle(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	v = StrictOp(key, op, value, DK_NOT_IDEMPOTENT);
+	after = v;
+	if (returns_old)
+	{
+		/* del: all gone; del_here: the total without our slice */
+		after.total = strcmp(op, "del") == 0 ? 0 : v.total - v.slice;
+		after.slice = 0;
+	}
+	DkLaxAfterStrictWrite(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), after);
+	return ViewRow(fcinfo, v);
+}
+
+/* distkit_instance_set(key, value): the total becomes value; other slices go stale. */
+Datum
+distkit_instance_set(PG_FUNCTION_ARGS)
+{
+	text	   *key = DkArgText(fcinfo, 0, "key");
+
+	PG_RETURN_DATUM(StrictWrite(fcinfo, key, "set", DkArgInt64(fcinfo, 1, "value"), false));
+}
+
+/* distkit_instance_set_here(key, value): this instance's slice becomes value. */
+Datum
+distkit_instance_set_here(PG_FUNCTION_ARGS)
+{
+	text	   *key = DkArgText(fcinfo, 0, "key");
+
+	PG_RETURN_DATUM(StrictWrite(fcinfo, key, "set_here", DkArgInt64(fcinfo, 1, "value"), false));
+}
+
+/* distkit_instance_del(key): remove the counter for everybody; returns the old values. */
+Datum
+distkit_instance_del(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(StrictWrite(fcinfo, DkArgText(fcinfo, 0, "key"), "del", 0, true));
+}
+
+/* distkit_instance_del_here(key): remove this instance's slice; returns the old values. */
+Datum
+distkit_instance_del_here(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(StrictWrite(fcinfo, DkArgText(fcinfo, 0, "key"), "del_here", 0, true));
+}
+
+/*
+ * Visit every instance-aware counter of the current prefix (SCAN), calling
+ * visit with a batch of Redis keys; returns the sum of what visit returns.
+ */
+static int64
+ScanCounters(int64 (*visit) (DkReply *keys))
+{
+	char	   *pattern = DkKeyPattern(DK_KIND_INSTANCE);
+	char	   *cursor = pstrdup("0");
+	int64		sum = 0;
+
+	if (DkLaxAnythingPending())
+		(void) DkLaxFlushWait(2 * DkRedisCommandTimeoutMs() + DkFlushIntervalMs());
+	do
+	{
+		DkCmd	   *scan = DkCmdNew("SCAN");
+		DkReply    *r;
+
+		DkCmdArgStr(scan, cursor);
+		DkCmdArgStr(scan, "MATCH");
+		DkCmdArgStr(scan, pattern);
+		DkCmdArgStr(scan, "COUNT");
+		DkCmdArgStr(scan, "1000");
+		r = DkRedisRunOne(scan, DK_IDEMPOTENT);
+		if (r->type == DK_REPLY_ERROR)
+			DkReplyRaiseError(r, "a scan of instance-aware counters");
+		if (r->type != DK_REPLY_ARRAY || r->nelem != 2 || r->elem[1]->type != DK_REPLY_ARRAY)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("unexpected reply from Redis to SCAN")));
+		cursor = r->elem[0]->str;
+		if (r->elem[1]->nelem > 0)
+			sum += visit(r->elem[1]);
+		CHECK_FOR_INTERRUPTS();
+	} while (strcmp(cursor, "0") != 0);
+	return sum;
+}
+
+/* UNLINK a batch of counters. */
+static int64
+UnlinkKeys(DkReply *keys)
+{
+	DkCmd	   *cmd = DkCmdNew("UNLINK");
+
+	for (int i = 0; i < keys->nelem; i++)
+		DkCmdArg(cmd, keys->elem[i]->str, keys->elem[i]->len);
+	return DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), "distkit_instance_clear");
+}
+
+/* HDEL this instance's slice fields from a batch of counters; counts slices removed. */
+static int64
+DropOurSlices(DkReply *keys)
+{
+	const char *id = DkLaxInstanceId();
+	char	   *fv = psprintf("v:%s", id);
+	char	   *fe = psprintf("e:%s", id);
+	char	   *ft = psprintf("t:%s", id);
+	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * keys->nelem);
+	DkReply   **replies;
+	int64		n = 0;
+
+	for (int i = 0; i < keys->nelem; i++)
+	{
+		cmds[i] = DkCmdNew("HDEL");
+		DkCmdArg(cmds[i], keys->elem[i]->str, keys->elem[i]->len);
+		DkCmdArgStr(cmds[i], fv);
+		DkCmdArgStr(cmds[i], fe);
+		DkCmdArgStr(cmds[i], ft);
+	}
+	replies = DkRedisRun(cmds, keys->nelem, DK_IDEMPOTENT);
+	for (int i = 0; i < keys->nelem; i++)
+		n += DkReplyInt64(replies[i], "distkit_instance_clear_here") > 0 ? 1 : 0;
+	return n;
+}
+
+/* distkit_instance_clear(): remove every instance-aware counter of the prefix; returns how many. */
+Datum
+distkit_instance_clear(PG_FUNCTION_ARGS)
+{
+	int64		n;
+
+	RequireInstance();
+	n = ScanCounters(UnlinkKeys);
+	DkLaxAfterClear(DK_LAX_INSTANCE, false);
+	PG_RETURN_INT64(n);
+}
+
+/* distkit_instance_clear_here(): remove this instance's slices; returns how many. */
+Datum
+distkit_instance_clear_here(PG_FUNCTION_ARGS)
+{
+	int64		n;
+
+	RequireInstance();
+	n = ScanCounters(DropOurSlices);
+	DkLaxAfterClear(DK_LAX_INSTANCE, true);
+	PG_RETURN_INT64(n);
+}
+
+/* distkit_instances(): the registry — id, last heartbeat, alive, this server. */
+Datum
+distkit_instances(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DkReply    *r;
+	double		now_ms;
+
+	RequireInstance();
+	InitMaterializedSRF(fcinfo, 0);
+	r = DkRedisRunOne(RegistryCommand("list"), DK_IDEMPOTENT);
+	if (r->type == DK_REPLY_ERROR)
+		DkReplyRaiseError(r, "the instance registry");
+	if (r->type != DK_REPLY_ARRAY || r->nelem < 1 || r->nelem % 2 != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("unexpected reply from Redis for the instance registry")));
+	now_ms = strtod(r->elem[0]->str, NULL);
+	for (int i = 1; i + 1 < r->nelem; i += 2)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		double		beat_ms = strtod(r->elem[i + 1]->str, NULL);
+
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(r->elem[i]->str));
+		/* Unix ms -> PostgreSQL timestamp */
+		values[1] = TimestampTzGetDatum((TimestampTz) (beat_ms * 1000.0) -
+										((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY));
+		values[2] = BoolGetDatum(now_ms - beat_ms <= dead_threshold_ms);
+		values[3] = BoolGetDatum(strcmp(r->elem[i]->str, DkLaxInstanceId()) == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
