@@ -3,9 +3,11 @@
  * lax.c
  *		The shared-memory buffer behind lax counters.
  *
- * A fixed table of distkit.lax_capacity entries, one per (prefix, key)
- * counted in lax mode on this server, plus an open-addressing hash index
- * (linear probing, backward-shift deletion) and a dirty bitmap.  One LWLock
+ * A fixed table of distkit.lax_capacity entries, one per (kind, prefix,
+ * key) counted in lax mode on this server (kind 's': a simple counter,
+ * 'i': this instance's slice of an instance-aware counter), plus an
+ * open-addressing hash index (linear probing, backward-shift deletion) and
+ * a dirty bitmap.  One LWLock
  * guards the index: lookups of existing keys take it shared, only adding or
  * evicting a key takes it exclusively.
  *
@@ -864,6 +866,19 @@ DkLaxGoIdle(void)
 	return true;
 }
 
+/* Room for one more batch item: the array grows by doubling. */
+static DkLaxBatchItem *
+NextItem(DkLaxBatchItem **items, int n, int *cap)
+{
+	if (n == *cap)
+	{
+		*cap = *cap ? *cap * 2 : 64;
+		*items = *items ? repalloc(*items, sizeof(DkLaxBatchItem) * *cap)
+			: palloc(sizeof(DkLaxBatchItem) * *cap);
+	}
+	return &(*items)[n];
+}
+
 /* Copy entry e (index idx) into a batch item with the given delta. */
 static void
 FillItem(DkLaxBatchItem *item, DkLaxEntry *e, int32 idx, int64 delta)
@@ -887,6 +902,7 @@ int
 DkLaxTakeInflight(DkLaxBatchItem **items, uint64 *seq)
 {
 	int			n = 0;
+	int			cap = 0;
 	DkLaxBatchItem *out = NULL;
 
 	*seq = lax->inflight_seq;
@@ -900,9 +916,8 @@ DkLaxTakeInflight(DkLaxBatchItem **items, uint64 *seq)
 
 		if (!e->in_use || (delta = I64(pg_atomic_read_u64(&e->inflight))) == 0)
 			continue;
-		if (out == NULL)
-			out = palloc(sizeof(DkLaxBatchItem) * lax->capacity);
-		FillItem(&out[n++], e, i, delta);
+		FillItem(NextItem(&out, n, &cap), e, i, delta);
+		n++;
 	}
 	LWLockRelease(lax->lock);
 	if (n == 0)
@@ -920,6 +935,7 @@ DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq)
 {
 	int			nwords = (lax->capacity + 63) / 64;
 	int			n = 0;
+	int			cap = 0;
 	DkLaxBatchItem *out = NULL;
 
 	LWLockAcquire(lax->lock, LW_SHARED);
@@ -953,9 +969,8 @@ DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq)
 			WriteEnd(e);
 			if (taken == 0)
 				continue;
-			if (out == NULL)
-				out = palloc(sizeof(DkLaxBatchItem) * lax->capacity);
-			FillItem(&out[n++], e, idx, taken);
+			FillItem(NextItem(&out, n, &cap), e, idx, taken);
+			n++;
 		}
 	}
 	LWLockRelease(lax->lock);
