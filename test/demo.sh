@@ -72,6 +72,21 @@ SELECT distkit_inc('big');
 \set ON_ERROR_STOP 1
 SELECT distkit_get('big') AS big_unchanged;
 
+\echo '== Lax mode: 50000 page views counted in shared memory, flushed by the worker'
+SELECT count(distkit_inc('views:home', 1, 'lax')) AS increments FROM generate_series(1, 50000);
+SELECT distkit_get('views:home', 'lax') AS this_server_view;
+SELECT distkit_flush() IS NOT NULL AS flushed;
+SELECT distkit_get('views:home', 'strict') AS in_redis;
+SELECT flushes > 0 AS flusher_ran, pending_delta, strict_fallbacks FROM distkit_stats;
+
+\echo '== Instance-aware: jobs in flight on this server (its slice of a fleet-wide total)'
+SELECT * FROM distkit_instance_inc('jobs:running', 3);
+SELECT instance_id, alive, is_this_server FROM distkit_instances;
+
+\echo '== Rate limiting (GCRA): 5 requests per minute for one API key'
+SELECT g AS request, distkit_rate_allow('api:key-1', 5, '1 minute') AS allowed
+FROM generate_series(1, 7) g;
+
 \echo '== What Redis holds (key = <prefix>:c:{<key>})'
 SQL
 "$ctl" cli --raw GET 'distkit:c:{orders:acme}' | sed 's/^/distkit:c:{orders:acme} = /'
