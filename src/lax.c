@@ -246,14 +246,16 @@ LaxShmemStartup(void)
 void
 DkLaxInit(void)
 {
-	DefineCustomIntVariable("distkit.lax_capacity",
-							"Number of keys the lax buffer of this server can hold.",
-							"Each entry takes about 300 bytes of shared memory.",
-							&lax_capacity,
-							65536, 64, 16 * 1024 * 1024,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* PGC_POSTMASTER variables can only be defined while preloading */
+	if (DkPreloaded)
+		DefineCustomIntVariable("distkit.lax_capacity",
+								"Number of keys the lax buffer of this server can hold.",
+								"Each entry takes about 256 bytes of shared memory.",
+								&lax_capacity,
+								65536, 64, 16 * 1024 * 1024,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	DefineCustomIntVariable("distkit.flush_interval",
 							"How often the flusher sends buffered lax increments to Redis.",
 							NULL,
