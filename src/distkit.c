@@ -17,6 +17,9 @@
  *	lax.c		the shared-memory buffer of lax counters, distkit_stats
  *	flusher.c	the background worker that flushes the buffer to Redis
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
+ *	lease.c		leases with fencing tokens; what a session holds, released at its end
+ *	leader.c	leader election: the shared-memory table the worker renews
+ *	semaphore.c	fleet semaphores (permits that expire)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -51,6 +54,7 @@ _PG_init(void)
 	DkKeysInit();
 	DkCounterInit();
 	DkLaxInit();
+	DkLeaderInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 
