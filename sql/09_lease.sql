@@ -88,7 +88,7 @@ SELECT :c1 - :c0 BETWEEN 10 AND 60 AS polled_10_to_60_times;
 
 -- waiting is cancellable (statement_timeout; Ctrl-C is the same interrupt)
 SET statement_timeout = '300ms';
-SELECT dk_error($$SELECT distkit_lease_acquire('other', '10 s', '1 min')$$);
+SELECT distkit_lease_acquire('other', '10 s', '1 min');
 RESET statement_timeout;
 
 -- a wait longer than the holder's ttl acquires when it expires, with the
