@@ -79,6 +79,16 @@ SELECT dk_wait_until($$distkit_semaphore_count('exports') = 0 AND distkit_semaph
 	AND distkit_semaphore_count('tx') = 0$$) AS released_at_session_end;
 SELECT distkit_semaphore_count('never used');
 
+-- Redis down when the session ends: the release fails, the backend exits
+-- all the same, and the permit expires by its ttl
+SELECT distkit_semaphore_acquire('down', 1, '1 min') IS NOT NULL AS acquired;
+SELECT pg_backend_pid() AS old_pid \gset
+\! "$DISTKIT_REDIS_CTL" stop
+\c
+SELECT dk_wait_until(format('NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s)', :old_pid)) AS old_backend_exited;
+\! "$DISTKIT_REDIS_CTL" start
+SELECT distkit_semaphore_count('down') AS not_released;
+
 -- errors
 SELECT dk_error($$SELECT distkit_semaphore_acquire(NULL, 1, '1 s')$$);
 SELECT dk_error($$SELECT distkit_semaphore_acquire('', 1, '1 s')$$);

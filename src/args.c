@@ -128,6 +128,8 @@ DkArgIntervalMs(FunctionCallInfo fcinfo, int argno, const char *argname, bool al
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be %s, not \"%s\"", argname,
 						allow_zero ? "zero or positive" : "positive",
-						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv))))));
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 allow_zero ? errhint("Use '0' not to wait, or a positive duration such as '5 seconds'.") :
+				 errhint("Use a positive duration such as '30 seconds'.")));
 	return (us + 999) / 1000;
 }

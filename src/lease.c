@@ -202,7 +202,8 @@ DkHeldRemove(const char *key, size_t klen, const char *permit)
  *
  * During proc_exit an ERROR would be promoted to FATAL (and could not be
  * caught); proc_exit_inprogress is cleared for the duration so that any
- * error here is caught and ignored.  Interrupts stay held off (proc_exit
+ * error here is caught and ignored, and restored after, with the interrupt
+ * holdoff count that an ERROR resets.  Interrupts stay held off (proc_exit
  * does that), so a cancel cannot cut this short, and a second SIGTERM only
  * makes the Redis call fail, which is ignored too.
  */
@@ -211,7 +212,8 @@ ReleaseHeldAtExit(int code, Datum arg)
 {
 	MemoryContext ctx;
 	MemoryContext old;
-	bool		saved = proc_exit_inprogress;
+	bool		saved_exiting = proc_exit_inprogress;
+	uint32		saved_holdoff = InterruptHoldoffCount;
 	volatile int released = 0;
 
 	if (nheld == 0)
@@ -258,7 +260,9 @@ ReleaseHeldAtExit(int code, Datum arg)
 		DkRedisDisconnect();
 	}
 	PG_END_TRY();
-	proc_exit_inprogress = saved;
+	/* an ERROR resets the holdoff count: hold interrupts off again */
+	InterruptHoldoffCount = saved_holdoff;
+	proc_exit_inprogress = saved_exiting;
 	MemoryContextSwitchTo(old);
 	elog(DEBUG1, "distkit released %d of %d leases and permits at session end",
 		 released, nheld);
