@@ -453,17 +453,23 @@ distkit_lease_acquire(PG_FUNCTION_ARGS)
 	char	   *tkey = DkKeyFromText(DK_KIND_LEASE_TOKEN, name, "name", &tklen);
 	char	   *what = LeaseWhat(name);
 	TimestampTz deadline;
+	MemoryContext attempt_ctx;
 
-	DkRequirePreload("leases");
+	DkRequirePreload("a lease");
 	InitSessionIdentity();
 	deadline = DkDeadlineAfter(wait_ms);
 	/* remembered before sending: a lost reply may still have acquired it */
 	DkHeldAdd(key, klen, NULL);
+	attempt_ctx = AllocSetContextCreate(CurrentMemoryContext, "distkit lease attempt",
+										ALLOCSET_SMALL_SIZES);
 	for (int attempt = 0;; attempt++)
 	{
+		MemoryContext old = MemoryContextSwitchTo(attempt_ctx);
 		DkLeaseResult res = DkLeaseRunAcquire(key, klen, tkey, tklen, session_owner,
 											  session_holder, ttl_ms, what);
 
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(attempt_ctx);	/* a long wait must not accumulate replies */
 		if (res.held)
 			PG_RETURN_INT64(res.token);
 		if (!DkRetrySleep(deadline, attempt, res.ms))
@@ -488,7 +494,7 @@ distkit_lease_renew(PG_FUNCTION_ARGS)
 	char	   *key = DkKeyFromText(DK_KIND_LEASE, name, "name", &klen);
 	int64		r;
 
-	DkRequirePreload("leases");
+	DkRequirePreload("a lease");
 	r = DkLeaseRunCheck(DK_LUA_LEASE_RENEW, key, klen, DkSessionOwner(), token, ttl_ms,
 						LeaseWhat(name));
 	if (r == 0)
@@ -509,7 +515,7 @@ distkit_lease_release(PG_FUNCTION_ARGS)
 	char	   *key = DkKeyFromText(DK_KIND_LEASE, name, "name", &klen);
 	int64		r;
 
-	DkRequirePreload("leases");
+	DkRequirePreload("a lease");
 	r = DkLeaseRunCheck(DK_LUA_LEASE_RELEASE, key, klen, DkSessionOwner(), token, 0,
 						LeaseWhat(name));
 	if (r >= 0)

@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #include "distkit.h"
 #include "keys.h"
@@ -114,6 +115,7 @@ distkit_semaphore_acquire(PG_FUNCTION_ARGS)
 	char	   *what;
 	char	   *permit;
 	TimestampTz deadline;
+	MemoryContext attempt_ctx;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -134,10 +136,15 @@ distkit_semaphore_acquire(PG_FUNCTION_ARGS)
 
 	/* remembered before sending: a lost reply may still have taken it */
 	DkHeldAdd(key, klen, permit);
+	attempt_ctx = AllocSetContextCreate(CurrentMemoryContext, "distkit semaphore attempt",
+										ALLOCSET_SMALL_SIZES);
 	for (int attempt = 0;; attempt++)
 	{
+		MemoryContext old = MemoryContextSwitchTo(attempt_ctx);
 		DkCmd	   *cmd = DkCmdScript(DK_LUA_SEMAPHORE_ACQUIRE, 1);
 		DkReply    *r;
+		bool		taken;
+		int64		hint_ms;
 
 		DkCmdArg(cmd, key, klen);
 		DkCmdArgInt(cmd, permits);
@@ -151,9 +158,13 @@ distkit_semaphore_acquire(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_SYSTEM_ERROR),
 					 errmsg("unexpected reply from Redis for %s", what)));
-		if (DkReplyInt64(r->elem[0], what) == 1)
+		taken = DkReplyInt64(r->elem[0], what) == 1;
+		hint_ms = DkReplyInt64(r->elem[2], what);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(attempt_ctx);	/* a long wait must not accumulate replies */
+		if (taken)
 			PG_RETURN_TEXT_P(cstring_to_text(permit));
-		if (!DkRetrySleep(deadline, attempt, DkReplyInt64(r->elem[2], what)))
+		if (!DkRetrySleep(deadline, attempt, hint_ms))
 			break;
 	}
 	DkHeldRemove(key, klen, permit);
