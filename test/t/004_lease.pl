@@ -207,21 +207,5 @@ ok($max_counted <= 5, "distkit_semaphore_count never above 5 (at most $max_count
 ok($max_inside >= 3, "the permits were used concurrently ($max_inside at once)");
 is($pa->safe_psql('postgres', q{SELECT distkit_semaphore_count('sem')}), '0', 'all permits returned');
 
-# 6. without shared_preload_libraries: leases need it (55000), semaphores do not
-my $np = PostgreSQL::Test::Cluster->new('nopreload');
-$np->init;
-$np->append_conf('postgresql.conf', "distkit.redis_url = 'redis://127.0.0.1:$port/0'\n");
-$np->start;
-$np->safe_psql('postgres', 'CREATE EXTENSION distkit');
-my ($rc, $stdout, $stderr) = $np->psql('postgres', "\\set VERBOSITY verbose\nSELECT distkit_lease_acquire('np', '1 s')");
-like($stderr, qr/55000: a lease needs distkit to be loaded at server start/, 'leases without preload: a clear error (55000)');
-($rc, $stdout, $stderr) = $np->psql('postgres', "\\set VERBOSITY verbose\nSELECT distkit_leader_acquire('np')");
-like($stderr, qr/55000: leader election needs distkit to be loaded at server start/, 'leader election too');
-($rc, $stdout, $stderr) = $np->psql('postgres', q{SELECT distkit_is_leader('np')});
-like($stderr, qr/leader election needs distkit/, 'distkit_is_leader too');
-is($np->safe_psql('postgres', q{SELECT distkit_semaphore_acquire('np', 1, '1 s') IS NOT NULL}), 't',
-	'semaphores work without preload');
-$np->stop;
-
 $_->stop for @nodes;
 done_testing();
