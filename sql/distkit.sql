@@ -229,3 +229,112 @@ COMMENT ON FUNCTION distkit_instances() IS
 CREATE VIEW distkit_instances AS SELECT * FROM distkit_instances();
 COMMENT ON VIEW distkit_instances IS
 'The instances (PostgreSQL servers) registered in Redis, with their last heartbeat';
+
+-- Coordination: leases with fencing tokens, leader election, semaphores.
+-- Every change is one atomic Lua script on Redis's clock.  Not
+-- transactional: what is acquired stays acquired when the calling
+-- transaction rolls back.  Errors: 22023 for invalid parameters (ttl <= 0
+-- or in months, permits <= 0, token <= 0, a malformed permit), 22004 for
+-- NULL arguments.  See docs/coordination.md.
+
+CREATE FUNCTION distkit_lease_acquire(name text, ttl interval, wait interval DEFAULT '0')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_lease_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_lease_acquire(text, interval, interval) IS
+'Acquire a lease for this session for ttl; returns its fencing token (strictly increasing per name), or NULL if another holder keeps it longer than wait';
+
+CREATE FUNCTION distkit_lease_renew(name text, token bigint, ttl interval)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_lease_renew'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_lease_renew(text, bigint, interval) IS
+'Extend this session''s lease to ttl from now; false if it was lost';
+
+CREATE FUNCTION distkit_lease_release(name text, token bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_lease_release'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_lease_release(text, bigint) IS
+'Release this session''s lease held with token; false if it does not hold it so';
+
+CREATE FUNCTION distkit_lease_holder(name text)
+RETURNS TABLE(holder text, token bigint, expires_in interval)
+AS 'MODULE_PATHNAME', 'distkit_lease_holder'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+COMMENT ON FUNCTION distkit_lease_holder(text) IS
+'Who holds a lease ("<instance id>/<database>/<pid>"), its token and remaining time; no row when free';
+
+CREATE FUNCTION distkit_leader_acquire(name text, ttl interval DEFAULT '10 seconds')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_leader_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_leader_acquire(text, interval) IS
+'Make this server the leader of name if nobody else is; the worker renews it while the server lives';
+
+CREATE FUNCTION distkit_is_leader(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_is_leader'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION distkit_is_leader(text) IS
+'Whether this server leads name (shared memory only, no Redis round trip)';
+
+CREATE FUNCTION distkit_leader_release(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_leader_release'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_leader_release(text) IS
+'Stop leading name at once; true if this server held the leadership';
+
+CREATE FUNCTION distkit_leader_holder(name text)
+RETURNS TABLE(holder text, term bigint, expires_in interval)
+AS 'MODULE_PATHNAME', 'distkit_leader_holder'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+COMMENT ON FUNCTION distkit_leader_holder(text) IS
+'Which server (instance id) leads name, its term and remaining time; no row when nobody does';
+
+CREATE FUNCTION distkit_leaders(
+    OUT name text,
+    OUT term bigint,
+    OUT ttl interval,
+    OUT is_leader boolean,
+    OUT valid_for interval,
+    OUT last_renewed timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'distkit_leaders'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION distkit_leaders() IS
+'The leaderships this server holds and renews';
+
+CREATE VIEW distkit_leaders AS SELECT * FROM distkit_leaders();
+COMMENT ON VIEW distkit_leaders IS
+'The leaderships this server holds and renews, and for how long it may believe it leads';
+
+CREATE FUNCTION distkit_semaphore_acquire(name text, permits int, ttl interval,
+                                          wait interval DEFAULT '0')
+RETURNS text
+AS 'MODULE_PATHNAME', 'distkit_semaphore_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_semaphore_acquire(text, int, interval, interval) IS
+'A permit id if fewer than permits are held across the fleet (now or within wait), else NULL; it expires after ttl';
+
+CREATE FUNCTION distkit_semaphore_renew(name text, permit text, ttl interval)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_semaphore_renew'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_semaphore_renew(text, text, interval) IS
+'Extend a permit to ttl from now; false if it had expired or was released';
+
+CREATE FUNCTION distkit_semaphore_release(name text, permit text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_semaphore_release'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_semaphore_release(text, text) IS
+'Give a permit back; false if it had expired or was not held';
+
+CREATE FUNCTION distkit_semaphore_count(name text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'distkit_semaphore_count'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_semaphore_count(text) IS
+'How many permits of a semaphore are held now (unexpired)';

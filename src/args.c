@@ -13,7 +13,11 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_enum.h"
+#include "common/int.h"
+#include "datatype/timestamp.h"
+#include "utils/builtins.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "distkit.h"
 
@@ -86,4 +90,46 @@ DkRequirePreload(const char *what)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s needs distkit to be loaded at server start", what),
 				 errhint("Add distkit to shared_preload_libraries in postgresql.conf and restart PostgreSQL.")));
+}
+
+/*
+ * An interval argument (ttl, wait) as whole milliseconds, rounded up: not
+ * NULL (22004), a fixed duration (months and years vary in length), positive
+ * (or zero when allow_zero) and at most DK_MAX_INTERVAL_MS (22023).
+ */
+int64
+DkArgIntervalMs(FunctionCallInfo fcinfo, int argno, const char *argname, bool allow_zero)
+{
+	Interval   *iv;
+	int64		days_us;
+	int64		us;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", argname)));
+	iv = PG_GETARG_INTERVAL_P(argno);
+	if (iv->month != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a fixed duration, not \"%s\"", argname,
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 errhint("Months and years vary in length: write days instead, e.g. '30 days'.")));
+	if (pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days_us) ||
+		pg_add_s64_overflow(days_us, iv->time, &us) ||
+		us > DK_MAX_INTERVAL_MS * 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%s\" is too long", argname,
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 errhint("At most 36500 days.")));
+	if (us < 0 || (us == 0 && !allow_zero))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be %s, not \"%s\"", argname,
+						allow_zero ? "zero or positive" : "positive",
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 allow_zero ? errhint("Use '0' not to wait, or a positive duration such as '5 seconds'.") :
+				 errhint("Use a positive duration such as '30 seconds'.")));
+	return (us + 999) / 1000;
 }

@@ -18,6 +18,9 @@
  *	flusher.c	the background worker that flushes the buffer to Redis
  *	instance.c	instance-aware counters, heartbeats and the live list
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
+ *	lease.c		leases with fencing tokens; what a session holds, released at its end
+ *	leader.c	leader election: the shared-memory table the worker renews
+ *	semaphore.c	fleet semaphores (permits that expire)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -53,6 +56,7 @@ _PG_init(void)
 	DkCounterInit();
 	DkLaxInit();
 	DkInstanceInit();
+	DkLeaderInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 

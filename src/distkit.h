@@ -23,6 +23,7 @@ extern int	DkCounterDefaultMode(void);
 extern void DkInstanceInit(void);
 extern void DkSecretsInit(void);
 extern void DkFlusherRegister(void);
+extern void DkLeaderInit(void);
 
 /* periodic work run by the background worker (flusher.c) */
 typedef void (*DkWorkerTaskFn) (void);
@@ -34,5 +35,10 @@ extern text *DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 DkArgInt64(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern DkMode DkArgMode(FunctionCallInfo fcinfo, int argno, int default_mode);
 extern void DkRequirePreload(const char *what);
+extern int64 DkArgIntervalMs(FunctionCallInfo fcinfo, int argno, const char *argname,
+							 bool allow_zero);
+
+/* longest ttl or wait accepted (DkArgIntervalMs): 36500 days */
+#define DK_MAX_INTERVAL_MS ((int64) 36500 * 86400 * 1000)
 
 #endif

@@ -76,6 +76,11 @@ static int	ntasks = 0;
  * at_shutdown, if not NULL, during a clean stop, after the final flush).
  * Call from _PG_init.  Tasks talk to Redis through redis.c like the flush;
  * their errors are caught, logged once per outage and retried next time.
+ * interval_ms is asked again whenever the worker wakes up, and a task runs
+ * sooner than planned when its answer shrinks: a task whose work arrives
+ * from backends (e.g. a new leadership to renew) makes interval_ms reflect
+ * it and sets the worker's latch (MyLatch of the worker, which the task can
+ * record when it runs).
  */
 void
 DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void),
@@ -132,6 +137,14 @@ RunDueTasks(MemoryContext ctx)
 		DkWorkerTask *t = &tasks[i];
 		long		wait;
 
+		if (t->next_run > now)
+		{
+			/* the task may want to run sooner than planned (new work) */
+			TimestampTz soon = TimestampTzPlusMilliseconds(now, Max(1, t->interval_ms()));
+
+			if (soon < t->next_run)
+				t->next_run = soon;
+		}
 		if (t->next_run <= now)
 		{
 			char	   *error = NULL;

@@ -14,6 +14,11 @@
 #define DK_KIND_INSTANCE "i"			/* instance-aware counter (hash of slices) */
 #define DK_KIND_INSTANCE_FLUSHED "if"	/* its per-instance last applied lax batch */
 #define DK_KIND_REGISTRY "reg"			/* the instance registry (one key) */
+#define DK_KIND_LEASE "l"			/* a lease: hash {owner, token, holder}, expiring */
+#define DK_KIND_LEASE_TOKEN "lt"	/* its fencing-token counter, never expires */
+#define DK_KIND_LEADER "ld"			/* a leadership: like a lease, owned by an instance */
+#define DK_KIND_LEADER_TOKEN "ldt"	/* its term counter, never expires */
+#define DK_KIND_SEMAPHORE "s"		/* a semaphore: sorted set of permits by expiry */
 
 extern void DkKeysInit(void);
 extern size_t DkKeyCheck(text *key, const char *argname);
