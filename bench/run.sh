@@ -31,6 +31,9 @@
 #                   0: no lag probes)
 #   BENCH_PG_CONF   extra postgresql.conf lines, separated by ";", e.g.
 #                   "distkit.lax_capacity = 131072"
+#   BENCH_HOTPATH   seconds of strace on one backend per lax workload and
+#                   client count, after sampling wait events (default 3;
+#                   0: skip; needs strace)
 # A run never fails on speed; it exits non-zero only when a workload fails
 # (an error other than "function not available") or the set-up fails.
 set -euo pipefail
@@ -49,7 +52,8 @@ BENCH_WORKLOADS=${BENCH_WORKLOADS:-}
 BENCH_REDIS_APPENDONLY=${BENCH_REDIS_APPENDONLY:-no}
 BENCH_LAG=${BENCH_LAG:-$BENCH_SECONDS}
 BENCH_PG_CONF=${BENCH_PG_CONF:-}
-export BENCH_SECONDS BENCH_REPS BENCH_CLIENTS BENCH_WARMUP BENCH_WORKLOADS BENCH_REDIS_APPENDONLY BENCH_LAG BENCH_PG_CONF
+BENCH_HOTPATH=${BENCH_HOTPATH:-3}
+export BENCH_HOTPATH BENCH_SECONDS BENCH_REPS BENCH_CLIENTS BENCH_WARMUP BENCH_WORKLOADS BENCH_REDIS_APPENDONLY BENCH_LAG BENCH_PG_CONF
 export BENCH_QUICK=${BENCH_QUICK:-} BENCH_KEEP_LOGS=${BENCH_KEEP_LOGS:-} BENCH_PIN=${BENCH_PIN:-1client}
 
 # The command as a reader can repeat it (effective settings spelled out).
@@ -60,6 +64,7 @@ if [ -z "${BENCH_COMMAND:-}" ]; then
 	[ "$BENCH_PIN" = 1client ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_PIN=$BENCH_PIN"
 	[ "$BENCH_LAG" = "$BENCH_SECONDS" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_LAG=$BENCH_LAG"
 	[ -z "$BENCH_PG_CONF" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_PG_CONF='$BENCH_PG_CONF'"
+	[ "$BENCH_HOTPATH" = 3 ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_HOTPATH=$BENCH_HOTPATH"
 	BENCH_COMMAND="$BENCH_COMMAND bench/run.sh"
 	if git -C "$here" rev-parse --short HEAD >/dev/null 2>&1; then
 		BENCH_GIT="$(git -C "$here" rev-parse --short HEAD)$(git -C "$here" diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
@@ -89,6 +94,7 @@ if [ "$(id -u)" = 0 ]; then
 			echo "bench: could not install$missing; $why will be missing from the report" >&2
 	}
 	command -v gnuplot >/dev/null 2>&1 || apt_ensure "the chart" gnuplot-nox
+	[ "$BENCH_HOTPATH" = 0 ] || command -v strace >/dev/null 2>&1 || apt_ensure "the hot-path check" strace
 	apt_ensure "the peer, pgmemcache against memcached" postgresql-15-pgmemcache memcached
 	work=${BENCH_WORKDIR:-/tmp/distkit-bench-src-$(printf '%s' "$here" | md5sum | cut -c1-8)}
 	rm -rf "$work"
@@ -101,7 +107,7 @@ if [ "$(id -u)" = 0 ]; then
 		BENCH_CLIENTS="$BENCH_CLIENTS" BENCH_WARMUP="$BENCH_WARMUP" BENCH_WORKLOADS="$BENCH_WORKLOADS" \
 		BENCH_REDIS_APPENDONLY="$BENCH_REDIS_APPENDONLY" BENCH_QUICK="$BENCH_QUICK" \
 		BENCH_KEEP_LOGS="$BENCH_KEEP_LOGS" BENCH_PIN="$BENCH_PIN" BENCH_COMMAND="$BENCH_COMMAND" BENCH_GIT="$BENCH_GIT" \
-		BENCH_LAG="$BENCH_LAG" BENCH_PG_CONF="$BENCH_PG_CONF" \
+		BENCH_LAG="$BENCH_LAG" BENCH_PG_CONF="$BENCH_PG_CONF" BENCH_HOTPATH="$BENCH_HOTPATH" \
 		bash "$work/bench/run.sh" || rc=$?
 	out=${BENCH_RESULTS:-$here/bench/results}
 	mkdir -p "$out"
@@ -371,33 +377,36 @@ redis_calls() {
 }
 # "flushes keys_flushed strict_fallbacks flush_errors"
 lax_stats() { q "SELECT flushes, keys_flushed, strict_fallbacks, flush_errors FROM distkit_stats" | tr '|' ' '; }
-# snapshot before a lax run: "t_ns pid cpu_ns evalsha calls flushes keys fallbacks errors"
+redis_cpu_ns() { proc_cpu_ns "$(cat "$("$rctl" pidfile)")" 2>/dev/null || echo 0; }
+# snapshot before a lax run:
+# "t_ns pid cpu_ns evalsha calls flushes keys fallbacks errors redis_cpu_ns"
 flush_snap_before() {
 	q "SELECT distkit_flush()" >/dev/null
 	local pid
 	pid=$(flusher_pid)
-	echo "$(date +%s%N) ${pid:-0} $(proc_cpu_ns "${pid:-0}" 2>/dev/null || echo 0) $(redis_calls) $(lax_stats)"
+	echo "$(date +%s%N) ${pid:-0} $(proc_cpu_ns "${pid:-0}" 2>/dev/null || echo 0) $(redis_calls) $(lax_stats) $(redis_cpu_ns)"
 }
-# after: "t_ns pid cpu_ns" (at once), then flush, then the counts
+# after: time and CPU times at once, then flush, then the counts
 flush_snap_after() {
-	local pid t cpu
+	local pid t cpu rcpu
 	t=$(date +%s%N)
 	pid=$(flusher_pid)
 	cpu=$(proc_cpu_ns "${pid:-0}" 2>/dev/null || echo 0)
+	rcpu=$(redis_cpu_ns)
 	q "SELECT distkit_flush()" >/dev/null
-	echo "$t ${pid:-0} $cpu $(redis_calls) $(lax_stats)"
+	echo "$t ${pid:-0} $cpu $(redis_calls) $(lax_stats) $rcpu"
 }
 flushraw="$out/$stamp.flush.tsv"
-printf 'rep\tworkload\tclients\tincrements\tseconds\tevalsha\tredis_calls\tflushes\tkeys_flushed\tstrict_fallbacks\tflush_errors\tflusher_cpu_ms\tsame_flusher\n' >"$flushraw"
+printf 'rep\tworkload\tclients\tincrements\tseconds\tevalsha\tredis_calls\tflushes\tkeys_flushed\tstrict_fallbacks\tflush_errors\tflusher_cpu_ms\tsame_flusher\tredis_cpu_ms\n' >"$flushraw"
 flush_record() {	# rep workload clients increments "before" "after"
 	local b a
 	read -r -a b <<<"$5"
 	read -r -a a <<<"$6"
 	awk -v rep="$1" -v w="$2" -v c="$3" -v n="$4" \
-		-v t0="${b[0]}" -v p0="${b[1]}" -v c0="${b[2]}" -v e0="${b[3]}" -v r0="${b[4]}" -v f0="${b[5]}" -v k0="${b[6]}" -v s0="${b[7]}" -v x0="${b[8]}" \
-		-v t1="${a[0]}" -v p1="${a[1]}" -v c1="${a[2]}" -v e1="${a[3]}" -v r1="${a[4]}" -v f1="${a[5]}" -v k1="${a[6]}" -v s1="${a[7]}" -v x1="${a[8]}" \
-		'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%s\n", rep, w, c, n, (t1 - t0) / 1e9,
-			e1 - e0, r1 - r0, f1 - f0, k1 - k0, s1 - s0, x1 - x0, (c1 - c0) / 1e6, (p0 == p1 && p0 != 0) ? "yes" : "no" }' >>"$flushraw"
+		-v t0="${b[0]}" -v p0="${b[1]}" -v c0="${b[2]}" -v e0="${b[3]}" -v r0="${b[4]}" -v f0="${b[5]}" -v k0="${b[6]}" -v s0="${b[7]}" -v x0="${b[8]}" -v r0c="${b[9]}" \
+		-v t1="${a[0]}" -v p1="${a[1]}" -v c1="${a[2]}" -v e1="${a[3]}" -v r1="${a[4]}" -v f1="${a[5]}" -v k1="${a[6]}" -v s1="${a[7]}" -v x1="${a[8]}" -v r1c="${a[9]}" \
+		'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%s\t%.3f\n", rep, w, c, n, (t1 - t0) / 1e9,
+			e1 - e0, r1 - r0, f1 - f0, k1 - k0, s1 - s0, x1 - x0, (c1 - c0) / 1e6, (p0 == p1 && p0 != 0) ? "yes" : "no", (r1c - r0c) / 1e6 }' >>"$flushraw"
 }
 
 nclients=$(wc -w <<<"$BENCH_CLIENTS")
@@ -454,8 +463,12 @@ lag_run() {
 		bp=$!
 		sleep 1
 	fi
+	local fb0 fb1
+	fb0=$(q "SELECT strict_fallbacks FROM distkit_stats")
 	if PGOPTIONS=${pgopt[$w]:-} "${pin[@]}" perl "$bdir/lag-probe.pl" "$BENCH_LAG" "$rport" "$lag_rkey" "$lag_key" >"$f.out" 2>"$f.err"; then
+		fb1=$(q "SELECT strict_fallbacks FROM distkit_stats")
 		awk -v w="$w" -v c="$c" '{ printf "%s\t%s\t%s\t%s\n", w, c, $1, $2 }' "$f.out" >>"$lagraw"
+		printf '%s\t%s\t%s\n' "$w" "$c" "$((fb1 - fb0))" >>"$logs/lag.fallbacks"
 	else
 		log "lag probe during $w with $c clients failed: $(head -1 "$f.err")"
 	fi
@@ -492,6 +505,60 @@ if [ "$nlax" -gt 0 ]; then
 			idle_calls="$((ev1 - ev0)) EVALSHA/EVAL, $((calls1 - calls0)) commands in all (commands run inside scripts included, INFO excluded)"
 		fi
 	fi
+fi
+
+# ---------------------------------------------------------------- hot path
+# Where do the backends of a lax workload spend their time, and what system
+# calls does one of them make per call?  While pgbench runs the workload:
+# 1. 200 samples of pg_stat_activity (5 ms apart, one session) of the
+#    pgbench backends' wait events ("CPU" when none): LWLock:distkit is a
+#    wait for the lax buffer's lock, Extension a wait for Redis;
+# 2. strace -f -yy on one of those backends for BENCH_HOTPATH seconds:
+#    system calls per transaction (transactions = sendto on its Unix socket
+#    to pgbench); futex calls are sleeps on a semaphore (a lock wait).
+# strace slows the traced backend down; only counts are taken from it.
+hotraw="$out/$stamp.hotpath.tsv"
+printf 'workload\tclients\tkind\tname\tcount\n' >"$hotraw"
+hotpath_run() {
+	local w=$1 c=$2 f="$logs/hot.$1.c$2" bp pid
+	place "$c"
+	PGOPTIONS=${pgopt[$w]} "${pin[@]}" pgbench -n -M prepared -T "$((BENCH_HOTPATH + 5))" -c "$c" -j "$c" \
+		-f "$wdir/$w.sql" >"$f.pgbench.out" 2>&1 &
+	bp=$!
+	sleep 1
+	q "CREATE TEMP TABLE IF NOT EXISTS bench_we (ev text);
+	   DO \$\$ BEGIN FOR i IN 1..200 LOOP
+	     PERFORM pg_stat_clear_snapshot();
+	     INSERT INTO bench_we SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU')
+	       FROM pg_stat_activity WHERE application_name = 'pgbench' AND pid <> pg_backend_pid();
+	     PERFORM pg_sleep(0.005);
+	   END LOOP; END \$\$;
+	   SELECT ev, count(*) FROM bench_we GROUP BY 1 ORDER BY 2 DESC" 2>"$f.err" |
+		awk -F'|' -v w="$w" -v c="$c" 'NF == 2 { printf "%s\t%s\twait\t%s\t%s\n", w, c, $1, $2 }' >>"$hotraw" || true
+	pid=$(q "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' LIMIT 1")
+	if [ -n "$pid" ] && command -v strace >/dev/null 2>&1; then
+		timeout -s INT "$BENCH_HOTPATH" strace -f -qq -yy -p "$pid" -o "$f.strace" 2>>"$f.err" || true
+		awk -v w="$w" -v c="$c" '
+			/resumed>/ { next }
+			{ name = $2; sub(/\(.*/, "", name); if (name == "") next; n[name]++; total++
+			  if (name == "sendto" && $2 ~ /UNIX/) tx++ }
+			END { printf "%s\t%s\tstrace\ttransactions\t%d\n", w, c, tx
+			      printf "%s\t%s\tstrace\tall\t%d\n", w, c, total
+			      for (k in n) printf "%s\t%s\tsyscall\t%s\t%d\n", w, c, k, n[k] }' "$f.strace" |
+			sort -t$'\t' -k5,5nr >>"$hotraw"
+		[ -n "$BENCH_KEEP_LOGS" ] || rm -f "$f.strace"
+	fi
+	wait "$bp" || log "hot path: pgbench $w -c $c failed (see $f.pgbench.out)"
+}
+if [ "$BENCH_HOTPATH" -gt 0 ]; then
+	command -v strace >/dev/null 2>&1 || log "hot path: strace not found, wait events only"
+	for w in "${active[@]}"; do
+		[ "$w" = strict_inc ] || [ "${flushfig[$w]}" = yes ] || continue
+		for c in $BENCH_CLIENTS; do
+			log "hot path: $w, $c client(s)"
+			hotpath_run "$w" "$c"
+		done
+	done
 fi
 
 # ---------------------------------------------------------------- memory
@@ -664,18 +731,18 @@ report="$out/$stamp.md"
 		echo "EVALSHA = Redis \`INFO commandstats\` calls of EVALSHA (+ EVAL; each flush EVALSHA of lua/lax_flush.lua runs 5 commands inside) from the start of the run until a"
 		echo "\`distkit_flush()\` after it; strict fallbacks (increments the buffer could not take, counted by"
 		echo "a strict EVALSHA instead) are subtracted from both before dividing; flusher CPU = CPU time of"
-		echo "the \`distkit flusher\` process (/proc/PID/schedstat) during the run, per second of run. Medians"
+		echo "the \`distkit flusher\` process (/proc/PID/schedstat) during the run, per second of run; Redis CPU the same for redis-server (all its work, strict fallbacks included). Medians"
 		echo "over the $BENCH_REPS repetitions."
 		echo
-		echo "| workload | clients | increments/s | increments per flush EVALSHA | flush EVALSHA/s | flush cycles/s | keys per cycle | strict fallbacks | flusher CPU ms per s | flusher CPU µs per 1000 incs |"
-		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+		echo "| workload | clients | increments/s | increments per flush EVALSHA | flush EVALSHA/s | flush cycles/s | keys per cycle | strict fallbacks | flusher CPU ms per s | flusher CPU µs per 1000 incs | Redis CPU ms per s |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 		for w in "${active[@]}"; do
 			[ "${flushfig[$w]}" = yes ] || continue
 			for c in $BENCH_CLIENTS; do
 				fm() { awk -F'\t' -v w="$w" -v c="$c" "NR > 1 && \$2 == w && \$3 == c { $1 }" "$flushraw" | median; }
 				[ "$(fm 'print 1')" != "-" ] || continue
 				fb=$(awk -F'\t' -v w="$w" -v c="$c" 'NR > 1 && $2 == w && $3 == c { f += $10; n += $4 } END { if (n) printf "%.1f %% (%d of %d)", 100 * f / n, f, n; else print "–" }' "$flushraw")
-				echo "| ${title[$w]} | $c | $(int "$(fm 'print $4 / $5')") | $(fm 'if ($6 - $10 > 0) printf "%.1f\n", ($4 - $10) / ($6 - $10)') | $(fm 'printf "%.1f\n", ($6 - $10) / $5') | $(fm 'printf "%.1f\n", $8 / $5') | $(fm 'if ($8 > 0) printf "%.1f\n", $9 / $8') | $fb | $(fm 'printf "%.2f\n", $12 / $5') | $(fm 'if ($4 > 0) printf "%.2f\n", 1000 * 1000 * $12 / $4') |"
+				echo "| ${title[$w]} | $c | $(int "$(fm 'print $4 / $5')") | $(fm 'if ($6 - $10 > 0) printf "%.1f\n", ($4 - $10) / ($6 - $10)') | $(fm 'printf "%.1f\n", ($6 - $10) / $5') | $(fm 'printf "%.1f\n", $8 / $5') | $(fm 'if ($8 > 0) printf "%.1f\n", $9 / $8') | $fb | $(fm 'printf "%.2f\n", $12 / $5') | $(fm 'if ($4 > 0) printf "%.2f\n", 1000 * 1000 * $12 / $4') | $(fm 'printf "%.1f\n", $14 / $5') |"
 			done
 		done
 		if awk -F'\t' 'NR > 1 && $13 != "yes" { bad = 1 } END { exit !bad }' "$flushraw"; then
@@ -703,20 +770,61 @@ report="$out/$stamp.md"
 		echo "Resolution: one poll (~0.1–0.3 ms). distkit.flush_interval = $(q "SHOW distkit.flush_interval"). ${BENCH_LAG} s per line; \"under load\":"
 		echo "while pgbench runs that workload with that many clients (same CPU placement as its runs)."
 		echo
-		echo "| load | clients | samples | lag p50 ms | lag p99 ms | lag max ms | not visible in 5 s | probe call p50 ms |"
-		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+		echo "| load | clients | samples | lag p50 ms | lag p99 ms | lag max ms | not visible in 5 s | probe call p50 ms | strict fallbacks meanwhile |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 		awk -F'\t' 'NR > 1 { print $1 "\t" $2 }' "$lagraw" | awk '!seen[$0]++' | while IFS=$'\t' read -r w c; do
 			lagcol() { awk -F'\t' -v w="$w" -v c="$c" -v k="$1" 'NR > 1 && $1 == w && $2 == c && $4 >= 0 { print $k }' "$lagraw" | sort -g; }
 			pct() { awk -v p="$1" '{ a[NR] = $1 } END { if (NR == 0) { print "–"; exit } i = int(p * NR); if (i < p * NR) i++; if (i < 1) i = 1; printf "%.2f", a[i] }'; }
 			nall=$(awk -F'\t' -v w="$w" -v c="$c" 'NR > 1 && $1 == w && $2 == c' "$lagraw" | wc -l)
 			nbad=$(awk -F'\t' -v w="$w" -v c="$c" 'NR > 1 && $1 == w && $2 == c && $4 < 0' "$lagraw" | wc -l)
 			label=$([ "$w" = idle ] && echo "none (idle)" || echo "${title[$w]}")
-			echo "| $label | $([ "$w" = idle ] && echo – || echo "$c") | $nall | $(lagcol 4 | pct 0.5) | $(lagcol 4 | pct 0.99) | $(lagcol 4 | pct 1) | $nbad | $(lagcol 3 | pct 0.5) |"
+			fbl=$(awk -F'\t' -v w="$w" -v c="$c" '$1 == w && $2 == c { print $3 }' "$logs/lag.fallbacks" 2>/dev/null)
+			echo "| $label | $([ "$w" = idle ] && echo – || echo "$c") | $nall | $(lagcol 4 | pct 0.5) | $(lagcol 4 | pct 0.99) | $(lagcol 4 | pct 1) | $nbad | $(lagcol 3 | pct 0.5) | ${fbl:-–} |"
 		done
+		echo
+		echo "With fewer than 100 samples the p99 is the maximum. Strict fallbacks meanwhile (load and probe"
+		echo "together): when the buffer is full, a probe call may itself be counted strictly, and is then"
+		echo "visible at once (lag ≈ one GET), which pulls that line's lag down."
 		echo
 		echo "Raw samples: \`$stamp.lag.tsv\`."
 	else
 		echo "Not measured in this run (no lax workload, or BENCH_LAG=0)."
+	fi
+	echo
+	echo "## Hot path: waits and system calls"
+	echo
+	if [ "$(wc -l <"$hotraw")" -gt 1 ]; then
+		echo "While pgbench runs the workload: the pgbench backends' wait events, 200 samples of"
+		echo "\`pg_stat_activity\` 5 ms apart (share of backend-samples; CPU = no wait event, i.e. running or"
+		echo "runnable; Client:ClientRead = waiting for pgbench; LWLock:distkit = waiting for the lax buffer's"
+		echo "lock; Extension = waiting for Redis), then \`strace -f -yy\` on one backend for ${BENCH_HOTPATH} s:"
+		echo "system calls per transaction (transactions = replies sent to pgbench; strict inc is the reference:"
+		echo "its Redis round trip costs a sendto, a recvfrom and an epoll_wait or two). A lax increment should"
+		echo "cost no system call of its own: only recvfrom + sendto to pgbench (plus an epoll_wait when the"
+		echo "next request has not arrived yet); futex calls are sleeps on a lock."
+		echo
+		echo "| workload | clients | CPU | Client:ClientRead | LWLock:distkit | Extension (Redis) | other waits | syscalls per transaction | futex per 1000 transactions | syscalls (count in the trace) |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+		awk -F'\t' 'NR > 1 { print $1 "\t" $2 }' "$hotraw" | awk '!seen[$0]++' | while IFS=$'\t' read -r w c; do
+			awk -F'\t' -v w="$w" -v c="$c" -v t="${title[$w]}" '
+				NR > 1 && $1 == w && $2 == c {
+					if ($3 == "wait") { ws += $5; if ($4 == "CPU") cpu += $5; else if ($4 == "Client:ClientRead") cr += $5;
+						else if ($4 == "LWLock:distkit") lw += $5; else if ($4 ~ /^Extension:/) ex += $5; else { ot += $5; otn = otn (otn ? ", " : "") $4 } }
+					else if ($3 == "strace" && $4 == "transactions") tx = $5
+					else if ($3 == "strace" && $4 == "all") all = $5
+					else if ($3 == "syscall") { sc = sc (sc ? ", " : "") $4 " " $5; if ($4 == "futex") fx = $5 }
+				}
+				function pc(x) { return ws ? sprintf("%.1f %%", 100 * x / ws) : "–" }
+				END {
+					printf "| %s | %s | %s | %s | %s | %s | %s%s | %s | %s | %s |\n", t, c, pc(cpu), pc(cr), pc(lw), pc(ex), pc(ot),
+						(ot ? " (" otn ")" : ""), (tx ? sprintf("%.2f", all / tx) : "–"), (tx ? sprintf("%.1f", 1000 * fx / tx) : "–"),
+						(sc ? sc : "–")
+				}' "$hotraw"
+		done
+		echo
+		echo "Raw counts: \`$stamp.hotpath.tsv\`."
+	else
+		echo "Not measured in this run (BENCH_HOTPATH=0 or no lax workload)."
 	fi
 	echo
 	echo "## Lax counters: shared memory"
