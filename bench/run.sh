@@ -1,14 +1,18 @@
 #!/bin/bash
 # distkit benchmark harness (issue 7): one command that starts its own
-# redis-server and PostgreSQL (distkit preloaded) on loopback, runs every
-# workload of bench/workloads.list with pgbench, adds a redis-benchmark
-# baseline (EVALSHA of lua/counter_inc.lua), and writes a Markdown report
-# (plus raw figures and, with gnuplot, a PNG chart) to bench/results/.
+# redis-server, memcached and PostgreSQL (distkit and pgmemcache preloaded)
+# on loopback, runs every workload of bench/workloads.list with pgbench,
+# adds a redis-benchmark baseline (EVALSHA of lua/counter_inc.lua), measures
+# the lax flusher (increments per Redis command, worker CPU, flush lag with
+# bench/lag-probe.pl) and the lax buffer's shared memory, and writes a
+# Markdown report (plus raw figures and, with gnuplot, a PNG chart) to
+# bench/results/.
 #
 # As root (a fresh Debian bookworm machine): takes the machine lock, sets up
 # (test/setup.sh: apt, user "distkit", build, install; gnuplot-nox for the
-# chart), then re-runs itself as that user in a copy of the tree and copies
-# the results back.  As any other user: expects distkit installed.
+# chart; postgresql-15-pgmemcache and memcached for the peer), then re-runs
+# itself as that user in a copy of the tree and copies the results back.
+# As any other user: expects distkit installed.
 #
 # Settings (environment):
 #   BENCH_SECONDS   length of one pgbench / redis-benchmark run (default 10)
@@ -23,6 +27,13 @@
 #                   on its own CPU), all, none; see place() below
 #   BENCH_RESULTS   where the report goes (default bench/results)
 #   BENCH_KEEP_LOGS=1  keep pgbench per-transaction logs (large)
+#   BENCH_LAG       seconds of each flush-lag probe (default BENCH_SECONDS;
+#                   0: no lag probes)
+#   BENCH_PG_CONF   extra postgresql.conf lines, separated by ";", e.g.
+#                   "distkit.lax_capacity = 131072"
+#   BENCH_HOTPATH   seconds of strace on one backend per lax workload and
+#                   client count, after sampling wait events (default 3;
+#                   0: skip; needs strace)
 # A run never fails on speed; it exits non-zero only when a workload fails
 # (an error other than "function not available") or the set-up fails.
 set -euo pipefail
@@ -39,7 +50,10 @@ BENCH_CLIENTS=${BENCH_CLIENTS:-1 8}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-}
 BENCH_REDIS_APPENDONLY=${BENCH_REDIS_APPENDONLY:-no}
-export BENCH_SECONDS BENCH_REPS BENCH_CLIENTS BENCH_WARMUP BENCH_WORKLOADS BENCH_REDIS_APPENDONLY
+BENCH_LAG=${BENCH_LAG:-$BENCH_SECONDS}
+BENCH_PG_CONF=${BENCH_PG_CONF:-}
+BENCH_HOTPATH=${BENCH_HOTPATH:-3}
+export BENCH_HOTPATH BENCH_SECONDS BENCH_REPS BENCH_CLIENTS BENCH_WARMUP BENCH_WORKLOADS BENCH_REDIS_APPENDONLY BENCH_LAG BENCH_PG_CONF
 export BENCH_QUICK=${BENCH_QUICK:-} BENCH_KEEP_LOGS=${BENCH_KEEP_LOGS:-} BENCH_PIN=${BENCH_PIN:-1client}
 
 # The command as a reader can repeat it (effective settings spelled out).
@@ -48,6 +62,9 @@ if [ -z "${BENCH_COMMAND:-}" ]; then
 	[ -z "$BENCH_WORKLOADS" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_WORKLOADS='$BENCH_WORKLOADS'"
 	[ "$BENCH_REDIS_APPENDONLY" = no ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_REDIS_APPENDONLY=$BENCH_REDIS_APPENDONLY"
 	[ "$BENCH_PIN" = 1client ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_PIN=$BENCH_PIN"
+	[ "$BENCH_LAG" = "$BENCH_SECONDS" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_LAG=$BENCH_LAG"
+	[ -z "$BENCH_PG_CONF" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_PG_CONF='$BENCH_PG_CONF'"
+	[ "$BENCH_HOTPATH" = 3 ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_HOTPATH=$BENCH_HOTPATH"
 	BENCH_COMMAND="$BENCH_COMMAND bench/run.sh"
 	if git -C "$here" rev-parse --short HEAD >/dev/null 2>&1; then
 		BENCH_GIT="$(git -C "$here" rev-parse --short HEAD)$(git -C "$here" diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
@@ -61,12 +78,24 @@ if [ "$(id -u)" = 0 ]; then
 	exec 9>/tmp/distkit-test.lock
 	flock 9
 	"$here/test/setup.sh"
-	if ! command -v gnuplot >/dev/null 2>&1; then
-		echo "bench: installing gnuplot-nox (for the chart)"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null 2>&1 ||
-			{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; } ||
-			echo "bench: gnuplot-nox not installed; the report will have no chart" >&2
-	fi
+	# optional packages: the chart (gnuplot) and the peer (pgmemcache +
+	# memcached); a run without them reports what is missing
+	apt_ensure() {
+		local why=$1 missing="" p
+		shift
+		for p in "$@"; do
+			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+		done
+		[ -n "$missing" ] || return 0
+		echo "bench: installing$missing ($why)"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
+			{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; } ||
+			echo "bench: could not install$missing; $why will be missing from the report" >&2
+	}
+	command -v gnuplot >/dev/null 2>&1 || apt_ensure "the chart" gnuplot-nox
+	[ "$BENCH_HOTPATH" = 0 ] || command -v strace >/dev/null 2>&1 || apt_ensure "the hot-path check" strace
+	apt_ensure "the peer, pgmemcache against memcached" postgresql-15-pgmemcache memcached
 	work=${BENCH_WORKDIR:-/tmp/distkit-bench-src-$(printf '%s' "$here" | md5sum | cut -c1-8)}
 	rm -rf "$work"
 	mkdir -p "$work/results"
@@ -78,6 +107,7 @@ if [ "$(id -u)" = 0 ]; then
 		BENCH_CLIENTS="$BENCH_CLIENTS" BENCH_WARMUP="$BENCH_WARMUP" BENCH_WORKLOADS="$BENCH_WORKLOADS" \
 		BENCH_REDIS_APPENDONLY="$BENCH_REDIS_APPENDONLY" BENCH_QUICK="$BENCH_QUICK" \
 		BENCH_KEEP_LOGS="$BENCH_KEEP_LOGS" BENCH_PIN="$BENCH_PIN" BENCH_COMMAND="$BENCH_COMMAND" BENCH_GIT="$BENCH_GIT" \
+		BENCH_LAG="$BENCH_LAG" BENCH_PG_CONF="$BENCH_PG_CONF" BENCH_HOTPATH="$BENCH_HOTPATH" \
 		bash "$work/bench/run.sh" || rc=$?
 	out=${BENCH_RESULTS:-$here/bench/results}
 	mkdir -p "$out"
@@ -104,9 +134,19 @@ export DISTKIT_REDIS_DIR="$base/redis"
 rctl="$here/test/redis-ctl.sh"
 logs="$base/logs"
 
+mc_pidfile="$base/memcached/memcached.pid"
+stop_memcached() {
+	local p
+	p=$(cat "$mc_pidfile" 2>/dev/null) || return 0
+	kill -TERM "$p" 2>/dev/null || true
+	for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+	kill -KILL "$p" 2>/dev/null || true
+	rm -f "$mc_pidfile"
+}
 stop_all() {
 	"$here/test/pg-ctl.sh" stop "$base/pg" >/dev/null 2>&1 || true
 	"$rctl" stop >/dev/null 2>&1 || true
+	stop_memcached
 }
 trap stop_all EXIT
 trap 'exit 130' INT
@@ -115,11 +155,12 @@ stop_all
 rm -rf "$base"
 mkdir -p "$logs"
 
-for tool in pgbench psql redis-server redis-benchmark redis-cli; do
+for tool in pgbench psql redis-server redis-benchmark redis-cli perl; do
 	command -v "$tool" >/dev/null || { echo "bench: $tool not found" >&2; exit 1; }
 done
 
 log() { echo "bench: $*"; }
+q() { psql -X -A -t -q -c "$1"; }
 # median of numbers on stdin ("-" when none)
 median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # header directive of a workload script
@@ -139,10 +180,41 @@ rport=$("$rctl" port)
 if [ "$BENCH_REDIS_APPENDONLY" = no ]; then
 	"$rctl" cli CONFIG SET appendonly no >/dev/null
 fi
-"$here/test/pg-ctl.sh" start "$base/pg" "redis://127.0.0.1:$rport/0" 9>&-
+
+# The peer: memcached on a free loopback port, pgmemcache preloaded with it
+# as its default server.  Either missing: the pgmemcache workload is skipped
+# and the report says why.
+pg_conf=()
+mport="" peer_note=""
+pkglib=$("$PG_CONFIG" --pkglibdir)
+if ! command -v memcached >/dev/null 2>&1; then
+	peer_note="memcached is not installed (Debian package memcached)"
+elif [ ! -f "$pkglib/pgmemcache.so" ]; then
+	peer_note="pgmemcache is not installed (Debian package postgresql-15-pgmemcache)"
+else
+	mkdir -p "$base/memcached"
+	for _ in $(seq 1 50); do
+		mport=$((20000 + RANDOM % 30000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null || break
+	done
+	memcached -d -l 127.0.0.1 -p "$mport" -U 0 -m 64 -P "$mc_pidfile" 9>&-
+	for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.05; done
+	if (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null; then
+		pg_conf+=("shared_preload_libraries = 'distkit,pgmemcache'" "pgmemcache.default_servers = '127.0.0.1:$mport'")
+	else
+		peer_note="memcached did not start on 127.0.0.1:$mport"
+		mport=""
+	fi
+fi
+if [ -n "$BENCH_PG_CONF" ]; then
+	IFS=';' read -r -a extra <<<"$BENCH_PG_CONF"
+	for line in "${extra[@]}"; do [ -z "${line// /}" ] || pg_conf+=("$line"); done
+fi
+"$here/test/pg-ctl.sh" start "$base/pg" "redis://127.0.0.1:$rport/0" "${pg_conf[@]}" 9>&-
 . "$base/pg/env"
 psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS distkit' >/dev/null
-log "redis-server on 127.0.0.1:$rport, PostgreSQL on 127.0.0.1:$PGPORT (socket $PGHOST)"
+log "redis-server on 127.0.0.1:$rport, PostgreSQL on 127.0.0.1:$PGPORT (socket $PGHOST)${mport:+, memcached on 127.0.0.1:$mport}"
+[ -z "$peer_note" ] || log "the peer is not measured: $peer_note"
 
 # CPU placement (BENCH_PIN): "1client" (default) pins the 1-client runs:
 # redis-server on the last CPU, PostgreSQL (postmaster and its children, so
@@ -169,6 +241,7 @@ place() {
 		cpus_pg=0-$((ncpu - 1)) cpus_redis=$cpus_pg pin=()
 	fi
 	taskset -a -p -c "$cpus_redis" "$(cat "$("$rctl" pidfile)")" >/dev/null
+	[ ! -s "$mc_pidfile" ] || taskset -a -p -c "$cpus_redis" "$(cat "$mc_pidfile")" >/dev/null
 	pgpid=$(head -1 "$base/pg/data/postmaster.pid")
 	for p in $pgpid $(pgrep -P "$pgpid"); do taskset -a -p -c "$cpus_pg" "$p" >/dev/null 2>&1 || true; done
 }
@@ -191,18 +264,21 @@ sql_probe() {
 	return 1
 }
 
-declare -A status title
+declare -A status title pgopt flushfig
 active=()
 for w in $all; do
 	[ -f "$wdir/$w.sql" ] || { echo "bench: $wdir/$w.sql missing" >&2; exit 2; }
 	title[$w]=$(directive "$w" title)
 	[ -n "${title[$w]}" ] || title[$w]=$w
+	pgopt[$w]=$(directive "$w" pgoptions)
+	flushfig[$w]=$(directive "$w" flush-figures)
 	st=ok
 	while IFS= read -r probe; do
 		[ -n "$probe" ] || continue
 		if ! err=$(sql_probe "$probe"); then
 			case $err in
-			42883:* | 42704:* | 0A000:*) st="skipped: function not available ($err)" ;;
+			42883:* | 42704:* | 0A000:*) st="skipped: not available ($err)" ;;
+			58P01:*) st="skipped: extension not installed ($err)" ;;
 			*) st="failed: requirement check failed ($err)" ;;
 			esac
 			break
@@ -211,11 +287,11 @@ for w in $all; do
 	if [ "$st" = ok ]; then
 		while IFS= read -r stmt; do
 			[ -n "$stmt" ] || continue
-			if ! err=$(sql_probe "$stmt"); then st="failed: setup failed ($err)"; break; fi
+			if ! err=$(PGOPTIONS=${pgopt[$w]} sql_probe "$stmt"); then st="failed: setup failed ($err)"; break; fi
 		done < <(directive "$w" setup)
 	fi
 	[ "$st" != ok ] || place 1
-	if [ "$st" = ok ] && ! "${pin[@]}" pgbench -n -M prepared -T "$BENCH_WARMUP" -c 1 -j 1 -f "$wdir/$w.sql" >"$logs/$w.warmup.out" 2>&1; then
+	if [ "$st" = ok ] && ! PGOPTIONS=${pgopt[$w]} "${pin[@]}" pgbench -n -M prepared -T "$BENCH_WARMUP" -c 1 -j 1 -f "$wdir/$w.sql" >"$logs/$w.warmup.out" 2>&1; then
 		st="failed: warm-up run failed: $(grep -m1 -E 'error|ERROR|aborted' "$logs/$w.warmup.out" || tail -1 "$logs/$w.warmup.out")"
 	fi
 	status[$w]=$st
@@ -261,7 +337,7 @@ done
 pgbench_run() {
 	local w=$1 c=$2 prefix="$logs/$1.c$2.r$3" tps avg
 	rm -f "$prefix".*
-	if ! "${pin[@]}" pgbench -n -M prepared -T "$BENCH_SECONDS" -c "$c" -j "$c" --log --log-prefix="$prefix" \
+	if ! PGOPTIONS=${pgopt[$w]} "${pin[@]}" pgbench -n -M prepared -T "$BENCH_SECONDS" -c "$c" -j "$c" --log --log-prefix="$prefix" \
 		-f "$wdir/$w.sql" >"$prefix.out" 2>&1; then
 		cat "$prefix.out" >&2
 		return 1
@@ -275,9 +351,69 @@ pgbench_run() {
 	[ -n "$BENCH_KEEP_LOGS" ] || rm -f "$prefix".[0-9]*
 }
 
+# ---------------------------------------------------------------- flusher figures
+# For lax workloads ("-- flush-figures: yes") each run is framed by
+# snapshots: distkit_flush() first (nothing pending), then the flusher's CPU
+# time (/proc/<pid>/schedstat, nanoseconds; /proc/<pid>/stat ticks as a
+# fallback), Redis's EVALSHA+EVAL call count (INFO commandstats) and
+# distkit_stats; after the run the CPU time at once (CPU during the load),
+# then distkit_flush() (the rest of the run's increments reach Redis) and
+# the counts again.
+flusher_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher' LIMIT 1"; }
+proc_cpu_ns() {
+	if [ -r "/proc/$1/schedstat" ]; then
+		awk '{print $1}' "/proc/$1/schedstat"
+	else
+		awk -v t="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1e9 / t}' "/proc/$1/stat"
+	fi
+}
+# Redis calls: "evalsha+eval all" (all: every command but INFO, including
+# those that scripts run: a lax_flush.lua EVALSHA counts 1 + 5)
+redis_calls() {
+	"$rctl" cli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '
+		$1 ~ /^cmdstat_/ && $1 != "cmdstat_info" { all += $3 }
+		$1 == "cmdstat_evalsha" || $1 == "cmdstat_eval" { ev += $3 }
+		END { print ev + 0, all + 0 }'
+}
+# "flushes keys_flushed strict_fallbacks flush_errors"
+lax_stats() { q "SELECT flushes, keys_flushed, strict_fallbacks, flush_errors FROM distkit_stats" | tr '|' ' '; }
+redis_cpu_ns() { proc_cpu_ns "$(cat "$("$rctl" pidfile)")" 2>/dev/null || echo 0; }
+# snapshot before a lax run:
+# "t_ns pid cpu_ns evalsha calls flushes keys fallbacks errors redis_cpu_ns"
+flush_snap_before() {
+	q "SELECT distkit_flush()" >/dev/null
+	local pid
+	pid=$(flusher_pid)
+	echo "$(date +%s%N) ${pid:-0} $(proc_cpu_ns "${pid:-0}" 2>/dev/null || echo 0) $(redis_calls) $(lax_stats) $(redis_cpu_ns)"
+}
+# after: time and CPU times at once, then flush, then the counts
+flush_snap_after() {
+	local pid t cpu rcpu
+	t=$(date +%s%N)
+	pid=$(flusher_pid)
+	cpu=$(proc_cpu_ns "${pid:-0}" 2>/dev/null || echo 0)
+	rcpu=$(redis_cpu_ns)
+	q "SELECT distkit_flush()" >/dev/null
+	echo "$t ${pid:-0} $cpu $(redis_calls) $(lax_stats) $rcpu"
+}
+flushraw="$out/$stamp.flush.tsv"
+printf 'rep\tworkload\tclients\tincrements\tseconds\tevalsha\tredis_calls\tflushes\tkeys_flushed\tstrict_fallbacks\tflush_errors\tflusher_cpu_ms\tsame_flusher\tredis_cpu_ms\n' >"$flushraw"
+flush_record() {	# rep workload clients increments "before" "after"
+	local b a
+	read -r -a b <<<"$5"
+	read -r -a a <<<"$6"
+	awk -v rep="$1" -v w="$2" -v c="$3" -v n="$4" \
+		-v t0="${b[0]}" -v p0="${b[1]}" -v c0="${b[2]}" -v e0="${b[3]}" -v r0="${b[4]}" -v f0="${b[5]}" -v k0="${b[6]}" -v s0="${b[7]}" -v x0="${b[8]}" -v r0c="${b[9]}" \
+		-v t1="${a[0]}" -v p1="${a[1]}" -v c1="${a[2]}" -v e1="${a[3]}" -v r1="${a[4]}" -v f1="${a[5]}" -v k1="${a[6]}" -v s1="${a[7]}" -v x1="${a[8]}" -v r1c="${a[9]}" \
+		'BEGIN { printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%d\t%d\t%d\t%d\t%.3f\t%s\t%.3f\n", rep, w, c, n, (t1 - t0) / 1e9,
+			e1 - e0, r1 - r0, f1 - f0, k1 - k0, s1 - s0, x1 - x0, (c1 - c0) / 1e6, (p0 == p1 && p0 != 0) ? "yes" : "no", (r1c - r0c) / 1e6 }' >>"$flushraw"
+}
+
 nclients=$(wc -w <<<"$BENCH_CLIENTS")
-total=$(( BENCH_REPS * (${#active[@]} + 1) * nclients * BENCH_SECONDS ))
-log "${#active[@]} workloads + redis baseline, clients: $BENCH_CLIENTS, $BENCH_REPS x ${BENCH_SECONDS}s each: about $((total / 60)) min $((total % 60)) s"
+nlax=0
+for w in "${active[@]}"; do [ "${flushfig[$w]}" != yes ] || nlax=$((nlax + 1)); done
+total=$(( BENCH_REPS * (${#active[@]} + 1) * nclients * BENCH_SECONDS + (nlax * nclients + 1) * (BENCH_LAG > 0 ? BENCH_LAG + 3 : 0) + BENCH_SECONDS ))
+log "${#active[@]} workloads + redis baseline, clients: $BENCH_CLIENTS, $BENCH_REPS x ${BENCH_SECONDS}s each, then flush-lag probes and the idle flusher: about $((total / 60)) min $((total % 60)) s"
 raw="$out/$stamp.tsv"
 printf 'rep\tworkload\tclients\ttps\tavg_ms\tp50_ms\tp99_ms\ttransactions\tzero_latency_pct\n' >"$raw"
 failed=0
@@ -286,9 +422,11 @@ for rep in $(seq 1 "$BENCH_REPS"); do
 		for c in $BENCH_CLIENTS; do
 			[ "${status[$w]:-ok}" = ok ] || continue
 			place "$c"
+			snap0=""
 			if [ "$w" = redis_evalsha ]; then
 				r=$(redis_run "$c" "${rn[$c]}") || r=""
 			else
+				[ "${flushfig[$w]}" != yes ] || snap0=$(flush_snap_before)
 				r=$(pgbench_run "$w" "$c" "$rep") || r=""
 			fi
 			if [ -z "$r" ]; then
@@ -299,10 +437,138 @@ for rep in $(seq 1 "$BENCH_REPS"); do
 			fi
 			read -r tps avg p50 p99 n zp <<<"$r"
 			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$c" "$tps" "$avg" "$p50" "$p99" "$n" "${zp:-0}" >>"$raw"
+			[ -z "$snap0" ] || flush_record "$rep" "$w" "$c" "$n" "$snap0" "$(flush_snap_after)"
 			printf 'bench: rep %s %-14s c=%-2s %10.0f tps  avg %.3f ms  p99 %.3f ms\n' "$rep" "$w" "$c" "$tps" "$avg" "$p99"
 		done
 	done
 done
+
+# ---------------------------------------------------------------- flush lag
+# bench/lag-probe.pl increments a probe key in lax mode (one call every
+# 0-25 ms, random) and polls Redis GET until the value shows there: once
+# while nothing else runs ("idle", 1-client placement), and once while each
+# lax workload runs with each client count.
+lagraw="$out/$stamp.lag.tsv"
+printf 'load\tclients\tcall_ms\tlag_ms\n' >"$lagraw"
+prefix=$(q "SHOW distkit.prefix")
+lag_key=bench.lagprobe
+lag_rkey="$prefix:c:{$lag_key}"
+# lag_run WORKLOAD CLIENTS ("idle" 1: the probe alone)
+lag_run() {
+	local w=$1 c=$2 f="$logs/lag.$1.c$2" bp=""
+	place "$c"
+	if [ "$w" != idle ]; then
+		PGOPTIONS=${pgopt[$w]} "${pin[@]}" pgbench -n -M prepared -T "$((BENCH_LAG + 2))" -c "$c" -j "$c" \
+			-f "$wdir/$w.sql" >"$f.pgbench.out" 2>&1 &
+		bp=$!
+		sleep 1
+	fi
+	local fb0 fb1
+	fb0=$(q "SELECT strict_fallbacks FROM distkit_stats")
+	if PGOPTIONS=${pgopt[$w]:-} "${pin[@]}" perl "$bdir/lag-probe.pl" "$BENCH_LAG" "$rport" "$lag_rkey" "$lag_key" >"$f.out" 2>"$f.err"; then
+		fb1=$(q "SELECT strict_fallbacks FROM distkit_stats")
+		awk -v w="$w" -v c="$c" '{ printf "%s\t%s\t%s\t%s\n", w, c, $1, $2 }' "$f.out" >>"$lagraw"
+		printf '%s\t%s\t%s\n' "$w" "$c" "$((fb1 - fb0))" >>"$logs/lag.fallbacks"
+	else
+		log "lag probe during $w with $c clients failed: $(head -1 "$f.err")"
+	fi
+	[ -z "$bp" ] || wait "$bp" || log "lag: pgbench $w -c $c failed (see $f.pgbench.out)"
+}
+idle_cpu_ms="" idle_secs="" idle_calls=""
+if [ "$nlax" -gt 0 ]; then
+	if [ "$BENCH_LAG" -gt 0 ]; then
+		log "flush lag: probe alone (idle), ${BENCH_LAG}s"
+		lag_run idle 1
+		for w in "${active[@]}"; do
+			[ "${flushfig[$w]}" = yes ] || continue
+			for c in $BENCH_CLIENTS; do
+				log "flush lag: probe during $w, $c client(s), ${BENCH_LAG}s"
+				lag_run "$w" "$c"
+			done
+		done
+	fi
+	# the flusher with nothing to do: CPU time and Redis commands
+	place 1
+	q "SELECT distkit_flush()" >/dev/null
+	sleep 1
+	pid=$(flusher_pid)
+	if [ -n "$pid" ]; then
+		read -r ev0 calls0 < <(redis_calls)
+		cpu0=$(proc_cpu_ns "$pid") t0=$(date +%s%N)
+		log "idle flusher: ${BENCH_SECONDS}s"
+		sleep "$BENCH_SECONDS"
+		cpu1=$(proc_cpu_ns "$pid") t1=$(date +%s%N)
+		read -r ev1 calls1 < <(redis_calls)
+		if [ "$(flusher_pid)" = "$pid" ]; then
+			idle_secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+			idle_cpu_ms=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+			idle_calls="$((ev1 - ev0)) EVALSHA/EVAL, $((calls1 - calls0)) commands in all (commands run inside scripts included, INFO excluded)"
+		fi
+	fi
+fi
+
+# ---------------------------------------------------------------- hot path
+# Where do the backends of a lax workload spend their time, and what system
+# calls does one of them make per call?  While pgbench runs the workload:
+# 1. 200 samples of pg_stat_activity (5 ms apart, one session) of the
+#    pgbench backends' wait events ("CPU" when none): LWLock:distkit is a
+#    wait for the lax buffer's lock, Extension a wait for Redis;
+# 2. strace -f -yy on one of those backends for BENCH_HOTPATH seconds:
+#    system calls per transaction (transactions = sendto on its Unix socket
+#    to pgbench); futex calls are sleeps on a semaphore (a lock wait).
+# strace slows the traced backend down; only counts are taken from it.
+hotraw="$out/$stamp.hotpath.tsv"
+printf 'workload\tclients\tkind\tname\tcount\n' >"$hotraw"
+hotpath_run() {
+	local w=$1 c=$2 f="$logs/hot.$1.c$2" bp pid
+	place "$c"
+	PGOPTIONS=${pgopt[$w]} "${pin[@]}" pgbench -n -M prepared -T "$((BENCH_HOTPATH + 5))" -c "$c" -j "$c" \
+		-f "$wdir/$w.sql" >"$f.pgbench.out" 2>&1 &
+	bp=$!
+	sleep 1
+	q "CREATE TEMP TABLE IF NOT EXISTS bench_we (ev text);
+	   DO \$\$ BEGIN FOR i IN 1..200 LOOP
+	     PERFORM pg_stat_clear_snapshot();
+	     INSERT INTO bench_we SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU')
+	       FROM pg_stat_activity WHERE application_name = 'pgbench' AND pid <> pg_backend_pid();
+	     PERFORM pg_sleep(0.005);
+	   END LOOP; END \$\$;
+	   SELECT ev, count(*) FROM bench_we GROUP BY 1 ORDER BY 2 DESC" 2>"$f.err" |
+		awk -F'|' -v w="$w" -v c="$c" 'NF == 2 { printf "%s\t%s\twait\t%s\t%s\n", w, c, $1, $2 }' >>"$hotraw" || true
+	pid=$(q "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' LIMIT 1")
+	if [ -n "$pid" ] && command -v strace >/dev/null 2>&1; then
+		timeout -s INT "$BENCH_HOTPATH" strace -f -qq -yy -p "$pid" -o "$f.strace" 2>>"$f.err" || true
+		awk -v w="$w" -v c="$c" '
+			/resumed>/ { next }
+			{ name = $2; sub(/\(.*/, "", name); if (name == "") next; n[name]++; total++
+			  if (name == "sendto" && $2 ~ /UNIX/) tx++ }
+			END { printf "%s\t%s\tstrace\ttransactions\t%d\n", w, c, tx
+			      printf "%s\t%s\tstrace\tall\t%d\n", w, c, total
+			      for (k in n) printf "%s\t%s\tsyscall\t%s\t%d\n", w, c, k, n[k] }' "$f.strace" |
+			sort -t$'\t' -k5,5nr >>"$hotraw"
+		[ -n "$BENCH_KEEP_LOGS" ] || rm -f "$f.strace"
+	fi
+	wait "$bp" || log "hot path: pgbench $w -c $c failed (see $f.pgbench.out)"
+}
+if [ "$BENCH_HOTPATH" -gt 0 ]; then
+	command -v strace >/dev/null 2>&1 || log "hot path: strace not found, wait events only"
+	for w in "${active[@]}"; do
+		[ "$w" = strict_inc ] || [ "${flushfig[$w]}" = yes ] || continue
+		for c in $BENCH_CLIENTS; do
+			log "hot path: $w, $c client(s)"
+			hotpath_run "$w" "$c"
+		done
+	done
+fi
+
+# ---------------------------------------------------------------- memory
+# shared memory of the lax buffer per key it can hold
+shmem=$(q "SELECT a.size, a.allocated_size, current_setting('distkit.lax_capacity')
+	FROM pg_shmem_allocations a WHERE a.name = 'distkit lax buffer'" 2>/dev/null | tr '|' ' ') || shmem=""
+shmem_other=$(q "SELECT coalesce(string_agg(name || ': ' || allocated_size, ', ' ORDER BY name), 'none')
+	FROM pg_shmem_allocations WHERE name LIKE 'distkit%' AND name <> 'distkit lax buffer'" 2>/dev/null) || shmem_other=""
+lax_final=$(q "SELECT buffer_used, buffer_capacity, strict_fallbacks, flush_errors, dropped_deltas FROM distkit_stats" 2>/dev/null | tr '|' ' ') || lax_final=""
+
 for w in $all; do case ${status[$w]} in failed*) failed=1 ;; esac; done
 
 # ---------------------------------------------------------------- facts
@@ -310,14 +576,14 @@ read -r cpu_t1 steal_t1 < <(cpu_stat)
 steal=$(awk -v a="$cpu_t0" -v b="$cpu_t1" -v s="$steal_t0" -v t="$steal_t1" 'BEGIN { printf "%.1f", (b > a) ? 100 * (t - s) / (b - a) : 0 }')
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 finished=$(date -u '+%Y-%m-%d %H:%M UTC')
-q() { psql -X -A -t -q -c "$1"; }
 rinfo() { "$rctl" cli INFO server | tr -d '\r' | sed -n "s/^$1://p"; }
 rconf() { "$rctl" cli CONFIG GET "$1" | tail -1; }
 cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 virt=$(systemd-detect-virt 2>/dev/null || true)
 pg_settings=$(q "SELECT string_agg(name || ' = ' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
 	WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_sync_method', 'max_connections', 'jit',
-	               'distkit.connect_timeout', 'distkit.command_timeout', 'distkit.default_mode', 'distkit.prefix')")
+	               'distkit.connect_timeout', 'distkit.command_timeout', 'distkit.default_mode', 'distkit.prefix',
+	               'distkit.lax_capacity', 'distkit.flush_interval')")
 
 # ---------------------------------------------------------------- report
 sum="$logs/summary.tsv"   # workload clients tps avg p50 p99 tps_min tps_max runs max_zero_pct
@@ -385,6 +651,12 @@ report="$out/$stamp.md"
 	echo "| hiredis | $(dpkg-query -W -f='${Version}' libhiredis0.14 2>/dev/null || echo unknown) |"
 	echo "| distkit | $(q "SELECT extversion FROM pg_extension WHERE extname = 'distkit'"), commit $BENCH_GIT |"
 	echo "| connections | pgbench → PostgreSQL: Unix socket; PostgreSQL → Redis and redis-benchmark → Redis: TCP 127.0.0.1 |"
+	if [ -n "$mport" ]; then
+		echo "| the peer | pgmemcache $(dpkg-query -W -f='${Version}' postgresql-15-pgmemcache 2>/dev/null || echo unknown) (libmemcached $(dpkg-query -W -f='${Version}\n' 'libmemcached11*' 2>/dev/null | head -1), pgmemcache's default behaviour), memcached $(memcached -V 2>/dev/null | sed 's/^memcached //') (\`-U 0 -m 64\`, 4 threads by default) on TCP 127.0.0.1, pinned like Redis |"
+	else
+		echo "| the peer | not measured: $peer_note |"
+	fi
+	[ -z "$BENCH_PG_CONF" ] || echo "| extra postgresql.conf (BENCH_PG_CONF) | $BENCH_PG_CONF |"
 	echo
 	echo "## Strict distkit_inc against a raw Redis EVALSHA round trip (1 connection)"
 	echo
@@ -406,15 +678,32 @@ report="$out/$stamp.md"
 		echo "Not measured in this run (needs workloads strict_inc and the redis baseline with 1 client)."
 	fi
 	echo
-	echo "## Other ratios (issue 7)"
+	echo "## Ratios (issue 7)"
 	echo
-	lax_n=$(get lax_inc_1 1 3)
-	echo "| ratio | 1 client | 8 clients | target |"
-	echo "| --- | ---: | ---: | --- |"
-	echo "| strict inc / raw EVALSHA (tps) | $(ratio "$(get strict_inc 1 3)" "$(get redis_evalsha 1 3)") | $(ratio "$(get strict_inc 8 3)" "$(get redis_evalsha 8 3)") | ≥ 0.8 with one connection |"
-	echo "| strict inc / hot-row UPDATE (tps) | $(ratio "$(get strict_inc 1 3)" "$(get update_hot 1 3)") | $(ratio "$(get strict_inc 8 3)" "$(get update_hot 8 3)") | shown at 8 clients |"
-	echo "| strict inc / nextval (tps) | $(ratio "$(get strict_inc 1 3)" "$(get nextval 1 3)") | $(ratio "$(get strict_inc 8 3)" "$(get nextval 8 3)") | – |"
-	echo "| lax inc (1 key) / nextval (tps) | $(ratio "$lax_n" "$(get nextval 1 3)") | $(ratio "$(get lax_inc_1 8 3)" "$(get nextval 8 3)") | ≥ 1.0 |"
+	echo "Ratios of median tps (same client count)."
+	echo
+	hdr="| ratio (tps)" sep="| ---"
+	for c in $BENCH_CLIENTS; do hdr="$hdr | $c client$([ "$c" = 1 ] || echo s)"; sep="$sep | ---:"; done
+	echo "$hdr | target |"
+	echo "$sep | --- |"
+	# ratio_row LABEL NUMERATOR DENOMINATOR TARGET
+	ratio_row() {
+		local line="| $1" c
+		for c in $BENCH_CLIENTS; do line="$line | $(ratio "$(get "$2" "$c" 3)" "$(get "$3" "$c" 3)")"; done
+		echo "$line | $4 |"
+	}
+	ratio_row "strict inc / raw EVALSHA (redis-benchmark)" strict_inc redis_evalsha "≥ 0.8 with one connection"
+	ratio_row "strict inc / hot-row UPDATE" strict_inc update_hot "shown at 8 clients"
+	ratio_row "strict inc / nextval" strict_inc nextval "–"
+	ratio_row "lax inc (1 key) / nextval" lax_inc_1 nextval "≥ 1.0"
+	ratio_row "lax inc (100 keys) / nextval" lax_inc_100 nextval "–"
+	ratio_row "lax inc (10k keys) / nextval" lax_inc_10k nextval "–"
+	ratio_row "lax inc (100k keys) / nextval" lax_inc_100k nextval "–"
+	ratio_row "transactional lax inc / lax inc (1 key)" lax_inc_txn lax_inc_1 "≥ 0.77 (≤ 1.3× the cost)"
+	ratio_row "strict inc / pgmemcache memcache_incr" strict_inc pgmemcache_incr "–"
+	ratio_row "lax inc (1 key) / pgmemcache memcache_incr" lax_inc_1 pgmemcache_incr "–"
+	ratio_row "instance-aware strict inc / strict inc" instance_inc_strict strict_inc "–"
+	ratio_row "instance-aware lax inc / lax inc (1 key)" instance_inc_lax lax_inc_1 "–"
 	echo
 	echo "\"–\": not measured in this run."
 	for c in $BENCH_CLIENTS; do
@@ -435,6 +724,128 @@ report="$out/$stamp.md"
 		[ -z "$t" ] || echo "| redis-benchmark EVALSHA (no PostgreSQL) | $(int "$t") | $(ms "$(get redis_evalsha "$c" 4)") | $(ms "$(get redis_evalsha "$c" 5)") | $(ms "$(get redis_evalsha "$c" 6)") | $(ratio "$t" "$(get select1 "$c" 3)") | $(ratio "$t" "$(get nextval "$c" 3)") | $(int "$(get redis_evalsha "$c" 7)")–$(int "$(get redis_evalsha "$c" 8)") |"
 	done
 	echo
+	echo "## Lax counters: the flusher"
+	echo
+	if [ "$(wc -l <"$flushraw")" -gt 1 ]; then
+		echo "Around every run of a lax workload (see Method in docs/benchmarks.md): increments = pgbench transactions;"
+		echo "EVALSHA = Redis \`INFO commandstats\` calls of EVALSHA (+ EVAL; each flush EVALSHA of lua/lax_flush.lua runs 5 commands inside) from the start of the run until a"
+		echo "\`distkit_flush()\` after it; strict fallbacks (increments the buffer could not take, counted by"
+		echo "a strict EVALSHA instead) are subtracted from both before dividing; flusher CPU = CPU time of"
+		echo "the \`distkit flusher\` process (/proc/PID/schedstat) during the run, per second of run; Redis CPU the same for redis-server (all its work, strict fallbacks included). Medians"
+		echo "over the $BENCH_REPS repetitions."
+		echo
+		echo "| workload | clients | increments/s | increments per flush EVALSHA | flush EVALSHA/s | flush cycles/s | keys per cycle | strict fallbacks | flusher CPU ms per s | flusher CPU µs per 1000 incs | Redis CPU ms per s |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+		for w in "${active[@]}"; do
+			[ "${flushfig[$w]}" = yes ] || continue
+			for c in $BENCH_CLIENTS; do
+				fm() { awk -F'\t' -v w="$w" -v c="$c" "NR > 1 && \$2 == w && \$3 == c { $1 }" "$flushraw" | median; }
+				[ "$(fm 'print 1')" != "-" ] || continue
+				fb=$(awk -F'\t' -v w="$w" -v c="$c" 'NR > 1 && $2 == w && $3 == c { f += $10; n += $4 } END { if (n) printf "%.1f %% (%d of %d)", 100 * f / n, f, n; else print "–" }' "$flushraw")
+				echo "| ${title[$w]} | $c | $(int "$(fm 'print $4 / $5')") | $(fm 'if ($6 - $10 > 0) printf "%.1f\n", ($4 - $10) / ($6 - $10)') | $(fm 'printf "%.1f\n", ($6 - $10) / $5') | $(fm 'printf "%.1f\n", $8 / $5') | $(fm 'if ($8 > 0) printf "%.1f\n", $9 / $8') | $fb | $(fm 'printf "%.2f\n", $12 / $5') | $(fm 'if ($4 > 0) printf "%.2f\n", 1000 * 1000 * $12 / $4') | $(fm 'printf "%.1f\n", $14 / $5') |"
+			done
+		done
+		if awk -F'\t' 'NR > 1 && $13 != "yes" { bad = 1 } END { exit !bad }' "$flushraw"; then
+			echo
+			echo "Warning: the flusher's pid changed during at least one run (worker restarted); its CPU figure for that run is meaningless (see \`$stamp.flush.tsv\`)."
+		fi
+		echo
+		if [ -n "$idle_cpu_ms" ]; then
+			echo "Idle (no load, after \`distkit_flush()\`, ${idle_secs} s): flusher CPU **$(awk -v a="$idle_cpu_ms" -v s="$idle_secs" 'BEGIN { printf "%.3f", a / s }') ms per s** ($idle_cpu_ms ms in total); Redis calls meanwhile: $idle_calls."
+		else
+			echo "Idle flusher CPU: not measured (no flusher process found)."
+		fi
+		echo
+		echo "Raw figures: \`$stamp.flush.tsv\`."
+	else
+		echo "No lax workload ran."
+	fi
+	echo
+	echo "## Lax counters: flush lag"
+	echo
+	if [ "$(wc -l <"$lagraw")" -gt 1 ]; then
+		echo "\`bench/lag-probe.pl\`: one psql session calls \`distkit_inc('$lag_key', 1, 'lax')\` every 0–25 ms"
+		echo "(random), then polls \`GET $lag_rkey\` on its own Redis connection (every 0.1 ms for 2 ms, then every"
+		echo "0.5 ms) until the returned value shows; lag = from the reply of the call to the first GET that shows it."
+		echo "Resolution: one poll (~0.1–0.3 ms below 2 ms, ~0.5–0.7 ms above). distkit.flush_interval = $(q "SHOW distkit.flush_interval"). ${BENCH_LAG} s per line; \"under load\":"
+		echo "while pgbench runs that workload with that many clients (same CPU placement as its runs)."
+		echo
+		echo "| load | clients | samples | lag p50 ms | lag p99 ms | lag max ms | not visible in 5 s | probe call p50 ms | strict fallbacks meanwhile |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+		awk -F'\t' 'NR > 1 { print $1 "\t" $2 }' "$lagraw" | awk '!seen[$0]++' | while IFS=$'\t' read -r w c; do
+			lagcol() { awk -F'\t' -v w="$w" -v c="$c" -v k="$1" 'NR > 1 && $1 == w && $2 == c && $4 >= 0 { print $k }' "$lagraw" | sort -g; }
+			pct() { awk -v p="$1" '{ a[NR] = $1 } END { if (NR == 0) { print "–"; exit } i = int(p * NR); if (i < p * NR) i++; if (i < 1) i = 1; printf "%.2f", a[i] }'; }
+			nall=$(awk -F'\t' -v w="$w" -v c="$c" 'NR > 1 && $1 == w && $2 == c' "$lagraw" | wc -l)
+			nbad=$(awk -F'\t' -v w="$w" -v c="$c" 'NR > 1 && $1 == w && $2 == c && $4 < 0' "$lagraw" | wc -l)
+			label=$([ "$w" = idle ] && echo "none (idle)" || echo "${title[$w]}")
+			fbl=$(awk -F'\t' -v w="$w" -v c="$c" '$1 == w && $2 == c { print $3 }' "$logs/lag.fallbacks" 2>/dev/null)
+			echo "| $label | $([ "$w" = idle ] && echo – || echo "$c") | $nall | $(lagcol 4 | pct 0.5) | $(lagcol 4 | pct 0.99) | $(lagcol 4 | pct 1) | $nbad | $(lagcol 3 | pct 0.5) | ${fbl:-–} |"
+		done
+		echo
+		echo "With fewer than 100 samples the p99 is the maximum. Strict fallbacks meanwhile (load and probe"
+		echo "together): when the buffer is full, a probe call may itself be counted strictly, and is then"
+		echo "visible at once (lag ≈ one GET), which pulls that line's lag down."
+		echo
+		echo "Raw samples: \`$stamp.lag.tsv\`."
+	else
+		echo "Not measured in this run (no lax workload, or BENCH_LAG=0)."
+	fi
+	echo
+	echo "## Hot path: waits and system calls"
+	echo
+	if [ "$(wc -l <"$hotraw")" -gt 1 ]; then
+		echo "While pgbench runs the workload: the pgbench backends' wait events, 200 samples of"
+		echo "\`pg_stat_activity\` 5 ms apart (share of backend-samples; CPU = no wait event, i.e. running or"
+		echo "runnable; Client:ClientRead = waiting for pgbench; LWLock:distkit = waiting for the lax buffer's"
+		echo "lock; Extension = waiting for Redis), then \`strace -f -yy\` on one backend for ${BENCH_HOTPATH} s:"
+		echo "system calls per transaction (transactions = replies sent to pgbench; strict inc is the reference:"
+		echo "its Redis round trip costs a sendto, a recvfrom and an epoll_wait or two). A lax increment should"
+		echo "cost no system call of its own: only recvfrom + sendto to pgbench (plus an epoll_wait when the"
+		echo "next request has not arrived yet); futex calls are sleeps on a lock."
+		echo
+		echo "| workload | clients | CPU | Client:ClientRead | LWLock:distkit | Extension (Redis) | other waits | syscalls per transaction | futex per 1000 transactions | syscalls (count in the trace) |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+		awk -F'\t' 'NR > 1 { print $1 "\t" $2 }' "$hotraw" | awk '!seen[$0]++' | while IFS=$'\t' read -r w c; do
+			awk -F'\t' -v w="$w" -v c="$c" -v t="${title[$w]}" '
+				NR > 1 && $1 == w && $2 == c {
+					if ($3 == "wait") { ws += $5; if ($4 == "CPU") cpu += $5; else if ($4 == "Client:ClientRead") cr += $5;
+						else if ($4 == "LWLock:distkit") lw += $5; else if ($4 ~ /^Extension:/) ex += $5; else { ot += $5; otn = otn (otn ? ", " : "") $4 } }
+					else if ($3 == "strace" && $4 == "transactions") tx = $5
+					else if ($3 == "strace" && $4 == "all") all = $5
+					else if ($3 == "syscall") { sc = sc (sc ? ", " : "") $4 " " $5; if ($4 == "futex") fx = $5 }
+				}
+				function pc(x) { return ws ? sprintf("%.1f %%", 100 * x / ws) : "–" }
+				END {
+					printf "| %s | %s | %s | %s | %s | %s | %s%s | %s | %s | %s |\n", t, c, pc(cpu), pc(cr), pc(lw), pc(ex), pc(ot),
+						(ot ? " (" otn ")" : ""), (tx ? sprintf("%.2f", all / tx) : "–"), (tx ? sprintf("%.1f", 1000 * fx / tx) : "–"),
+						(sc ? sc : "–")
+				}' "$hotraw"
+		done
+		echo
+		echo "Raw counts: \`$stamp.hotpath.tsv\`."
+	else
+		echo "Not measured in this run (BENCH_HOTPATH=0 or no lax workload)."
+	fi
+	echo
+	echo "## Lax counters: shared memory"
+	echo
+	if [ -n "$shmem" ]; then
+		read -r sh_size sh_alloc sh_cap <<<"$shmem"
+		echo "| what | value |"
+		echo "| --- | ---: |"
+		echo "| \`pg_shmem_allocations\` 'distkit lax buffer': size / allocated_size | $sh_size / $sh_alloc bytes ($(awk -v a="$sh_alloc" 'BEGIN { printf "%.1f MiB", a / 1048576 }')) |"
+		echo "| \`distkit.lax_capacity\` (keys the buffer holds) | $sh_cap |"
+		echo "| **shared memory per buffered key** (allocated_size / capacity) | **$(awk -v a="$sh_alloc" -v c="$sh_cap" 'BEGIN { printf "%.1f", a / c }') bytes** |"
+		echo "| other distkit allocations | ${shmem_other:-none} |"
+		if [ -n "$lax_final" ]; then
+			read -r lf_used lf_cap lf_fb lf_err lf_drop <<<"$lax_final"
+			echo "| at the end of the run: buffer_used / buffer_capacity | $lf_used / $lf_cap |"
+			echo "| at the end of the run: strict_fallbacks, flush_errors, dropped_deltas (whole run) | $lf_fb, $lf_err, $lf_drop |"
+		fi
+	else
+		echo "Not measured (no 'distkit lax buffer' in pg_shmem_allocations)."
+	fi
+	echo
 	echo "## Redis baseline"
 	echo
 	echo "\`redis-benchmark -h 127.0.0.1 -p PORT -c C -n N --csv EVALSHA <sha1 of lua/counter_inc.lua> 1 '$rkey' 1\`"
@@ -451,7 +862,7 @@ report="$out/$stamp.md"
 	echo "| workload | status | what it measures | script |"
 	echo "| --- | --- | --- | --- |"
 	for w in $all; do
-		echo "| $w: ${title[$w]} | ${status[$w]} | $(directive "$w" measures) | \`$(grep -v '^--' "$wdir/$w.sql" | tr '\n' ' ' | sed 's/ *$//; s/|/\\|/g')\` |"
+		echo "| $w: ${title[$w]} | ${status[$w]} | $(directive "$w" measures) | \`$(grep -v '^--' "$wdir/$w.sql" | tr '\n' ' ' | sed 's/ *$//; s/|/\\|/g')\`${pgopt[$w]:+ with \`PGOPTIONS='${pgopt[$w]}'\`} |"
 	done
 	echo
 	echo "Raw figures of every run: \`$stamp.tsv\`."
