@@ -17,6 +17,9 @@
  *	lax.c		the shared-memory buffer of lax counters, distkit_stats
  *	flusher.c	the background worker that flushes the buffer to Redis
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
+ *	cache.c		a cache with TTL (distkit_cache_*); helpers of the fleet state
+ *	idempotency.c	idempotency keys (distkit_idempotency_*)
+ *	breaker.c	circuit breakers shared by the fleet (distkit_breaker_*)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -51,6 +54,7 @@ _PG_init(void)
 	DkKeysInit();
 	DkCounterInit();
 	DkLaxInit();
+	DkIdempotencyInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 

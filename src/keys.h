@@ -11,6 +11,11 @@
 #define DK_KIND_COUNTER_FLUSHED "cf"	/* per-instance last applied lax batch */
 #define DK_MAX_PREFIX_BYTES 64
 #define DK_KIND_RATE "r"
+/* fleet state (cache.c, idempotency.c, breaker.c) */
+#define DK_KIND_CACHE "kv"				/* a cached value (string) */
+#define DK_KIND_IDEMPOTENCY "ik"		/* an idempotency claim (hash) */
+#define DK_KIND_BREAKER "b"				/* a breaker's state and window (hash) */
+#define DK_KIND_BREAKER_CONFIG "bc"		/* a breaker's configuration (hash) */
 
 extern void DkKeysInit(void);
 extern size_t DkKeyCheck(text *key, const char *argname);
