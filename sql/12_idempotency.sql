@@ -66,21 +66,21 @@ SELECT * FROM distkit_idempotency_begin('i:retry');
 --
 -- the lease: a claim whose holder goes away is free again after it
 --
-SET distkit.idempotency_lease = '300ms';
+SET distkit.idempotency_lease = '1s';
 SELECT * FROM distkit_idempotency_begin('i:lease');
 \set pttl `"$DISTKIT_REDIS_CTL" cli PTTL 'distkit:ik:{i:lease}'`
-SELECT :pttl BETWEEN 1 AND 300 AS lease_pttl_ok;
+SELECT :pttl BETWEEN 1 AND 1000 AS lease_pttl_ok;
 \c
-SET distkit.idempotency_lease = '300ms';
+SET distkit.idempotency_lease = '1s';
 SELECT * FROM distkit_idempotency_begin('i:lease');
-\! sleep 0.4
+\! sleep 1.1
 SELECT * FROM distkit_idempotency_begin('i:lease');
 SELECT distkit_idempotency_complete('i:lease', '"taken over"');
 SELECT * FROM distkit_idempotency_begin('i:lease');
 -- a holder whose lease expired completes anyway if nobody claimed the key
 -- since (the work is done: its result is kept) ...
 SELECT * FROM distkit_idempotency_begin('i:late', '1000 s');
-\! sleep 0.4
+\! sleep 1.1
 \set raw `"$DISTKIT_REDIS_CTL" cli EXISTS 'distkit:ik:{i:late}'`
 SELECT :'raw' AS exists_after_lease;
 SELECT distkit_idempotency_complete('i:late', '"late but done"');
@@ -90,7 +90,7 @@ SELECT :pttl BETWEEN 999000 AND 1000000 AS late_result_pttl_ok;
 -- ... but not if another caller claimed it meanwhile
 SELECT * FROM distkit_idempotency_begin('i:late2');
 \set tok `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:ik:{i:late2}' tok`
-\! sleep 0.4
+\! sleep 1.1
 \set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:ik:{i:late2}' st in_progress tok othertoken ttl 0`
 SELECT distkit_idempotency_complete('i:late2', '"too late"');
 SELECT distkit_idempotency_abandon('i:late2');
@@ -101,12 +101,12 @@ RESET distkit.idempotency_lease;
 --
 -- ttl of the result: from completion; NULL keeps it for ever
 --
-SELECT * FROM distkit_idempotency_begin('i:ttl', '300 ms');
+SELECT * FROM distkit_idempotency_begin('i:ttl', '1 s');
 SELECT distkit_idempotency_complete('i:ttl', '{"short": true}');
 \set pttl `"$DISTKIT_REDIS_CTL" cli PTTL 'distkit:ik:{i:ttl}'`
-SELECT :pttl BETWEEN 1 AND 300 AS result_pttl_ok;
+SELECT :pttl BETWEEN 1 AND 1000 AS result_pttl_ok;
 SELECT * FROM distkit_idempotency_begin('i:ttl');
-\! sleep 0.4
+\! sleep 1.1
 SELECT * FROM distkit_idempotency_begin('i:ttl');
 SELECT distkit_idempotency_abandon('i:ttl');
 SELECT * FROM distkit_idempotency_begin('i:forever', NULL);

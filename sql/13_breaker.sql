@@ -103,17 +103,17 @@ SELECT distkit_breaker_record('b:4', false), distkit_breaker_record('b:4', false
 -- open -> half-open after open_for; half_open_calls trials; closed when
 -- they all succeed
 --
-SELECT distkit_breaker_configure('b:h', 50, 2, '60 s', open_for => '300 ms', half_open_calls => 2);
+SELECT distkit_breaker_configure('b:h', 50, 2, '60 s', open_for => '1 s', half_open_calls => 2);
 SELECT distkit_breaker_record('b:h', false), distkit_breaker_record('b:h', false);
-SELECT state, retry_after BETWEEN '1 ms' AND '300 ms' AS retry_after_ok FROM distkit_breaker_state('b:h');
+SELECT state, retry_after BETWEEN '1 ms' AND '1 s' AS retry_after_ok FROM distkit_breaker_state('b:h');
 SELECT distkit_breaker_allow('b:h');
-\! sleep 0.4
+\! sleep 1.1
 -- open_for has passed: half-open, every trial slot free (no retry_after)
 SELECT * FROM distkit_breaker_state('b:h');
 SELECT distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h');
 -- both slots taken: retry_after says when slots not recorded by then are
 -- given to new callers
-SELECT state, retry_after BETWEEN '1 ms' AND '300 ms' AS retry_after_ok FROM distkit_breaker_state('b:h');
+SELECT state, retry_after BETWEEN '1 ms' AND '1 s' AS retry_after_ok FROM distkit_breaker_state('b:h');
 \set raw `"$DISTKIT_REDIS_CTL" cli HMGET 'distkit:b:{b:h}' st ht hs | tr '\n' ' '`
 SELECT :'raw' AS trial_slots;
 SELECT distkit_breaker_record('b:h', true);
@@ -129,12 +129,12 @@ SELECT :'raw' AS state_key_after_close;
 -- half-open -> open at the first failed trial
 --
 SELECT distkit_breaker_record('b:h', false), distkit_breaker_record('b:h', false);
-\! sleep 0.4
+\! sleep 1.1
 SELECT distkit_breaker_allow('b:h');
 SELECT distkit_breaker_record('b:h', true);
 SELECT distkit_breaker_allow('b:h');
 SELECT distkit_breaker_record('b:h', false);
-SELECT state, calls, retry_after BETWEEN '1 ms' AND '300 ms' AS retry_after_ok
+SELECT state, calls, retry_after BETWEEN '1 ms' AND '1 s' AS retry_after_ok
 FROM distkit_breaker_state('b:h');
 SELECT distkit_breaker_allow('b:h');
 
@@ -142,9 +142,9 @@ SELECT distkit_breaker_allow('b:h');
 -- a trial slot taken but not recorded within open_for goes to the next
 -- caller: a caller that dies cannot keep the breaker half-open
 --
-\! sleep 0.4
+\! sleep 1.1
 SELECT distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h');
-\! sleep 0.4
+\! sleep 1.1
 -- open_for has passed since the last slot was taken: retry now
 SELECT state, retry_after FROM distkit_breaker_state('b:h');
 SELECT distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h');
@@ -152,11 +152,11 @@ SELECT distkit_breaker_record('b:h', true), distkit_breaker_record('b:h', true);
 -- a recorded trial keeps its success: only the unrecorded slots are given
 -- to new callers
 SELECT distkit_breaker_record('b:h', false), distkit_breaker_record('b:h', false);
-\! sleep 0.4
+\! sleep 1.1
 SELECT distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h');
 SELECT distkit_breaker_record('b:h', true);
 SELECT distkit_breaker_allow('b:h');
-\! sleep 0.4
+\! sleep 1.1
 SELECT distkit_breaker_allow('b:h'), distkit_breaker_allow('b:h');
 SELECT distkit_breaker_record('b:h', true);
 SELECT * FROM distkit_breaker_state('b:h');
@@ -165,7 +165,7 @@ SELECT * FROM distkit_breaker_state('b:h');
 -- slow calls: longer than slow_call_threshold; the slow-call rate opens
 -- the breaker like the failure rate, and a slow trial reopens it
 --
-SELECT distkit_breaker_configure('b:slow', 50, 2, '60 s', '300 ms', 1,
+SELECT distkit_breaker_configure('b:slow', 50, 2, '60 s', '1 s', 1,
                                  slow_call_threshold => '100 ms');
 SELECT distkit_breaker_record('b:slow', true, '50 ms'), distkit_breaker_record('b:slow', true, '100 ms'),
        distkit_breaker_record('b:slow', true), distkit_breaker_record('b:slow', true, '100.001 ms');
@@ -174,14 +174,14 @@ SELECT distkit_breaker_record('b:slow', false, '1 day');
 SELECT state, failure_rate, calls, round(slow_call_rate::numeric, 4) AS slow_call_rate
 FROM distkit_breaker_state('b:slow');
 SELECT distkit_breaker_record('b:slow', true, '1000 days');
-\! sleep 0.4
+\! sleep 1.1
 SELECT distkit_breaker_allow('b:slow');
 SELECT distkit_breaker_record('b:slow', true, '101 ms');
-\! sleep 0.4
+\! sleep 1.1
 SELECT distkit_breaker_allow('b:slow');
 SELECT distkit_breaker_record('b:slow', true, '99 ms');
 -- without a slow_call_threshold no call is slow
-SELECT distkit_breaker_configure('b:slow', 50, 2, '60 s', '300 ms', 1);
+SELECT distkit_breaker_configure('b:slow', 50, 2, '60 s', '1 s', 1);
 SELECT distkit_breaker_record('b:slow', true, '1 day'), distkit_breaker_record('b:slow', true, '1 day');
 SELECT state, slow_call_rate FROM distkit_breaker_state('b:slow');
 

@@ -17,8 +17,9 @@
  *  - half-open: half_open_calls trial calls are admitted (slots counted
  *    atomically across the fleet); the breaker closes when that many
  *    trials succeeded, and opens again at the first failed or slow one.
- *    A slot taken but not recorded within open_for is given to the next
- *    caller, so a caller that dies cannot keep the breaker half-open;
+ *    Once every slot is taken and open_for has passed since the last one
+ *    was, the slots not recorded by then are given to new callers, so a
+ *    caller that dies cannot keep the breaker half-open;
  *  - forced_open (distkit_breaker_trip, a kill switch): rejects every call
  *    until distkit_breaker_reset.
  * The window's counts are cleared at every transition.
