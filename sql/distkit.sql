@@ -338,3 +338,186 @@ AS 'MODULE_PATHNAME', 'distkit_semaphore_count'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION distkit_semaphore_count(text) IS
 'How many permits of a semaphore are held now (unexpired)';
+
+-- Fleet state for stored procedures (docs/fleet-state.md): a cache with
+-- TTL, idempotency keys and circuit breakers, shared by every server
+-- through Redis.  Not transactional: what a call writes stays written when
+-- the calling transaction rolls back.  NULL arguments raise 22004 unless
+-- documented otherwise (a NULL ttl means no expiry).
+
+-- Cache.  A value is one Redis string: jsonb as its text form, text as its
+-- bytes, bytea as is; at most 512 kB (54000 beyond).  ttl: a positive fixed
+-- duration, rounded up to a millisecond; NULL: no expiry.
+
+CREATE FUNCTION distkit_cache_set(key text, value jsonb, ttl interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'distkit_cache_set'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_set(text, jsonb, interval) IS
+'Cache a jsonb value for ttl (NULL: no expiry), replacing any value and expiry';
+
+CREATE FUNCTION distkit_cache_set_text(key text, value text, ttl interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'distkit_cache_set_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_set_text(text, text, interval) IS
+'Cache a text value for ttl (NULL: no expiry), replacing any value and expiry';
+
+CREATE FUNCTION distkit_cache_set_bytea(key text, value bytea, ttl interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'distkit_cache_set_bytea'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_set_bytea(text, bytea, interval) IS
+'Cache a bytea value for ttl (NULL: no expiry), replacing any value and expiry';
+
+CREATE FUNCTION distkit_cache_add(key text, value jsonb, ttl interval DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_cache_add'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_add(text, jsonb, interval) IS
+'Cache a jsonb value only if none is cached; true if stored';
+
+CREATE FUNCTION distkit_cache_add_text(key text, value text, ttl interval DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_cache_add_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_add_text(text, text, interval) IS
+'Cache a text value only if none is cached; true if stored';
+
+CREATE FUNCTION distkit_cache_add_bytea(key text, value bytea, ttl interval DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_cache_add_bytea'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_add_bytea(text, bytea, interval) IS
+'Cache a bytea value only if none is cached; true if stored';
+
+CREATE FUNCTION distkit_cache_get(key text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'distkit_cache_get'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_get(text) IS
+'The cached value as jsonb; NULL when absent or expired';
+
+CREATE FUNCTION distkit_cache_get_text(key text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'distkit_cache_get_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_get_text(text) IS
+'The cached value as text; NULL when absent or expired';
+
+CREATE FUNCTION distkit_cache_get_bytea(key text)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'distkit_cache_get_bytea'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_get_bytea(text) IS
+'The cached value''s bytes; NULL when absent or expired';
+
+CREATE FUNCTION distkit_cache_delete(key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_cache_delete'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_delete(text) IS
+'Remove a cached value; true if there was one';
+
+CREATE FUNCTION distkit_cache_exists(key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_cache_exists'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_exists(text) IS
+'True if a value is cached (and not expired)';
+
+CREATE FUNCTION distkit_cache_ttl(key text)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'distkit_cache_ttl'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_ttl(text) IS
+'Time left before the cached value expires (ms); NULL when absent or without expiry';
+
+CREATE FUNCTION distkit_cache_clear()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_cache_clear'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_cache_clear() IS
+'Delete every cached value under distkit.prefix; returns how many';
+-- Wipes every server's cache: not for everyone.
+REVOKE ALL ON FUNCTION distkit_cache_clear() FROM PUBLIC;
+
+-- Idempotency keys.  A claim in progress lasts distkit.idempotency_lease
+-- unless its holder completes or abandons it; a result is kept for ttl
+-- after completion (NULL: for ever).
+
+CREATE FUNCTION distkit_idempotency_begin(key text, ttl interval DEFAULT '24 hours',
+                                          OUT state text, OUT result jsonb)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_idempotency_begin'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_idempotency_begin(text, interval) IS
+'Claim an idempotency key: started (this caller holds it), in_progress (another caller does) or completed (with its result)';
+
+CREATE FUNCTION distkit_idempotency_complete(key text, result jsonb)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_idempotency_complete'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_idempotency_complete(text, jsonb) IS
+'Store the result of this session''s claim and mark it completed; true if stored';
+
+CREATE FUNCTION distkit_idempotency_abandon(key text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_idempotency_abandon'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_idempotency_abandon(text) IS
+'Give up this session''s claim so that a retry can start again; true if it held it';
+
+-- Circuit breakers (resilience4j's time-based window, shared by the fleet):
+-- closed, open, half_open or forced_open; transitions in one Lua script on
+-- Redis's clock.
+
+CREATE FUNCTION distkit_breaker_configure(name text,
+                                          failure_rate_threshold float8 DEFAULT 50,
+                                          minimum_calls int DEFAULT 20,
+                                          "window" interval DEFAULT '60 seconds',
+                                          open_for interval DEFAULT '30 seconds',
+                                          half_open_calls int DEFAULT 3,
+                                          slow_call_threshold interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'distkit_breaker_configure'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_breaker_configure(text, float8, int, interval, interval, int, interval) IS
+'Configure a circuit breaker for every server (unconfigured breakers use these defaults)';
+
+CREATE FUNCTION distkit_breaker_allow(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_breaker_allow'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_breaker_allow(text) IS
+'True if a call may go ahead: closed, or a free half-open trial slot';
+
+CREATE FUNCTION distkit_breaker_record(name text, success boolean, duration interval DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'distkit_breaker_record'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_breaker_record(text, boolean, interval) IS
+'Record the outcome (and duration) of a call; returns the state after recording';
+
+CREATE FUNCTION distkit_breaker_state(name text,
+                                      OUT state text, OUT failure_rate float8, OUT calls bigint,
+                                      OUT retry_after interval, OUT slow_call_rate float8)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_breaker_state'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_breaker_state(text) IS
+'State of a circuit breaker, failure and slow-call rates (percent) and calls in its window, and when calls may be tried again';
+
+CREATE FUNCTION distkit_breaker_reset(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_breaker_reset'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_breaker_reset(text) IS
+'Close a circuit breaker and empty its window (its configuration is kept); true if it had any state';
+
+CREATE FUNCTION distkit_breaker_trip(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'distkit_breaker_trip'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_breaker_trip(text) IS
+'Force a circuit breaker open until distkit_breaker_reset (a kill switch)';

@@ -21,6 +21,9 @@
  *	lease.c		leases with fencing tokens; what a session holds, released at its end
  *	leader.c	leader election: the shared-memory table the worker renews
  *	semaphore.c	fleet semaphores (permits that expire)
+ *	cache.c		a cache with TTL (distkit_cache_*); helpers of the fleet state
+ *	idempotency.c	idempotency keys (distkit_idempotency_*)
+ *	breaker.c	circuit breakers shared by the fleet (distkit_breaker_*)
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -57,6 +60,7 @@ _PG_init(void)
 	DkLaxInit();
 	DkInstanceInit();
 	DkLeaderInit();
+	DkIdempotencyInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 

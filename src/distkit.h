@@ -6,6 +6,7 @@
 #define DISTKIT_H
 
 #include "fmgr.h"
+#include "datatype/timestamp.h"
 
 /* Counting modes (the SQL enum distkit_mode). */
 typedef enum DkMode
@@ -40,5 +41,16 @@ extern int64 DkArgIntervalMs(FunctionCallInfo fcinfo, int argno, const char *arg
 
 /* longest ttl or wait accepted (DkArgIntervalMs): 36500 days */
 #define DK_MAX_INTERVAL_MS ((int64) 36500 * 86400 * 1000)
+
+/* fleet state: cache, idempotency keys, circuit breakers */
+extern void DkIdempotencyInit(void);
+#define DK_MAX_VALUE_BYTES (512 * 1024)	/* cached values, idempotency results */
+extern char *DkIntervalText(Interval *iv);
+extern int64 DkIntervalUs(Interval *iv, const char *argname);
+extern int64 DkArgTtlMs(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern void DkCheckValueSize(size_t len, const char *what);
+extern char *DkArgJsonbText(FunctionCallInfo fcinfo, int argno, const char *argname,
+							const char *what, size_t *len);
+extern Datum DkJsonbFromText(const char *s, size_t len, const char *what, const char *hint);
 
 #endif

@@ -19,6 +19,11 @@
 #define DK_KIND_LEADER "ld"			/* a leadership: like a lease, owned by an instance */
 #define DK_KIND_LEADER_TOKEN "ldt"	/* its term counter, never expires */
 #define DK_KIND_SEMAPHORE "s"		/* a semaphore: sorted set of permits by expiry */
+/* fleet state (cache.c, idempotency.c, breaker.c) */
+#define DK_KIND_CACHE "kv"				/* a cached value (string) */
+#define DK_KIND_IDEMPOTENCY "ik"		/* an idempotency claim (hash) */
+#define DK_KIND_BREAKER "b"				/* a breaker's state and window (hash) */
+#define DK_KIND_BREAKER_CONFIG "bc"		/* a breaker's configuration (hash) */
 
 extern void DkKeysInit(void);
 extern size_t DkKeyCheck(text *key, const char *argname);
