@@ -60,11 +60,14 @@ our %OPS = (
 # Key sets: how many keys each has.
 our %KEYSETS = (st => 4, lx => 4, mx => 2, rt => 1);
 
+# distkit.prefix of the nodes under load.
+our $PREFIX = 'distkit';
+
 # Readers of the stored state of one key (after the load, with Redis up).
 our %CLASS = (
 	counter => sub {
 		my ($node, $key) = @_;
-		return redis_int("distkit:c:{$key}");
+		return redis_int("$PREFIX:c:{$key}");
 	},
 	rate => sub {
 		my ($node, $key) = @_;
@@ -150,7 +153,7 @@ sub run_load
 	my $clients = @mixes;
 	my $dir = File::Spec->rel2abs("$PostgreSQL::Test::Utils::tmp_check/load-$a{tag}");
 	mkdir $dir;
-	my $per_client = int(4000 * $a{seconds}) + 100;
+	my $per_client = int(10000 * $a{seconds}) + 100;
 	my $start = time() + 0.3;
 	my $deadline = $start + $a{seconds};
 	my (@h, @plan);
