@@ -634,7 +634,8 @@ ConnectRedis(void)
 		hs[nhs] = DkCmdNew("AUTH");
 		if (target->user[0])
 			DkCmdArgStr(hs[nhs], target->user);
-		DkCmdArgStr(hs[nhs], target->password);
+		/* a copy: the command's copy is wiped below, target's must stay */
+		DkCmdArgStr(hs[nhs], pstrdup(target->password));
 		nhs++;
 	}
 	hs[nhs] = DkCmdNew("SELECT");

@@ -33,8 +33,17 @@ my @MIX = (\@ALL, \@ALL, \@NO_WAIT, \@NO_WAIT);
 my ($connect_ms, $command_ms, $interval_ms) = (500, 500, 20);
 my $bound_ms = 2 * $connect_ms + 4 * $command_ms + $interval_ms + 1000;
 
+# the servers authenticate as a Redis ACL user with a password (also in
+# redis.conf, so that it survives the restart of scenario 1): every
+# reconnection after a fault authenticates again, and no log line may show
+# the password
 my $port = start_redis('faults8');
-my $node = new_node('faults8', "redis://127.0.0.1:$port/0", <<"CONF");
+my $pw = 's3cret-faults';
+redis_cli('ACL', 'SETUSER', 'dkload', 'on', ">$pw", '~*', '+@all');
+open my $conf, '>>', "$ENV{DISTKIT_REDIS_DIR}/redis.conf" or die;
+print $conf "user dkload on >$pw ~* +\@all\n";
+close $conf;
+my $node = new_node('faults8', "redis://dkload:$pw\@127.0.0.1:$port/0", <<"CONF");
 restart_after_crash = on
 distkit.connect_timeout = '${connect_ms}ms'
 distkit.command_timeout = '${command_ms}ms'
@@ -101,7 +110,7 @@ my %results;
 # request reaches Redis, after it ran but before its reply, in the middle
 # of a reply), then 20 ms of latency each way
 my ($pport, $control) = start_proxy($port);
-my $pnode = new_node('proxied8', "redis://127.0.0.1:$pport/0", "distkit.flush_interval = '${interval_ms}ms'\n");
+my $pnode = new_node('proxied8', "redis://dkload:$pw\@127.0.0.1:$pport/0", "distkit.flush_interval = '${interval_ms}ms'\n");
 install_load($pnode);
 {
 	set_proxy_mode($control, 'random-cut:0.03');
@@ -249,4 +258,8 @@ diag("$_: " . load_summary($results{$_})) for sort keys %results;
 
 $pnode->stop;
 $node->stop;
+for my $n ($node, $pnode)
+{
+	unlike(slurp_file($n->logfile), qr/\Q$pw\E/, $n->name . ': no log line shows the password');
+}
 done_testing();

@@ -106,6 +106,19 @@ like($as->('plain', 'SELECT distkit_clear()'), qr/^\d+$/, 'GRANT EXECUTE ON FUNC
 $pg->('REVOKE EXECUTE ON FUNCTION distkit_clear() FROM plain');
 is($as->('plain', q{SELECT distkit_inc('plain-use')}), '1', 'a plain role uses counters through the ACL user');
 
+# ------------------------------------------------------------ reconnection
+# a connection Redis closed is opened again with the same password, by a
+# backend and by the flusher
+my $ctl = "$FindBin::RealBin/../redis-ctl.sh";
+is($pg->(qq{SELECT distkit_inc('re');\n\\! "$ctl" cli CLIENT KILL USER dkacl >/dev/null\nSELECT distkit_inc('re');}),
+	"1\n2", 'a backend authenticates again after Redis closed its connection');
+$pg->(q{SELECT distkit_inc('re-lax', 1, 'lax')});
+$pg->(q{SELECT distkit_flush('5 s')});
+redis_cli('CLIENT', 'KILL', 'USER', 'dkacl');
+$pg->(q{SELECT distkit_inc('re-lax', 1, 'lax')});
+is($pg->(q{SELECT dk_err('SELECT distkit_flush(''5 s'')')}), 'ok', '... and so does the flusher');
+is(redis_int("$prefix:c:{re-lax}"), 2, 'both lax increments arrived');
+
 # ------------------------------------------------------------ Redis ACL
 # With the listed commands and keys ~dkacl:* only, every function works.
 # Then each command is taken away in turn: something must fail with 42501
