@@ -258,12 +258,24 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 #undef URL_FAIL
 }
 
-/* GUC check hook: parse into *extra; never rejects (see file header). */
+/*
+ * GUC check hook: parse into *extra; never rejects a malformed URL (see
+ * file header).  It does reject credentials in a value that is about to be
+ * stored in a catalog every user can read: ALTER DATABASE/ROLE ... SET and
+ * a function's SET clause are validated with source PGC_S_TEST.
+ */
 static bool
 CheckRedisUrl(char **newval, void **extra, GucSource source)
 {
-	DkRedisTarget *t = malloc(sizeof(DkRedisTarget));	/* GUC extra: malloc, not palloc */
+	DkRedisTarget *t;
 
+	if (source == PGC_S_TEST && *newval && strchr(*newval, '@'))
+	{
+		GUC_check_errdetail("A distkit.redis_url with a user name or password cannot be stored as a database, role or function setting: every user can read those.");
+		GUC_check_errhint("Set it in postgresql.conf or with ALTER SYSTEM, which only superusers can read.");
+		return false;
+	}
+	t = malloc(sizeof(DkRedisTarget));	/* GUC extra: malloc, not palloc */
 	if (t == NULL)
 		return false;
 	ParseRedisUrl(*newval ? *newval : "", t);

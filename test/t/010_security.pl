@@ -89,6 +89,24 @@ for my $q (q{SET distkit.redis_url = 'redis://127.0.0.1:1/0'},
 	is($code->('plain', $q), '42501', "a plain role cannot: $q");
 }
 
+# every user can read database, role and function settings: a URL with a
+# password is refused there, even from a superuser; one without is fine
+for my $q (qq{ALTER DATABASE postgres SET distkit.redis_url = 'redis://:s3cret-db\@127.0.0.1:$port/0'},
+	qq{ALTER ROLE plain SET distkit.redis_url = 'redis://u:s3cret-role\@127.0.0.1:$port/0'},
+	qq{CREATE FUNCTION leak() RETURNS int LANGUAGE sql SET distkit.redis_url = 'unix://u:s3cret-fn\@/tmp/r.sock' AS 'SELECT 1'})
+{
+	my ($rc, $out, $err) = $node->psql('postgres', $q, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	like($err, qr/ERROR:  22023: invalid value for parameter "distkit.redis_url"/,
+		'refused: ' . substr($q, 0, 36) . '...');
+	unlike($err, qr/s3cret/, '... and the error the client sees does not show the password');
+}
+is($pg->(qq{SELECT dk_err(\$q\$ALTER ROLE plain SET distkit.redis_url = 'redis://127.0.0.1:$port/1'\$q\$)}), 'ok',
+	'a URL without credentials may be a role setting');
+$pg->('ALTER ROLE plain RESET distkit.redis_url');
+is($as->('plain', q{SELECT count(*) FROM pg_db_role_setting, unnest(setconfig) c WHERE c LIKE '%s3' || 'cret%'})
+	  . $as->('plain', q{SELECT count(*) FROM pg_proc, unnest(proconfig) c WHERE c LIKE '%s3' || 'cret%'}), '00',
+	'no password in pg_db_role_setting or pg_proc, which every user can read');
+
 # ------------------------------------------------------------ privileges
 is($code->('plain', 'SELECT distkit_clear()'), '42501',
 	'distkit_clear is not executable by PUBLIC');
