@@ -471,6 +471,18 @@ CopyReply(redisReply *r)
 			memcpy(d->str, r->str, r->len);
 			d->str[r->len] = '\0';
 			d->len = r->len;
+			/*
+			 * Redis refuses a command a script may not run (ACL) with a plain
+			 * ERR; give it the NOPERM code of the same refusal outside
+			 * scripts, so that it maps to one SQLSTATE and the flusher keeps
+			 * the increments for a retry instead of dropping them.
+			 */
+			if (d->type == DK_REPLY_ERROR &&
+				strncmp(d->str, "ERR The user executing the script can't", 39) == 0)
+			{
+				d->str = psprintf("NOPERM %s", d->str + 4);
+				d->len = strlen(d->str);
+			}
 			break;
 		case REDIS_REPLY_INTEGER:
 			d->type = DK_REPLY_INTEGER;

@@ -196,6 +196,15 @@ for my $u ("redis://dkacl:$pw\@127.0.0.1:1/0", "redis://dkacl:$pw\@127.0.0.1:999
 {
 	push @errs, $pg->("SET distkit.redis_url = '$u'; SELECT dk_err('SELECT distkit_get(''c'')')");
 }
+acl_user(grep { $_ ne 'incrby' } @needed);
+push @errs, $pg->(q{SELECT dk_err('SELECT distkit_inc(''c'')')});
+like($errs[-1], qr/^42501\|Redis refused counter "c": permission denied\|Redis replied: NOPERM/, 'NOPERM in a script: 42501');
+# the flusher keeps what Redis refuses that way, and sends it once allowed
+$pg->(q{SELECT distkit_inc('nodrop', 3, 'lax')});
+is($state->($pg->(q{SELECT dk_err('SELECT distkit_flush(''300 ms'')')})), '08006', 'a refused flush times out');
+acl_user(@needed);
+$pg->(q{SELECT distkit_flush('5 s')});
+is(redis_int("$prefix:c:{nodrop}"), 3, '... and its increment arrives once the command is allowed');
 # (caught in PL/pgSQL, these are distkit's texts as they are, before the
 # log hook could redact anything)
 is(join("\n", grep { /\Q$pw\E/ } @errs), '', 'no error message, detail, hint or context of distkit shows the password ('
