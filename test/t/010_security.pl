@@ -164,6 +164,30 @@ sub exercise
 my @r = exercise('all');
 is(join(' ', map { $state->($_) } @r), join(' ', ('ok') x @exercise), 'with the listed commands every function works');
 is(redis_int("$prefix:c:{lx:all}"), 1, 'the lax increment arrived');
+for my $cmd (@needed)
+{
+	acl_user(grep { $_ ne $cmd } @needed);
+	redis_cli('SCRIPT', 'FLUSH');	# so that scripts must be loaded again
+	my $errors_before = $pg->('SELECT flush_errors FROM distkit_stats');
+	my @states = map { $state->($_) } exercise($cmd);
+	my ($errors, $last) = split /\|/, $pg->(q{SELECT flush_errors || '|' || coalesce(last_error, '') FROM distkit_stats});
+	my $refused = grep { $_ eq '42501' } @states;
+	ok($refused || ($errors > $errors_before && $last =~ /NOPERM/),
+		"without +$cmd distkit is refused ($refused calls with 42501" . ($errors > $errors_before ? ", flush: $last" : '') . ')');
+	is(join(' ', grep { $_ ne 'ok' && $_ ne '42501' && $_ ne '08006' } @states), '',
+		"without +$cmd every failure is 42501 (or a flush timeout)");
+	acl_user(@needed);
+	$pg->(q{SELECT distkit_flush('5 s')});
+	is(redis_int("$prefix:c:{lx:$cmd}"), 1, "without +$cmd the lax increment was kept, then applied once");
+}
+is($pg->('SELECT dropped_deltas FROM distkit_stats'), '0', 'the flusher never dropped an increment');
+# a strict increment refused by the ACL was not applied
+$pg->(q{SELECT distkit_set('g', 10)});
+acl_user(grep { $_ ne 'get' } @needed);
+is($state->($pg->(q{SELECT dk_err('SELECT distkit_inc(''g'')')})), '42501', 'without +get an increment is refused');
+acl_user(@needed);
+is(redis_int("$prefix:c:{g}"), 10, '... and was not applied');
+
 # A mixed load from four clients through the ACL user: exact accounting.
 {
 	local $DistkitLoad::PREFIX = $prefix;
