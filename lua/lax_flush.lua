@@ -10,6 +10,20 @@ if last and tonumber(last) >= tonumber(ARGV[2]) then
   return {redis.call('GET', KEYS[1]) or '0', 0}
 end
 redis.call('INCRBY', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+-- The increment must never stay without its record, or a retry would apply
+-- it again: if Redis refuses the record (ACL, a key of another type), undo
+-- the increment and fail.
+local rec = redis.pcall('HSET', KEYS[2], ARGV[1], ARGV[2])
+if type(rec) == 'table' and rec.err then
+  if ARGV[3] == '-9223372036854775808' then
+    redis.call('INCRBY', KEYS[1], '9223372036854775807')
+    redis.call('INCRBY', KEYS[1], '1')
+  elseif string.sub(ARGV[3], 1, 1) == '-' then
+    redis.call('INCRBY', KEYS[1], string.sub(ARGV[3], 2))
+  else
+    redis.call('INCRBY', KEYS[1], '-' .. ARGV[3])
+  end
+  return rec
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return {redis.call('GET', KEYS[1]), 1}

@@ -98,6 +98,12 @@ SELECT dk_error($$SELECT distkit_flush(NULL)$$);
 SELECT dk_error($$SELECT distkit_flush('0')$$);
 SELECT dk_error($$SELECT distkit_flush('-1 s')$$);
 SELECT dk_error($$SELECT distkit_flush('1 month')$$);
+-- a timeout beyond 2^63 microseconds is refused, not wrapped around to a
+-- valid one ('213503983 days' used to become a wait of 16 hours)
+SET statement_timeout = '5s';
+SELECT dk_error($$SELECT distkit_flush('213503983 days')$$);
+SELECT dk_error($$SELECT distkit_flush('106751991 days 14454775807 microseconds')$$);
+RESET statement_timeout;
 SELECT distkit_set('lax:max', 9223372036854775806);
 SELECT distkit_get('lax:max', 'lax');
 SELECT distkit_inc('lax:max', 1, 'lax');

@@ -505,7 +505,8 @@ Datum
 distkit_flush(PG_FUNCTION_ARGS)
 {
 	Interval   *timeout;
-	int64		ms;
+	int64		us;
+	int64		ms = 0;
 
 	DkRequirePreload("distkit_flush");
 	if (PG_ARGISNULL(0))
@@ -513,7 +514,10 @@ distkit_flush(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("timeout must not be NULL")));
 	timeout = PG_GETARG_INTERVAL_P(0);
-	ms = (timeout->day * USECS_PER_DAY + timeout->time) / 1000;
+	/* days beyond 2^63 us must not wrap around to a valid timeout */
+	if (!pg_mul_s64_overflow((int64) timeout->day, USECS_PER_DAY, &us) &&
+		!pg_add_s64_overflow(us, timeout->time, &us))
+		ms = us / 1000;
 	if (timeout->month != 0 || ms <= 0 || ms > INT_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

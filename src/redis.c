@@ -258,12 +258,24 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 #undef URL_FAIL
 }
 
-/* GUC check hook: parse into *extra; never rejects (see file header). */
+/*
+ * GUC check hook: parse into *extra; never rejects a malformed URL (see
+ * file header).  It does reject credentials in a value that is about to be
+ * stored in a catalog every user can read: ALTER DATABASE/ROLE ... SET and
+ * a function's SET clause are validated with source PGC_S_TEST.
+ */
 static bool
 CheckRedisUrl(char **newval, void **extra, GucSource source)
 {
-	DkRedisTarget *t = malloc(sizeof(DkRedisTarget));	/* GUC extra: malloc, not palloc */
+	DkRedisTarget *t;
 
+	if (source == PGC_S_TEST && *newval && strchr(*newval, '@'))
+	{
+		GUC_check_errdetail("A distkit.redis_url with a user name or password cannot be stored as a database, role or function setting: every user can read those.");
+		GUC_check_errhint("Set it in postgresql.conf or with ALTER SYSTEM, which only superusers can read.");
+		return false;
+	}
+	t = malloc(sizeof(DkRedisTarget));	/* GUC extra: malloc, not palloc */
 	if (t == NULL)
 		return false;
 	ParseRedisUrl(*newval ? *newval : "", t);
@@ -459,6 +471,18 @@ CopyReply(redisReply *r)
 			memcpy(d->str, r->str, r->len);
 			d->str[r->len] = '\0';
 			d->len = r->len;
+			/*
+			 * Redis refuses a command a script may not run (ACL) with a plain
+			 * ERR; give it the NOPERM code of the same refusal outside
+			 * scripts, so that it maps to one SQLSTATE and the flusher keeps
+			 * the increments for a retry instead of dropping them.
+			 */
+			if (d->type == DK_REPLY_ERROR &&
+				strncmp(d->str, "ERR The user executing the script can't", 39) == 0)
+			{
+				d->str = psprintf("NOPERM %s", d->str + 4);
+				d->len = strlen(d->str);
+			}
 			break;
 		case REDIS_REPLY_INTEGER:
 			d->type = DK_REPLY_INTEGER;
@@ -634,7 +658,8 @@ ConnectRedis(void)
 		hs[nhs] = DkCmdNew("AUTH");
 		if (target->user[0])
 			DkCmdArgStr(hs[nhs], target->user);
-		DkCmdArgStr(hs[nhs], target->password);
+		/* a copy: the command's copy is wiped below, target's must stay */
+		DkCmdArgStr(hs[nhs], pstrdup(target->password));
 		nhs++;
 	}
 	hs[nhs] = DkCmdNew("SELECT");

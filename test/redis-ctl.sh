@@ -42,7 +42,9 @@ stop() {
 case $cmd in
 init)
 	for _ in $(seq 1 50); do
-		port=$((20000 + RANDOM % 30000))
+		# below Linux's ephemeral ports (32768-60999), where a client
+		# connection may hold the port, and PostgreSQL's test ports (49152+)
+		port=$((20000 + RANDOM % 12768))
 		# free if nothing answers and nothing listens there
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
 	done

@@ -1,0 +1,274 @@
+# Security (issue 8): the Redis password never reaches a non-superuser —
+# settings views, catalogs, errors, distkit_stats, pg_stat_activity, the
+# server log; non-superusers cannot change distkit.redis_url or
+# distkit.prefix; namespace-wide destructive functions are not executable
+# by PUBLIC; distkit works with a Redis ACL user restricted to its prefix
+# and to the commands docs/reliability.md lists, and each of those commands
+# is needed; no Lua source is built from input.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use DistkitTest;
+use DistkitLoad;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+
+my $pw = 's3cret-acl-pw';
+my $prefix = 'dkacl';
+# the commands distkit needs (docs/reliability.md); AUTH is always allowed
+my @needed = qw(evalsha script|load select get set incrby del hget hset pexpire time scan unlink);
+
+my $port = start_redis('security');
+sub acl_user
+{
+	my (@cmds) = @_;
+	redis_cli('ACL', 'SETUSER', 'dkacl', 'reset', 'on', ">$pw", "~$prefix:*", 'resetchannels', '-@all',
+		map { "+$_" } @cmds);
+}
+acl_user(@needed);
+my $url = "redis://dkacl:$pw\@127.0.0.1:$port/0";
+my $node = new_node('security', $url, "distkit.prefix = '$prefix'\nlog_statement = 'all'\n");
+my $pg = sub { $node->safe_psql('postgres', $_[0]) };
+
+# Runs SQL and returns "ok" or "SQLSTATE|message|detail|hint|context".
+$pg->(<<'SQL');
+CREATE FUNCTION dk_err(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hint text; ctx text;
+BEGIN
+	EXECUTE q;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+		hint = PG_EXCEPTION_HINT, ctx = PG_EXCEPTION_CONTEXT;
+	RETURN concat_ws('|', st, msg, det, hint, ctx);
+END $$;
+GRANT EXECUTE ON FUNCTION dk_err(text) TO PUBLIC;
+CREATE ROLE plain LOGIN;
+GRANT CREATE ON SCHEMA public TO plain;	-- so that only the SET clause can refuse its function
+CREATE ROLE settings_reader LOGIN IN ROLE pg_read_all_settings;
+CREATE ROLE stats_reader LOGIN IN ROLE pg_read_all_stats;
+SQL
+my $as = sub {
+	my ($role, $sql) = @_;
+	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
+};
+my $state = sub { (split /\|/, $_[0])[0] };
+# The SQLSTATE of a statement run as a role (or "ok").
+my $code = sub {
+	my ($role, $sql) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', $sql, extra_params => [ '-U', $role, '-v', 'VERBOSITY=verbose' ]);
+	return $rc == 0 ? 'ok' : $err =~ /ERROR:  ([0-9A-Z]{5}):/ ? $1 : "rc $rc: $err";
+};
+
+is($pg->(q{SELECT current_setting('distkit.redis_url')}), $url, 'a superuser reads the URL');
+
+# ------------------------------------------------------------ settings
+for my $q (q{SHOW distkit.redis_url}, q{SELECT current_setting('distkit.redis_url')},
+	q{SELECT current_setting('distkit.redis_url', true)}, q{SELECT * FROM pg_file_settings},
+	q{SELECT * FROM pg_show_all_file_settings()}, q{SELECT pg_read_file('postgresql.conf')},
+	q{SELECT pg_read_file('postgresql.auto.conf')})
+{
+	is($code->('plain', $q), '42501', "a plain role is refused: $q");
+}
+is($as->('plain', q{SELECT count(*) FROM pg_settings WHERE name = 'distkit.redis_url'}), '0',
+	'pg_settings hides the URL from a plain role');
+unlike($as->('plain', 'SHOW ALL'), qr/redis_url|\Q$pw\E/, 'SHOW ALL hides it too');
+is($as->('settings_reader', q{SELECT current_setting('distkit.redis_url')}), $url,
+	'members of pg_read_all_settings read it (PostgreSQL grants them every setting)');
+
+for my $q (q{SET distkit.redis_url = 'redis://127.0.0.1:1/0'},
+	q{SELECT set_config('distkit.redis_url', 'redis://127.0.0.1:1/0', false)},
+	q{ALTER ROLE plain SET distkit.redis_url = 'redis://127.0.0.1:1/0'},
+	q{ALTER SYSTEM SET distkit.redis_url = 'redis://127.0.0.1:1/0'},
+	q{SET distkit.prefix = 'other'}, q{SELECT set_config('distkit.prefix', 'other', false)},
+	q{ALTER ROLE plain SET distkit.prefix = 'other'}, q{ALTER SYSTEM SET distkit.prefix = 'other'},
+	q{CREATE FUNCTION f() RETURNS int LANGUAGE sql SET distkit.prefix = 'other' AS 'SELECT 1'})
+{
+	is($code->('plain', $q), '42501', "a plain role cannot: $q");
+}
+
+# every user can read database, role and function settings: a URL with a
+# password is refused there, even from a superuser; one without is fine
+for my $q (qq{ALTER DATABASE postgres SET distkit.redis_url = 'redis://:s3cret-db\@127.0.0.1:$port/0'},
+	qq{ALTER ROLE plain SET distkit.redis_url = 'redis://u:s3cret-role\@127.0.0.1:$port/0'},
+	qq{CREATE FUNCTION leak() RETURNS int LANGUAGE sql SET distkit.redis_url = 'unix://u:s3cret-fn\@/tmp/r.sock' AS 'SELECT 1'})
+{
+	my ($rc, $out, $err) = $node->psql('postgres', $q, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	like($err, qr/ERROR:  22023: invalid value for parameter "distkit.redis_url"/,
+		'refused: ' . substr($q, 0, 36) . '...');
+	unlike($err, qr/s3cret/, '... and the error the client sees does not show the password');
+}
+is($pg->(qq{SELECT dk_err(\$q\$ALTER ROLE plain SET distkit.redis_url = 'redis://127.0.0.1:$port/1'\$q\$)}), 'ok',
+	'a URL without credentials may be a role setting');
+$pg->('ALTER ROLE plain RESET distkit.redis_url');
+is($as->('plain', q{SELECT count(*) FROM pg_db_role_setting, unnest(setconfig) c WHERE c LIKE '%s3' || 'cret%'})
+	  . $as->('plain', q{SELECT count(*) FROM pg_proc, unnest(proconfig) c WHERE c LIKE '%s3' || 'cret%'}), '00',
+	'no password in pg_db_role_setting or pg_proc, which every user can read');
+
+# ------------------------------------------------------------ privileges
+is($code->('plain', 'SELECT distkit_clear()'), '42501',
+	'distkit_clear is not executable by PUBLIC');
+# every function that clears a whole namespace must be revoked from PUBLIC
+# (a later distkit_instance_clear too); every other function is for all
+is($as->('plain', q{
+	SELECT coalesce(string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1), '')
+	FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+	JOIN pg_extension e ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid
+	WHERE e.extname = 'distkit'
+	  AND has_function_privilege('plain', p.oid, 'EXECUTE') = (p.proname LIKE '%clear%')}), '',
+	'only the namespace-wide clear functions are revoked from PUBLIC');
+$pg->('GRANT EXECUTE ON FUNCTION distkit_clear() TO plain');
+like($as->('plain', 'SELECT distkit_clear()'), qr/^\d+$/, 'GRANT EXECUTE ON FUNCTION distkit_clear() TO a role lets it clear');
+$pg->('REVOKE EXECUTE ON FUNCTION distkit_clear() FROM plain');
+is($as->('plain', q{SELECT distkit_inc('plain-use')}), '1', 'a plain role uses counters through the ACL user');
+
+# ------------------------------------------------------------ reconnection
+# a connection Redis closed is opened again with the same password, by a
+# backend and by the flusher
+my $ctl = "$FindBin::RealBin/../redis-ctl.sh";
+is($pg->(qq{SELECT distkit_inc('re');\n\\! "$ctl" cli CLIENT KILL USER dkacl >/dev/null\nSELECT distkit_inc('re');}),
+	"1\n2", 'a backend authenticates again after Redis closed its connection');
+$pg->(q{SELECT distkit_inc('re-lax', 1, 'lax')});
+$pg->(q{SELECT distkit_flush('5 s')});
+redis_cli('CLIENT', 'KILL', 'USER', 'dkacl');
+$pg->(q{SELECT distkit_inc('re-lax', 1, 'lax')});
+is($pg->(q{SELECT dk_err('SELECT distkit_flush(''5 s'')')}), 'ok', '... and so does the flusher');
+is(redis_int("$prefix:c:{re-lax}"), 2, 'both lax increments arrived');
+
+# ------------------------------------------------------------ Redis ACL
+# With the listed commands and keys ~dkacl:* only, every function works.
+# Then each command is taken away in turn: something must fail with 42501
+# (or the flusher must report NOPERM), never another SQLSTATE, and the one
+# lax increment of each round must reach Redis exactly once when the
+# command is given back.
+my @exercise = (
+	q{SELECT distkit_clear()},
+	q{SELECT distkit_inc('c', 5)}, q{SELECT distkit_dec('c')}, q{SELECT distkit_get('c')},
+	q{SELECT * FROM distkit_get_many(ARRAY['c', 'd'])}, q{SELECT distkit_set('d', 7)}, q{SELECT distkit_del('d')},
+	q{SELECT * FROM distkit_inc_if('c', 1, '>=', 0)}, q{SELECT distkit_rate_allow('r', 10)},
+	q{SELECT * FROM distkit_rate_check('r', 10)}, q{SELECT * FROM distkit_rate_peek('r', 10)},
+	q{SELECT distkit_rate_reset('r')}, q{SELECT distkit_inc('lx:%ROUND%', 1, 'lax')},
+	q{SELECT distkit_flush('1 s')});
+sub exercise
+{
+	my ($round) = @_;
+	my $sql = 'SELECT ' . join(" || E'\\n' || ", map {
+			(my $q = $_) =~ s/%ROUND%/$round/;
+			"replace(dk_err(\$q\$$q\$q\$), E'\\n', ' ')"
+		} @exercise);
+	return split /\n/, $pg->($sql);
+}
+
+my @r = exercise('all');
+is(join(' ', map { $state->($_) } @r), join(' ', ('ok') x @exercise), 'with the listed commands every function works');
+is(redis_int("$prefix:c:{lx:all}"), 1, 'the lax increment arrived');
+for my $cmd (@needed)
+{
+	acl_user(grep { $_ ne $cmd } @needed);
+	redis_cli('SCRIPT', 'FLUSH');	# so that scripts must be loaded again
+	my $errors_before = $pg->('SELECT flush_errors FROM distkit_stats');
+	my @states = map { $state->($_) } exercise($cmd);
+	my ($errors, $last) = split /\|/, $pg->(q{SELECT flush_errors || '|' || coalesce(last_error, '') FROM distkit_stats});
+	my $refused = grep { $_ eq '42501' } @states;
+	ok($refused || ($errors > $errors_before && $last =~ /NOPERM/),
+		"without +$cmd distkit is refused ($refused calls with 42501" . ($errors > $errors_before ? ", flush: $last" : '') . ')');
+	is(join(' ', grep { $_ ne 'ok' && $_ ne '42501' && $_ ne '08006' } @states), '',
+		"without +$cmd every failure is 42501 (or a flush timeout)");
+	acl_user(@needed);
+	$pg->(q{SELECT distkit_flush('5 s')});
+	is(redis_int("$prefix:c:{lx:$cmd}"), 1, "without +$cmd the lax increment was kept, then applied once");
+}
+is($pg->('SELECT dropped_deltas FROM distkit_stats'), '0', 'the flusher never dropped an increment');
+# a strict increment refused by the ACL was not applied
+$pg->(q{SELECT distkit_set('g', 10)});
+acl_user(grep { $_ ne 'get' } @needed);
+is($state->($pg->(q{SELECT dk_err('SELECT distkit_inc(''g'')')})), '42501', 'without +get an increment is refused');
+acl_user(@needed);
+is(redis_int("$prefix:c:{g}"), 10, '... and was not applied');
+
+# A mixed load from four clients through the ACL user: exact accounting.
+{
+	local $DistkitLoad::PREFIX = $prefix;
+	install_load($node);
+	my $l = run_load(node => $node, tag => 'acl', seconds => 2,
+		ops => [qw(strict_inc strict_dec lax_inc lax_dec mixed_strict mixed_lax mixed_inc_if rate_allow)]);
+	$pg->(q{SELECT distkit_flush('5 s')});
+	my $s = account_load($l, expected_errors => []);
+	is($s->{ambiguous} + $s->{failed}, 0, 'acl: every call of the load succeeded');
+	diag("acl: " . load_summary($s));
+}
+my @foreign = grep { !/^\Q$prefix\E:/ } split /\n/, redis_cli('KEYS', '*');
+is(join(' ', @foreign), '', "every key distkit wrote begins with $prefix:");
+
+# ------------------------------------------------------------ secrets in errors and stats
+# errors of every kind that names the Redis: none shows the password
+my @errs;
+redis_cli('ACL', 'SETUSER', 'dkacl', 'resetpass', '>other-password');
+redis_cli('CLIENT', 'KILL', 'USER', 'dkacl');
+push @errs, $pg->(q{SELECT dk_err('SELECT distkit_inc(''c'')')});
+like($errs[-1], qr/^28P01\|authentication to Redis at 127\.0\.0\.1:\d+ failed/, 'a wrong password: 28P01');
+$pg->(q{SELECT distkit_inc('l', 1, 'lax')});
+push @errs, $pg->(q{SELECT dk_err('SELECT distkit_flush(''300 ms'')')});
+wait_for(sub { $pg->('SELECT last_error FROM distkit_stats') =~ /authentication/ }, 'the flusher to fail', 10);
+push @errs, $pg->(q{SELECT last_error FROM distkit_stats});
+like($errs[-1], qr/authentication to Redis at 127\.0\.0\.1:\d+ failed/, 'distkit_stats names the failure');
+redis_cli('ACL', 'SETUSER', 'dkacl', 'resetpass', ">$pw");
+for my $u ("redis://dkacl:$pw\@127.0.0.1:1/0", "redis://dkacl:$pw\@127.0.0.1:99999/0",
+	"redis://dkacl:$pw\@[::1:$port/0", "rediss://dkacl:$pw\@127.0.0.1:$port/0", "unix://dkacl:$pw\@/nonexistent.sock")
+{
+	push @errs, $pg->("SET distkit.redis_url = '$u'; SELECT dk_err('SELECT distkit_get(''c'')')");
+}
+acl_user(grep { $_ ne 'incrby' } @needed);
+push @errs, $pg->(q{SELECT dk_err('SELECT distkit_inc(''c'')')});
+like($errs[-1], qr/^42501\|Redis refused counter "c": permission denied\|Redis replied: NOPERM/, 'NOPERM in a script: 42501');
+# the flusher keeps what Redis refuses that way, and sends it once allowed
+$pg->(q{SELECT distkit_inc('nodrop', 3, 'lax')});
+is($state->($pg->(q{SELECT dk_err('SELECT distkit_flush(''300 ms'')')})), '08006', 'a refused flush times out');
+acl_user(@needed);
+$pg->(q{SELECT distkit_flush('5 s')});
+is(redis_int("$prefix:c:{nodrop}"), 3, '... and its increment arrives once the command is allowed');
+# (caught in PL/pgSQL, these are distkit's texts as they are, before the
+# log hook could redact anything)
+is(join("\n", grep { /\Q$pw\E/ } @errs), '', 'no error message, detail, hint or context of distkit shows the password ('
+	  . scalar(@errs) . ' errors)');
+# PostgreSQL's own messages that quote a URL are redacted on their way to
+# the client and the log
+my (undef, undef, $quoted) = $node->psql('postgres', qq{SELECT 'redis://dkacl:$pw\@127.0.0.1/0'::int});
+like($quoted, qr{"redis://dkacl:\*\*\*\@127\.0\.0\.1/0"}, 'an error quoting a URL shows it without the password');
+unlike($as->('plain', 'SELECT * FROM distkit_stats()'), qr/\Q$pw\E/, 'distkit_stats() (executable by all) does not show it');
+
+# pg_stat_activity: a superuser session whose query holds the URL
+my ($bg_out, $bg_err) = ('', '');
+my $bg = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c',
+		"SELECT 'redis://dkacl:$pw\@127.0.0.1/0' AS url, pg_sleep(60)" ], '>', \$bg_out, '2>', \$bg_err);
+my $sleeping = q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()};
+wait_for(sub { $pg->($sleeping) eq '1' }, 'the background query', 10);
+ok($as->('plain', q{SELECT count(*) FROM pg_stat_activity WHERE query = '<insufficient privilege>'}) >= 1,
+	"a plain role sees '<insufficient privilege>' for other roles' queries");
+is($as->('plain', q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%s3' || 'cret%'}), '0',
+	'no text a plain role sees in pg_stat_activity holds the password');
+like($as->('stats_reader', q{SELECT query FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()}),
+	qr/\Q$pw\E/, 'members of pg_read_all_stats see the query text of every session (PostgreSQL grants it)');
+is($pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher' AND (coalesce(query, '') <> '' OR application_name LIKE '%s3' || 'cret%')}),
+	'0', "distkit's own worker shows no query text");
+$pg->(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()});
+$bg->finish;
+
+# ------------------------------------------------------------ Lua
+# scripts are files in lua/ embedded at build time; the C code sends only
+# EVALSHA of their SHA1s and SCRIPT LOAD of their text: no other command
+# carries Lua, and none is built from an argument
+my $src = join('', map { slurp_file($_) } glob("$FindBin::RealBin/../../src/*.c"));
+my %cmds = map { $_ => 1 } $src =~ /DkCmdNew\("([A-Z]+)"\)/g;
+is(join(' ', sort keys %cmds), 'AUTH DEL EVALSHA SCAN SCRIPT SELECT UNLINK', 'the only commands the C code builds');
+my @load = $src =~ /DkCmdArgStr\(load, ([^;]+)\);/g;
+is(join(' ', @load), '"LOAD" DkLuaScripts[s].source', 'SCRIPT LOAD sends only an embedded script');
+unlike($src, qr/"EVAL"/, 'no EVAL');
+
+$node->stop;
+like(slurp_file($node->logfile), qr/statement: SET distkit.redis_url = 'redis:\/\/dkacl:\*\*\*\@/,
+	'the log has the statements (log_statement = all), redacted');
+unlike(slurp_file($node->logfile), qr/\Q$pw\E|s3cret/, 'the server log never shows a password');
+done_testing();
