@@ -20,7 +20,7 @@
 #   BENCH_CLIENTS   client counts (default "1 8")
 #   BENCH_WARMUP    seconds of warm-up per workload, 1 client (default 2)
 #   BENCH_WORKLOADS names to run (default: all of bench/workloads.list)
-#   BENCH_QUICK=1   smoke test: 2 s runs, 1 repetition, 1 s warm-up
+#   BENCH_QUICK=1   smoke test: 2 s runs, 1 repetition, 1 s warm-up, 1 s strace
 #   BENCH_REDIS_APPENDONLY  Redis AOF for the run: no (default, Redis's own
 #                   default) or yes (appendfsync always, as the test suite)
 #   BENCH_PIN       CPU placement: 1client (default: pin 1-client runs, Redis
@@ -42,7 +42,7 @@ DISTKIT_USER=${DISTKIT_USER:-distkit}
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 if [ -n "${BENCH_QUICK:-}" ]; then
-	: "${BENCH_SECONDS:=2}" "${BENCH_REPS:=1}" "${BENCH_WARMUP:=1}"
+	: "${BENCH_SECONDS:=2}" "${BENCH_REPS:=1}" "${BENCH_WARMUP:=1}" "${BENCH_HOTPATH:=1}"
 fi
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_REPS=${BENCH_REPS:-3}
