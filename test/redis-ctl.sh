@@ -22,7 +22,19 @@ start() {
 	rm -f "$dir/redis.pid"
 	redis-server "$dir/redis.conf" >/dev/null 9>&-	# do not inherit the test lock
 	for _ in $(seq 1 100); do
-		if [ "$(cli PING 2>/dev/null)" = PONG ] || cli PING 2>&1 | grep -q NOAUTH; then return 0; fi
+		# ours must be alive: if it could not bind, another run's server
+		# may be answering on the port
+		if alive; then
+			if cli PING 2>&1 | grep -q NOAUTH; then return 0; fi
+			if [ "$(cli PING 2>/dev/null)" = PONG ]; then
+				[ "$(cli INFO server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$(pid)" ] && return 0
+				echo "another redis-server answers on port $(cat "$dir/port")" >&2
+				return 1
+			fi
+		elif [ -s "$dir/redis.log" ] && grep -q "Could not create server TCP\|Address already in use" "$dir/redis.log"; then
+			echo "redis-server could not bind port $(cat "$dir/port")" >&2
+			return 1
+		fi
 		sleep 0.05
 	done
 	echo "redis-server did not start; see $dir/redis.log" >&2
@@ -41,15 +53,18 @@ stop() {
 
 case $cmd in
 init)
-	for _ in $(seq 1 50); do
-		# below Linux's ephemeral ports (32768-60999), where a client
-		# connection may hold the port, and PostgreSQL's test ports (49152+)
-		port=$((20000 + RANDOM % 12768))
-		# free if nothing answers and nothing listens there
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-	done
-	echo "$port" >"$dir/port"
-	cat >"$dir/redis.conf" <<CONF
+	# pick a free port; if another run takes it first, try another one
+	for attempt in 1 2 3 4 5; do
+		for _ in $(seq 1 50); do
+			# below Linux's ephemeral ports (32768-60999), where a client
+			# connection may hold the port, and PostgreSQL's test ports (49152+)
+			port=$((20000 + RANDOM % 12768))
+			# free if nothing answers and nothing listens there
+			if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+		done
+		echo "$port" >"$dir/port"
+		rm -f "$dir/redis.log"
+		cat >"$dir/redis.conf" <<CONF
 bind 127.0.0.1
 port $port
 unixsocket $dir/redis.sock
@@ -62,7 +77,10 @@ save ""
 appendonly yes
 appendfsync always
 CONF
-	start
+		if start; then exit 0; fi
+		stop
+		[ "$attempt" = 5 ] && exit 1
+	done
 	;;
 start) start ;;
 stop) stop ;;
