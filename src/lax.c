@@ -565,7 +565,7 @@ DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView 
 	e = &entries[idx];
 	before = ReadView(e);
 	if (pg_add_s64_overflow(before.total, delta, &sum) ||
-		pg_add_s64_overflow(before.slice, delta, &sum) ||
+		(kind == DK_LAX_INSTANCE && pg_add_s64_overflow(before.slice, delta, &sum)) ||
 		pg_add_s64_overflow(I64(pg_atomic_read_u64(&e->pending)), delta, &sum))
 	{
 		LWLockRelease(lax->lock);

@@ -710,6 +710,7 @@ for my $k (@strict_keys, @lax_keys)
 }
 $expect{ 'distkit:r:{' . enc($_) . '}' } = ($rate_c{$_} // 0) > 0 ? 'must' : 'not' for keys %rate_fixed;
 $expect{ 'distkit:r:{' . enc($_) . '}' } = 'may' for @rate_free;
+$expect{'distkit:reg:{instances}'} = 'may';	# the instance registry (heartbeats)
 my $hex = redis_cli('EVAL', q{local r = {}
 for _, k in ipairs(redis.call('KEYS', '*')) do
 	r[#r + 1] = (k:gsub('.', function(c) return string.format('%02x', c:byte()) end))

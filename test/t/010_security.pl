@@ -262,7 +262,7 @@ $bg->finish;
 # carries Lua, and none is built from an argument
 my $src = join('', map { slurp_file($_) } glob("$FindBin::RealBin/../../src/*.c"));
 my %cmds = map { $_ => 1 } $src =~ /DkCmdNew\("([A-Z]+)"\)/g;
-is(join(' ', sort keys %cmds), 'AUTH DEL EVALSHA SCAN SCRIPT SELECT UNLINK', 'the only commands the C code builds');
+is(join(' ', sort keys %cmds), 'AUTH DEL EVALSHA GET HDEL SCAN SCRIPT SELECT SET UNLINK', 'the only commands the C code builds');
 my @load = $src =~ /DkCmdArgStr\(load, ([^;]+)\);/g;
 is(join(' ', @load), '"LOAD" DkLuaScripts[s].source', 'SCRIPT LOAD sends only an embedded script');
 unlike($src, qr/"EVAL"/, 'no EVAL');
