@@ -21,8 +21,11 @@
  * server's buffered increments of the key to reach Redis, so they are
  * ordered after them, and then update the buffer's view.
  *
- * Counters are not transactional: an increment is applied in Redis at once
- * and stays applied if the calling transaction rolls back.
+ * By default counters are not transactional: an increment is applied at
+ * once and stays applied if the calling transaction rolls back.  With
+ * distkit.transactional on, CounterAdd hands increments to txn.c, which
+ * applies them at commit; reads add the transaction's pending increments
+ * (DkTxnSeen) and set/del/clear drop those they overwrite (DkTxnForget).
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +45,7 @@
 #include "keys.h"
 #include "lax.h"
 #include "redis.h"
+#include "txn.h"
 
 PG_FUNCTION_INFO_V1(distkit_inc);
 PG_FUNCTION_INFO_V1(distkit_dec);
@@ -127,16 +131,19 @@ StrictAdd(text *key, int64 delta)
 static int64
 CounterAdd(text *key, int64 delta, DkMode mode)
 {
+	/* distkit.transactional: deferred to commit (txn.c) */
+	if (DkTxnActive())
+		return DkTxnAdd(DK_TXN_COUNTER, key, delta, mode);
 	if (mode == DK_MODE_LAX)
 	{
 		size_t		keylen = DkKeyCheck(key, "key");
 		int64		view;
 
 		if (DkLaxAdd(VARDATA_ANY(key), keylen, delta, &view))
-			return view;
+			return DkTxnSeen(DK_TXN_COUNTER, key, view);
 		DkLaxCountStrictFallback();
 	}
-	return StrictAdd(key, delta);
+	return DkTxnSeen(DK_TXN_COUNTER, key, StrictAdd(key, delta));
 }
 
 /* distkit_inc(key, delta, mode): add delta, return the new value. */
@@ -208,12 +215,10 @@ TryLaxReads(DkCmd **cmds, int n, DkReply ***replies)
 	return ok;
 }
 
-/* distkit_get(key, mode): the current value, 0 for a missing key. */
-Datum
-distkit_get(PG_FUNCTION_ARGS)
+/* The current value of a counter, 0 for a missing key (lax: this server's view). */
+static int64
+CounterGet(text *key, DkMode mode)
 {
-	text	   *key = DkArgText(fcinfo, 0, "key");
-	DkMode		mode = CounterMode(fcinfo, 1);
 	DkLaxReadTicket ticket;
 	DkLaxReadState state = DK_LAX_NO_ENTRY;
 	int64		value;
@@ -222,7 +227,7 @@ distkit_get(PG_FUNCTION_ARGS)
 	{
 		state = DkLaxLookupForRead(VARDATA_ANY(key), DkKeyCheck(key, "key"), &value, &ticket);
 		if (state == DK_LAX_FRESH)
-			PG_RETURN_INT64(value);
+			return value;
 		if (state == DK_LAX_STALE && ticket.known_valid)
 		{
 			/* Redis unreachable: a lax read answers with this server's view */
@@ -230,16 +235,25 @@ distkit_get(PG_FUNCTION_ARGS)
 			DkReply   **replies;
 
 			if (!TryLaxReads(&cmd, 1, &replies))
-				PG_RETURN_INT64(value);
+				return value;
 			value = DkReplyInt64(replies[0], CounterWhat(key));
-			PG_RETURN_INT64(DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-										   &ticket, value));
+			return DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket, value);
 		}
 	}
 	value = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
 	if (state == DK_LAX_STALE)
 		value = DkLaxStoreRead(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket, value);
-	PG_RETURN_INT64(value);
+	return value;
+}
+
+/* distkit_get(key, mode): the current value, with this transaction's pending increments. */
+Datum
+distkit_get(PG_FUNCTION_ARGS)
+{
+	text	   *key = DkArgText(fcinfo, 0, "key");
+	DkMode		mode = CounterMode(fcinfo, 1);
+
+	PG_RETURN_INT64(DkTxnSeen(DK_TXN_COUNTER, key, CounterGet(key, mode)));
 }
 
 /*
@@ -334,7 +348,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 		bool		isnull[2] = {false, false};
 
 		row[0] = elems[i];
-		row[1] = Int64GetDatum(values[i]);
+		row[1] = Int64GetDatum(DkTxnSeen(DK_TXN_COUNTER, DatumGetTextPP(elems[i]), values[i]));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 	}
 	return (Datum) 0;
@@ -355,6 +369,7 @@ distkit_set(PG_FUNCTION_ARGS)
 	DkCmdArgInt(cmd, value);
 	value = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 	NoteStrictWrite(key, value);
+	DkTxnForget(DK_TXN_COUNTER, key);
 	PG_RETURN_INT64(value);
 }
 
@@ -372,6 +387,9 @@ distkit_del(PG_FUNCTION_ARGS)
 	DkCmdArg(cmd, rkey, klen);
 	had = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 	NoteStrictWrite(key, 0);
+	/* the value this transaction saw; its pending increments die with the key */
+	had = DkTxnSeen(DK_TXN_COUNTER, key, had);
+	DkTxnForget(DK_TXN_COUNTER, key);
 	PG_RETURN_INT64(had);
 }
 
@@ -422,6 +440,7 @@ distkit_clear(PG_FUNCTION_ARGS)
 
 	if (DkPreloaded)
 		DkLaxAfterClear();
+	DkTxnForgetAll(DK_TXN_COUNTER);
 	PG_RETURN_INT64(removed);
 }
 

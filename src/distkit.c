@@ -17,6 +17,8 @@
  *	lax.c		the shared-memory buffer of lax counters, distkit_stats
  *	flusher.c	the background worker that flushes the buffer to Redis
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
+ *	txn.c		transactional counting (distkit.transactional): increments
+ *				applied at commit, discarded on rollback
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -51,6 +53,7 @@ _PG_init(void)
 	DkKeysInit();
 	DkCounterInit();
 	DkLaxInit();
+	DkTxnInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 

@@ -21,6 +21,7 @@ extern bool DkPreloaded;
 extern void DkCounterInit(void);
 extern void DkSecretsInit(void);
 extern void DkFlusherRegister(void);
+extern void DkTxnInit(void);	/* txn.c: distkit.transactional */
 
 /* periodic work run by the background worker (flusher.c) */
 typedef void (*DkWorkerTaskFn) (void);
