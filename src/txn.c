@@ -404,6 +404,8 @@ DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode)
 						   current, pending, delta),
 				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
 
+	if (delta == 0)
+		return result;			/* nothing to apply */
 	item = FindItem(kind, mode, VARDATA_ANY(key), keylen, true);
 	PushDelta(item, GetCurrentTransactionNestLevel(), delta);
 	if (!buffered)
@@ -423,7 +425,8 @@ DkTxnPending(DkTxnKind kind, text *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("pending increments of %s overflow bigint",
-						psprintf("%s %s", KindOps(kind)->what, DkKeyQuote(key)))));
+						psprintf("%s %s", KindOps(kind)->what, DkKeyQuote(key))),
+				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
 	return sum;
 }
 
