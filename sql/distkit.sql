@@ -7,9 +7,12 @@
 -- call; 'lax' buffers in shared memory and a background worker flushes.
 CREATE TYPE distkit_mode AS ENUM ('strict', 'lax');
 
--- Counters.  Not transactional: an increment stays applied in Redis when
--- the calling transaction rolls back.  NULL arguments raise errors
--- (SQLSTATE 22004); a NULL mode means distkit.default_mode.
+-- Counters.  By default not transactional: an increment stays applied in
+-- Redis when the calling transaction rolls back.  With the setting
+-- distkit.transactional = on, distkit_inc and distkit_dec are applied at
+-- commit and discarded on rollback (docs/transactions.md); set, del, clear
+-- and inc_if stay immediate.  NULL arguments raise errors (SQLSTATE 22004);
+-- a NULL mode means distkit.default_mode.
 
 CREATE FUNCTION distkit_inc(key text, delta bigint DEFAULT 1, mode distkit_mode DEFAULT NULL)
 RETURNS bigint

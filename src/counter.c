@@ -21,8 +21,11 @@
  * server's buffered increments of the key to reach Redis, so they are
  * ordered after them, and then update the buffer's view.
  *
- * Counters are not transactional: an increment is applied in Redis at once
- * and stays applied if the calling transaction rolls back.
+ * By default counters are not transactional: an increment is applied at
+ * once and stays applied if the calling transaction rolls back.  With
+ * distkit.transactional on, CounterAdd hands increments to txn.c, which
+ * applies them at commit; reads add the transaction's pending increments
+ * (DkTxnSeen) and set/del/clear drop those they overwrite (DkTxnForget).
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +45,7 @@
 #include "keys.h"
 #include "lax.h"
 #include "redis.h"
+#include "txn.h"
 
 PG_FUNCTION_INFO_V1(distkit_inc);
 PG_FUNCTION_INFO_V1(distkit_dec);
@@ -61,10 +65,21 @@ static const struct config_enum_entry mode_options[] = {
 	{NULL, 0, false}
 };
 
-/* Defines distkit.default_mode. */
+static DkCmd *TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta);
+static bool TxnLaxAdd(const char *key, size_t keylen, int64 delta);
+
+/* How txn.c applies deferred increments of counters. */
+static const DkTxnKindOps counter_txn_ops = {
+	.what = "counter",
+	.strict_add = TxnStrictAdd,
+	.lax_add = TxnLaxAdd,
+};
+
+/* Defines distkit.default_mode; plugs counters into transactional counting. */
 void
 DkCounterInit(void)
 {
+	DkTxnRegisterKind(DK_TXN_COUNTER, &counter_txn_ops);
 	DefineCustomEnumVariable("distkit.default_mode",
 							 "Counting mode used when a call passes no mode.",
 							 "strict: one Redis round trip per call; lax: buffered in shared memory.",
@@ -119,6 +134,28 @@ CounterWhat(text *key)
 	return psprintf("counter %s", DkKeyQuote(key));
 }
 
+/* Deferred increment at pre-commit: EVALSHA counter_inc for key under prefix. */
+static DkCmd *
+TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
+{
+	size_t		rlen;
+	char	   *rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_COUNTER, key, keylen, &rlen);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_INC, 1);
+
+	DkCmdArg(cmd, rkey, rlen);
+	DkCmdArgInt(cmd, delta);
+	return cmd;
+}
+
+/* Deferred lax increment at commit: into the buffer; false if it cannot hold the key. */
+static bool
+TxnLaxAdd(const char *key, size_t keylen, int64 delta)
+{
+	DkLaxView	view;
+
+	return DkLaxAdd(DK_LAX_SIMPLE, key, keylen, delta, &view);
+}
+
 /* Add delta to a counter in Redis; returns the new value. */
 static int64
 StrictAdd(text *key, int64 delta)
@@ -132,20 +169,63 @@ StrictAdd(text *key, int64 delta)
 	return DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 }
 
+/* The command reading a counter's value from Redis. */
+static DkCmd *
+GetCommand(text *key, const char *argname)
+{
+	size_t		klen;
+	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, argname, &klen);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_GET, 1);
+
+	DkCmdArg(cmd, rkey, klen);
+	return cmd;
+}
+
+/*
+ * distkit.transactional: defer the increment to commit (txn.c); returns
+ * the value the transaction then sees.  Lax: the buffer's view, no I/O
+ * (Redis is read only if the buffer cannot hold the key); strict: Redis's.
+ */
+static int64
+CounterDefer(text *key, int64 delta, DkMode mode)
+{
+	size_t		keylen = DkKeyCheck(key, "key");
+	bool		buffered = true;
+	int64		value;
+
+	if (mode == DK_MODE_LAX)
+	{
+		DkLaxReadTicket ticket;
+		DkLaxView	view;
+
+		if (DkLaxLookupForRead(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, &view, &ticket) != DK_LAX_NO_ENTRY)
+		{
+			DkTxnAdd(DK_TXN_COUNTER, key, delta, mode, true, &view.total, 1);
+			return view.total;
+		}
+		buffered = false;
+	}
+	value = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
+	DkTxnAdd(DK_TXN_COUNTER, key, delta, mode, buffered, &value, 1);
+	return value;
+}
+
 /* Add delta in the given mode; returns the new value (lax: this server's view). */
 static int64
 CounterAdd(text *key, int64 delta, DkMode mode)
 {
+	if (DkTxnActive())
+		return CounterDefer(key, delta, mode);
 	if (mode == DK_MODE_LAX)
 	{
 		size_t		keylen = DkKeyCheck(key, "key");
 		DkLaxView	view;
 
 		if (DkLaxAdd(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, delta, &view))
-			return view.total;
+			return DkTxnSeen(DK_TXN_COUNTER, key, view.total);
 		DkLaxCountStrictFallback();
 	}
-	return StrictAdd(key, delta);
+	return DkTxnSeen(DK_TXN_COUNTER, key, StrictAdd(key, delta));
 }
 
 /* distkit_inc(key, delta, mode): add delta, return the new value. */
@@ -175,17 +255,6 @@ distkit_dec(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(CounterAdd(key, negated, mode));
 }
 
-/* The command reading a counter's value from Redis. */
-static DkCmd *
-GetCommand(text *key, const char *argname)
-{
-	size_t		klen;
-	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, argname, &klen);
-	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_GET, 1);
-
-	DkCmdArg(cmd, rkey, klen);
-	return cmd;
-}
 
 /*
  * Run reads for a lax read; false (error discarded) if Redis cannot be
@@ -217,12 +286,10 @@ TryLaxReads(DkCmd **cmds, int n, DkReply ***replies)
 	return ok;
 }
 
-/* distkit_get(key, mode): the current value, 0 for a missing key. */
-Datum
-distkit_get(PG_FUNCTION_ARGS)
+/* The current value of a counter, 0 for a missing key (lax: this server's view). */
+static int64
+CounterGet(text *key, DkMode mode)
 {
-	text	   *key = DkArgText(fcinfo, 0, "key");
-	DkMode		mode = CounterMode(fcinfo, 1);
 	DkLaxReadTicket ticket;
 	DkLaxReadState state = DK_LAX_NO_ENTRY;
 	DkLaxView	view = {0, 0};
@@ -232,7 +299,7 @@ distkit_get(PG_FUNCTION_ARGS)
 		state = DkLaxLookupForRead(DK_LAX_SIMPLE, VARDATA_ANY(key), DkKeyCheck(key, "key"),
 								   &view, &ticket);
 		if (state == DK_LAX_FRESH)
-			PG_RETURN_INT64(view.total);
+			return view.total;
 		if (state == DK_LAX_STALE && ticket.known_valid)
 		{
 			/* Redis unreachable: a lax read answers with this server's view */
@@ -240,17 +307,27 @@ distkit_get(PG_FUNCTION_ARGS)
 			DkReply   **replies;
 
 			if (!TryLaxReads(&cmd, 1, &replies))
-				PG_RETURN_INT64(view.total);
+				return view.total;
 			view.total = DkReplyInt64(replies[0], CounterWhat(key));
 			view = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
 								  &ticket, view);
-			PG_RETURN_INT64(view.total);
+			return view.total;
 		}
 	}
 	view.total = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
 	if (state == DK_LAX_STALE)
 		view = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket, view);
-	PG_RETURN_INT64(view.total);
+	return view.total;
+}
+
+/* distkit_get(key, mode): the current value, with this transaction's pending increments. */
+Datum
+distkit_get(PG_FUNCTION_ARGS)
+{
+	text	   *key = DkArgText(fcinfo, 0, "key");
+	DkMode		mode = CounterMode(fcinfo, 1);
+
+	PG_RETURN_INT64(DkTxnSeen(DK_TXN_COUNTER, key, CounterGet(key, mode)));
 }
 
 /*
@@ -345,7 +422,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 		bool		isnull[2] = {false, false};
 
 		row[0] = elems[i];
-		row[1] = Int64GetDatum(values[i].total);
+		row[1] = Int64GetDatum(DkTxnSeen(DK_TXN_COUNTER, DatumGetTextPP(elems[i]), values[i].total));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 	}
 	return (Datum) 0;
@@ -366,6 +443,7 @@ distkit_set(PG_FUNCTION_ARGS)
 	DkCmdArgInt(cmd, value);
 	value = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 	NoteStrictWrite(key, value);
+	DkTxnForget(DK_TXN_COUNTER, key);
 	PG_RETURN_INT64(value);
 }
 
@@ -383,6 +461,9 @@ distkit_del(PG_FUNCTION_ARGS)
 	DkCmdArg(cmd, rkey, klen);
 	had = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 	NoteStrictWrite(key, 0);
+	/* the value this transaction saw; its pending increments die with the key */
+	had = DkTxnSeen(DK_TXN_COUNTER, key, had);
+	DkTxnForget(DK_TXN_COUNTER, key);
 	PG_RETURN_INT64(had);
 }
 
@@ -433,6 +514,7 @@ distkit_clear(PG_FUNCTION_ARGS)
 
 	if (DkPreloaded)
 		DkLaxAfterClear(DK_LAX_SIMPLE, false);
+	DkTxnForgetAll(DK_TXN_COUNTER);
 	PG_RETURN_INT64(removed);
 }
 

@@ -24,6 +24,8 @@
  *	cache.c		a cache with TTL (distkit_cache_*); helpers of the fleet state
  *	idempotency.c	idempotency keys (distkit_idempotency_*)
  *	breaker.c	circuit breakers shared by the fleet (distkit_breaker_*)
+ *	txn.c		transactional counting (distkit.transactional): increments
+ *				applied at commit, discarded on rollback
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -61,6 +63,7 @@ _PG_init(void)
 	DkInstanceInit();
 	DkLeaderInit();
 	DkIdempotencyInit();
+	DkTxnInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 

@@ -25,6 +25,7 @@ extern void DkInstanceInit(void);
 extern void DkSecretsInit(void);
 extern void DkFlusherRegister(void);
 extern void DkLeaderInit(void);
+extern void DkTxnInit(void);	/* txn.c: distkit.transactional */
 
 /* periodic work run by the background worker (flusher.c) */
 typedef void (*DkWorkerTaskFn) (void);

@@ -46,6 +46,7 @@
 #include "keys.h"
 #include "lax.h"
 #include "redis.h"
+#include "txn.h"
 
 #define MAX_LIVE 1024			/* instances kept in the live list */
 #define ID_LEN 37
@@ -159,10 +160,21 @@ LeaveRegistry(void)
 		DkReplyRaiseError(r, "leaving the instance registry");
 }
 
+static DkCmd *TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta);
+static bool TxnLaxAdd(const char *key, size_t keylen, int64 delta);
+
+/* How txn.c applies deferred increments of instance-aware counters. */
+static const DkTxnKindOps instance_txn_ops = {
+	.what = "instance-aware counter",
+	.strict_add = TxnStrictAdd,
+	.lax_add = TxnLaxAdd,
+};
+
 /* Defines the GUCs; when preloaded, the live list and the heartbeat task. */
 void
 DkInstanceInit(void)
 {
+	DkTxnRegisterKind(DK_TXN_INSTANCE_COUNTER, &instance_txn_ops);
 	DefineCustomIntVariable("distkit.heartbeat_interval",
 							"How often this server records its heartbeat in Redis.",
 							NULL,
@@ -307,20 +319,77 @@ InstanceMode(FunctionCallInfo fcinfo, int argno)
 	return DkArgMode(fcinfo, argno, DkCounterDefaultMode());
 }
 
+/* Deferred increment at pre-commit: op inc under prefix. */
+static DkCmd *
+TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
+{
+	return InstanceCommand(prefix, key, keylen, "inc", delta, "0");
+}
+
+/* Deferred lax increment at commit: into the buffer; false if it cannot hold the key. */
+static bool
+TxnLaxAdd(const char *key, size_t keylen, int64 delta)
+{
+	DkLaxView	view;
+
+	return DkLaxAdd(DK_LAX_INSTANCE, key, keylen, delta, &view);
+}
+
+/* The view with this transaction's pending increments of key (distkit.transactional). */
+static DkLaxView
+TxnSeen(text *key, DkLaxView v)
+{
+	v.total = DkTxnSeen(DK_TXN_INSTANCE_COUNTER, key, v.total);
+	v.slice = DkTxnSeen(DK_TXN_INSTANCE_COUNTER, key, v.slice);
+	return v;
+}
+
+/*
+ * distkit.transactional: defer the increment to commit (txn.c); returns
+ * what the transaction then sees.  Lax: the buffer's view, no I/O (Redis
+ * is read only if the buffer cannot hold the key); strict: Redis's.
+ */
+static DkLaxView
+InstanceDefer(text *key, int64 delta, DkMode mode)
+{
+	bool		buffered = true;
+	int64		values[2];
+	DkLaxView	view;
+
+	if (mode == DK_MODE_LAX)
+	{
+		DkLaxReadTicket ticket;
+
+		if (DkLaxLookupForRead(DK_LAX_INSTANCE, VARDATA_ANY(key), DkKeyCheck(key, "key"),
+							   &view, &ticket) == DK_LAX_NO_ENTRY)
+			buffered = false;
+	}
+	if (mode != DK_MODE_LAX || !buffered)
+		view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
+	values[0] = view.total;
+	values[1] = view.slice;
+	DkTxnAdd(DK_TXN_INSTANCE_COUNTER, key, delta, mode, buffered, values, 2);
+	view.total = values[0];
+	view.slice = values[1];
+	return view;
+}
+
 /* Add delta to this instance's slice. */
 static DkLaxView
 InstanceAdd(text *key, int64 delta, DkMode mode)
 {
+	if (DkTxnActive())
+		return InstanceDefer(key, delta, mode);
 	if (mode == DK_MODE_LAX)
 	{
 		size_t		keylen = DkKeyCheck(key, "key");
 		DkLaxView	view;
 
 		if (DkLaxAdd(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, delta, &view))
-			return view;
+			return TxnSeen(key, view);
 		DkLaxCountStrictFallback();
 	}
-	return StrictOp(key, "inc", delta, DK_NOT_IDEMPOTENT);
+	return TxnSeen(key, StrictOp(key, "inc", delta, DK_NOT_IDEMPOTENT));
 }
 
 /* distkit_instance_inc(key, delta, mode): add to this instance's slice. */
@@ -368,16 +437,16 @@ distkit_instance_get(PG_FUNCTION_ARGS)
 												  DkKeyCheck(key, "key"), &view, &ticket);
 
 		if (state == DK_LAX_FRESH)
-			PG_RETURN_DATUM(ViewRow(fcinfo, view));
+			PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
 		if (state == DK_LAX_STALE)
 		{
 			view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
 			view = DkLaxStoreRead(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
 								  &ticket, view);
-			PG_RETURN_DATUM(ViewRow(fcinfo, view));
+			PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
 		}
 	}
-	PG_RETURN_DATUM(ViewRow(fcinfo, StrictOp(key, "get", 0, DK_IDEMPOTENT)));
+	PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, StrictOp(key, "get", 0, DK_IDEMPOTENT))));
 }
 
 /* A strict write: settle buffered increments first, remember the result after. */
@@ -399,6 +468,10 @@ StrictWrite(FunctionCallInfo fcinfo, text *key, const char *op, int64 value, boo
 		after.slice = 0;
 	}
 	DkLaxAfterStrictWrite(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), after);
+	/* del returns what this transaction saw; its pending increments of key are superseded */
+	if (returns_old)
+		v = TxnSeen(key, v);
+	DkTxnForget(DK_TXN_INSTANCE_COUNTER, key);
 	return ViewRow(fcinfo, v);
 }
 
@@ -518,6 +591,7 @@ distkit_instance_clear(PG_FUNCTION_ARGS)
 	RequireInstance();
 	n = ScanCounters(UnlinkKeys);
 	DkLaxAfterClear(DK_LAX_INSTANCE, false);
+	DkTxnForgetAll(DK_TXN_INSTANCE_COUNTER);
 	PG_RETURN_INT64(n);
 }
 
@@ -530,6 +604,7 @@ distkit_instance_clear_here(PG_FUNCTION_ARGS)
 	RequireInstance();
 	n = ScanCounters(DropOurSlices);
 	DkLaxAfterClear(DK_LAX_INSTANCE, true);
+	DkTxnForgetAll(DK_TXN_INSTANCE_COUNTER);
 	PG_RETURN_INT64(n);
 }
 

@@ -1,0 +1,86 @@
+/*
+ * txn.h — transactional counting (distkit.transactional): increments kept
+ * in backend memory and applied when the transaction commits, discarded
+ * when it (or the subtransaction that made them) rolls back.
+ *
+ * A primitive whose increments can be deferred is a "kind".  It registers
+ * how to apply a delta (DkTxnRegisterKind, from its init function), then:
+ *
+ *	in its increment function, when DkTxnActive():
+ *		read the current value(s) without I/O if possible (lax: the
+ *		buffer's view), then DkTxnAdd(DK_TXN_xxx, key, delta, mode,
+ *		buffered, values, n), which defers the delta and adds this
+ *		transaction's pending deltas to the values to return;
+ *	in its read functions, on the value about to be returned:
+ *		value = DkTxnSeen(DK_TXN_xxx, key, value);
+ *	in functions that overwrite a key immediately (set, del):
+ *		DkTxnForget(DK_TXN_xxx, key);		(DkTxnForgetAll for clear)
+ */
+#ifndef DISTKIT_TXN_H
+#define DISTKIT_TXN_H
+
+#include "distkit.h"
+#include "redis.h"
+
+typedef enum DkTxnKind
+{
+	DK_TXN_COUNTER,				/* distkit_inc / distkit_dec (counter.c) */
+	DK_TXN_INSTANCE_COUNTER,	/* instance-aware counters */
+	DK_TXN_NKINDS
+} DkTxnKind;
+
+/*
+ * What txn.c needs to know about a kind.  key/keylen is the user key (not
+ * NUL-terminated); prefix is distkit.prefix as it was when the increment
+ * was made.
+ */
+typedef struct DkTxnKindOps
+{
+	/* noun for messages, e.g. "counter": messages say counter "key" */
+	const char *what;
+
+	/*
+	 * Before commit (strict mode, and lax deltas the buffer cannot take): a
+	 * command adding delta in Redis; any reply but an error reply means it
+	 * was applied.  Called with -delta to revert after a failure of another
+	 * key.
+	 */
+	DkCmd	   *(*strict_add) (const char *prefix, const char *key, size_t keylen, int64 delta);
+
+	/*
+	 * After the commit record (lax mode): add delta to the shared buffer, no
+	 * I/O.  Returns false if it cannot (buffer full); may raise an error
+	 * (caught).  Either way the delta is then sent with strict_add.
+	 */
+	bool		(*lax_add) (const char *key, size_t keylen, int64 delta);
+} DkTxnKindOps;
+
+extern void DkTxnInit(void);
+extern void DkTxnRegisterKind(DkTxnKind kind, const DkTxnKindOps *ops);
+
+/* distkit.transactional is on: increments must go through DkTxnAdd. */
+extern bool DkTxnActive(void);
+
+/*
+ * Defer an increment.  values[0..n-1] (what the caller sees now without
+ * this transaction's deltas) get the pending deltas added, this one
+ * included; 22003 and nothing deferred if one would leave bigint.
+ * buffered = false: a lax key the shared buffer cannot hold (sent to Redis
+ * before commit instead).
+ */
+extern void DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode, bool buffered,
+					 int64 *values, int nvalues);
+
+/* This transaction's pending delta for (kind, key), all modes. */
+extern int64 DkTxnPending(DkTxnKind kind, text *key);
+
+/* value plus this transaction's pending delta for (kind, key). */
+extern int64 DkTxnSeen(DkTxnKind kind, text *key, int64 value);
+
+/* Drop this transaction's pending deltas of key (it was just overwritten). */
+extern void DkTxnForget(DkTxnKind kind, text *key);
+
+/* Drop every pending delta of kind under the current prefix (after a clear). */
+extern void DkTxnForgetAll(DkTxnKind kind);
+
+#endif

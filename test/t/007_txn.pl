@@ -1,0 +1,127 @@
+# Transactional counting under concurrency: 8 pgbench clients that randomly
+# commit, roll back and roll back to savepoints leave in Redis exactly the
+# increments of what committed (strict and lax, from a trigger and from
+# direct calls).  Then the documented gap: a reply lost at commit.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use DistkitTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $port = start_redis('txn');
+my ($pport, $control) = start_proxy($port);
+my $node = new_node('txn', "redis://127.0.0.1:$pport/0");
+my $pg = sub { $node->safe_psql('postgres', $_[0]) };
+
+$pg->(q{
+CREATE TABLE ev (tenant int NOT NULL, mode distkit_mode NOT NULL);
+CREATE TABLE direct (tenant int NOT NULL, mode distkit_mode NOT NULL);
+CREATE FUNCTION ev_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM distkit_inc('ev.' || NEW.mode || '.' || NEW.tenant, 1, NEW.mode);
+	RETURN NULL;
+END $$;
+ALTER FUNCTION ev_count() SET distkit.transactional = on;
+CREATE TRIGGER ev_count AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION ev_count();
+});
+
+# 1. pgbench, 8 clients: each transaction inserts a counted row, makes a
+# direct increment (session setting through PGOPTIONS) and records it,
+# inserts another counted row after a savepoint and maybe rolls back to it,
+# then commits (2 in 3) or rolls back.
+my $script = "$PostgreSQL::Test::Utils::tmp_check/txn_mix.sql";
+open my $fh, '>', $script or die;
+print $fh <<'SQL';
+\set t random(1, 10)
+\set lax random(0, 1)
+\set sp random(0, 1)
+\set c random(0, 2)
+BEGIN;
+INSERT INTO ev VALUES (:t, CASE WHEN :lax = 1 THEN 'lax' ELSE 'strict' END::distkit_mode);
+SELECT distkit_inc('direct.' || :t, 1, CASE WHEN :lax = 1 THEN 'lax' ELSE 'strict' END::distkit_mode);
+INSERT INTO direct VALUES (:t, CASE WHEN :lax = 1 THEN 'lax' ELSE 'strict' END::distkit_mode);
+SAVEPOINT s;
+INSERT INTO ev VALUES (:t, CASE WHEN :lax = 1 THEN 'strict' ELSE 'lax' END::distkit_mode);
+\if :sp
+ROLLBACK TO s;
+\endif
+\if :c
+COMMIT;
+\else
+ROLLBACK;
+\endif
+SQL
+close $fh;
+{
+	local $ENV{PGOPTIONS} = '-c distkit.transactional=on';
+	my ($out, $err) = run_command([ 'pgbench', '-n', '-M', 'prepared', '-c', '8', '-j', '8', '-T', '5',
+		'-f', $script, '-h', $node->host, '-p', $node->port, 'postgres' ]);
+	my ($txns) = $out =~ /number of transactions actually processed: (\d+)/;
+	ok($txns && $txns > 500, "pgbench ran (" . ($txns // 0) . " transactions)");
+	is($err =~ /error|abort/i ? $err : '', '', 'no pgbench client failed');
+	my $committed = $pg->('SELECT count(*) FROM direct');
+	ok($committed > 0 && $committed < $txns, "some transactions committed ($committed), others rolled back");
+}
+$pg->('SELECT distkit_flush()');
+
+# every counter equals its committed rows, key by key
+my $expect = $pg->(q{
+	SELECT string_agg(k || '=' || n, ' ' ORDER BY k) FROM (
+		SELECT 'ev.' || mode || '.' || tenant AS k, count(*) AS n FROM ev GROUP BY 1
+		UNION ALL
+		SELECT 'direct.' || tenant, count(*) FROM direct GROUP BY 1) s});
+my @got;
+for my $k (sort map { my $m = $_; map { "$m.$_" } 1 .. 10 } qw(ev.strict ev.lax direct))
+{
+	my $v = redis_int("distkit:c:{$k}");
+	push @got, "$k=$v" if $v != 0;
+}
+is(join(' ', sort @got), join(' ', sort split / /, $expect),
+	'Redis holds exactly the committed increments of every key (trigger and direct, strict and lax)');
+my ($strict_rows, $lax_rows) = split /\|/, $pg->(q{
+	SELECT count(*) FILTER (WHERE mode = 'strict'), count(*) FILTER (WHERE mode = 'lax') FROM ev});
+ok($strict_rows > 100 && $lax_rows > 100, "both modes were exercised ($strict_rows strict, $lax_rows lax rows)");
+is($pg->(q{SELECT sum(value) FROM distkit_get_many(ARRAY(SELECT 'ev.lax.' || g FROM generate_series(1, 10) g), 'lax')}),
+	$lax_rows, "this server's lax view agrees");
+
+# 2. the gap: Redis applies the increments before PostgreSQL writes its
+# commit record; if the reply is lost then, the transaction rolls back with
+# SQLSTATE 08007 (outcome unknown) although Redis counted them
+$pg->(q{SELECT distkit_set('gap', 0)});
+$pg->(q{CREATE TABLE gap_rows (id int)});
+my ($ret, $stdout, $stderr) = $node->psql('postgres', qq{
+SET distkit.transactional = on;
+\\set VERBOSITY verbose
+BEGIN;
+SELECT distkit_inc('gap', 1);
+INSERT INTO gap_rows VALUES (1);
+\\! printf 'cut-reply\\n' > '$control.tmp' && mv '$control.tmp' '$control'
+COMMIT;
+});
+set_proxy_mode($control, 'pass');
+like($stderr, qr/ERROR:  08007: lost the reply from Redis/, 'a lost reply at commit fails the commit with 08007');
+like($stderr, qr/CONTEXT:  while applying 1 deferred distkit increment before commit; the transaction is rolled back/,
+	'the error says that the transaction is rolled back');
+is($pg->('SELECT count(*) FROM gap_rows'), '0', 'the transaction did not commit');
+is(redis_int('distkit:c:{gap}'), 1, 'but Redis applied the increment (the documented gap)');
+
+# 3. Redis killed between two commits: the next commit fails, later ones work
+$pg->(q{SELECT distkit_set('kill', 0)});
+my $ctl = "$FindBin::RealBin/../redis-ctl.sh";
+($ret, $stdout, $stderr) = $node->psql('postgres', qq{
+SET distkit.transactional = on;
+SELECT distkit_inc('kill', 1);
+BEGIN;
+SELECT distkit_inc('kill', 10);
+\\! '$ctl' kill
+COMMIT;
+});
+like($stderr, qr/ERROR:  .*Redis/, 'Redis killed before COMMIT: the commit fails');
+redis_ctl('start');
+is($pg->(q{SET distkit.transactional = on; SELECT distkit_inc('kill', 100)}), '101',
+	'after a restart the next transactional increment works');
+is(redis_int('distkit:c:{kill}'), 101, 'Redis holds the committed increments only');
+
+done_testing();
