@@ -331,5 +331,109 @@ COMMIT;
 \set other `"$DISTKIT_REDIS_CTL" cli EXISTS 'other:c:{t:pfx}'`
 SELECT :'raw' AS in_redis, :'other' AS under_other_prefix;
 
+-- instance-aware counters follow the transaction too: (total, this_instance)
+-- both include the transaction's pending increments; strict and lax
+SELECT distkit_instance_clear() >= 0 AS cleared;
+CREATE TABLE t_orders (tenant text NOT NULL, mode distkit_mode NOT NULL, fail boolean NOT NULL DEFAULT false);
+CREATE FUNCTION t_count_order() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM distkit_instance_inc('orders:' || NEW.tenant, 1, NEW.mode);
+	IF NEW.fail THEN
+		RAISE EXCEPTION 'failing order';
+	END IF;
+	RETURN NULL;
+END $$;
+ALTER FUNCTION t_count_order() SET distkit.transactional = on;
+CREATE TRIGGER t_orders_count AFTER INSERT ON t_orders
+FOR EACH ROW EXECUTE FUNCTION t_count_order();
+CREATE FUNCTION t_order_counts() RETURNS TABLE(strict_total bigint, strict_here bigint, lax_total bigint, lax_here bigint)
+LANGUAGE sql AS $$
+	SELECT s.total, s.this_instance, l.total, l.this_instance
+	FROM distkit_instance_get('orders:s', 'strict') s, distkit_instance_get('orders:l', 'lax') l
+$$;
+-- another instance's live slice (simulated) is part of the totals throughout
+SELECT instance_id AS my_id FROM distkit_stats \gset
+\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{orders:s}' v:ffffffff-0000-4000-8000-000000000001 1000 e:ffffffff-0000-4000-8000-000000000001  0`
+\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{orders:l}' v:ffffffff-0000-4000-8000-000000000001 1000 e:ffffffff-0000-4000-8000-000000000001  0`
+\set raw `"$DISTKIT_REDIS_CTL" cli ZADD 'distkit:reg:{instances}' 99999999999999 ffffffff-0000-4000-8000-000000000001`
+\! sleep 1.3
+SELECT * FROM t_order_counts();
+BEGIN;
+INSERT INTO t_orders SELECT 's', 'strict' FROM generate_series(1, 100);
+INSERT INTO t_orders SELECT 'l', 'lax' FROM generate_series(1, 100);
+SELECT * FROM t_order_counts();
+ROLLBACK;
+SELECT distkit_flush() >= 0 AS flushed;
+SELECT * FROM t_order_counts();
+BEGIN;
+INSERT INTO t_orders SELECT 's', 'strict' FROM generate_series(1, 100);
+INSERT INTO t_orders SELECT 'l', 'lax' FROM generate_series(1, 100);
+SAVEPOINT a;
+INSERT INTO t_orders SELECT 's', 'strict' FROM generate_series(1, 50);
+INSERT INTO t_orders SELECT 'l', 'lax' FROM generate_series(1, 50);
+ROLLBACK TO a;
+COMMIT;
+SELECT distkit_flush() >= 0 AS flushed;
+SELECT * FROM t_order_counts();
+-- an exception block per row: only the rows that did not fail count
+DO $$
+BEGIN
+	FOR i IN 1..10 LOOP
+		BEGIN
+			INSERT INTO t_orders VALUES ('s', 'strict', i % 2 = 0), ('l', 'lax', i % 2 = 0);
+		EXCEPTION WHEN raise_exception THEN
+			NULL;
+		END;
+	END LOOP;
+END $$;
+SELECT distkit_flush() >= 0 AS flushed;
+SELECT * FROM t_order_counts();
+\set raw `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:i:{orders:s}' 'v:':my_id`
+SELECT :'raw' AS strict_slice_in_redis;
+\set raw `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:i:{orders:l}' 'v:':my_id`
+SELECT :'raw' AS lax_slice_in_redis;
+-- del returns what the transaction saw, set_here supersedes the pending
+-- increments, and the deltas made after them count from there
+SET distkit.transactional = on;
+BEGIN;
+SELECT * FROM distkit_instance_inc('orders:s', 7);
+SELECT * FROM distkit_instance_set_here('orders:s', 20);
+SELECT * FROM distkit_instance_inc('orders:s', 2);
+COMMIT;
+SELECT * FROM distkit_instance_get('orders:s');
+BEGIN;
+SELECT * FROM distkit_instance_inc('orders:l', 3, 'lax');
+SELECT * FROM distkit_instance_del('orders:l') AS had;
+SELECT * FROM distkit_instance_inc('orders:l', 4, 'lax');
+COMMIT;
+SELECT distkit_flush() >= 0 AS flushed;
+SELECT * FROM distkit_instance_get('orders:l', 'strict');
+-- Redis down at COMMIT: the transaction fails, nothing is counted
+BEGIN;
+SELECT total, this_instance FROM distkit_instance_inc('orders:s', 1);
+\! "$DISTKIT_REDIS_CTL" stop
+\set VERBOSITY sqlstate
+COMMIT;
+\set VERBOSITY default
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+\! "$DISTKIT_REDIS_CTL" start
+SELECT * FROM distkit_instance_get('orders:s');
+-- PREPARE TRANSACTION with a pending instance-aware increment is refused
+BEGIN;
+SELECT total FROM distkit_instance_inc('orders:s', 1);
+PREPARE TRANSACTION 't_prep2';
+SELECT * FROM distkit_instance_get('orders:s');
+-- clear_here drops the pending increments of this instance's slices
+BEGIN;
+SELECT total FROM distkit_instance_inc('orders:s', 5);
+SELECT distkit_instance_clear_here() AS slices_removed;
+SELECT * FROM distkit_instance_get('orders:s');
+COMMIT;
+SELECT * FROM distkit_instance_get('orders:s');
+RESET distkit.transactional;
+\set raw `"$DISTKIT_REDIS_CTL" cli ZREM 'distkit:reg:{instances}' ffffffff-0000-4000-8000-000000000001`
+SELECT distkit_instance_clear() AS removed;
+DROP TABLE t_orders;
+
 RESET distkit.transactional;
 DROP TABLE t_events;

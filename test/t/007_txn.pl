@@ -28,7 +28,8 @@ CREATE TRIGGER ev_count AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION ev_coun
 });
 
 # 1. pgbench, 8 clients: each transaction inserts a counted row, makes a
-# direct increment (session setting through PGOPTIONS) and records it,
+# direct increment of a counter and of an instance-aware counter (in the
+# other mode; session setting through PGOPTIONS) and records them,
 # inserts another counted row after a savepoint and maybe rolls back to it,
 # then commits (2 in 3) or rolls back.
 my $script = "$PostgreSQL::Test::Utils::tmp_check/txn_mix.sql";
@@ -41,6 +42,7 @@ print $fh <<'SQL';
 BEGIN;
 INSERT INTO ev VALUES (:t, CASE WHEN :lax = 1 THEN 'lax' ELSE 'strict' END::distkit_mode);
 SELECT distkit_inc('direct.' || :t, 1, CASE WHEN :lax = 1 THEN 'lax' ELSE 'strict' END::distkit_mode);
+SELECT total FROM distkit_instance_inc('inst.' || :t, 1, CASE WHEN :lax = 1 THEN 'strict' ELSE 'lax' END::distkit_mode);
 INSERT INTO direct VALUES (:t, CASE WHEN :lax = 1 THEN 'lax' ELSE 'strict' END::distkit_mode);
 SAVEPOINT s;
 INSERT INTO ev VALUES (:t, CASE WHEN :lax = 1 THEN 'strict' ELSE 'lax' END::distkit_mode);
@@ -80,6 +82,21 @@ for my $k (sort map { my $m = $_; map { "$m.$_" } 1 .. 10 } qw(ev.strict ev.lax 
 }
 is(join(' ', sort @got), join(' ', sort split / /, $expect),
 	'Redis holds exactly the committed increments of every key (trigger and direct, strict and lax)');
+# instance-aware: this instance's slice in Redis, and the total, equal the committed rows
+my $id = $pg->('SELECT instance_id FROM distkit_stats');
+my $inst_expect = $pg->(q{SELECT string_agg('inst.' || tenant || '=' || n, ' ' ORDER BY tenant)
+	FROM (SELECT tenant, count(*) AS n FROM direct GROUP BY 1) s});
+my @islices;
+for my $t (1 .. 10)
+{
+	my $v = redis_cli('HGET', "distkit:i:{inst.$t}", "v:$id");
+	push @islices, "inst.$t=$v" if $v ne '' && $v != 0;
+}
+is(join(' ', @islices), $inst_expect, "Redis holds exactly the committed instance-aware increments (this instance's slices)");
+is($pg->(q{SELECT string_agg('inst.' || g || '=' || (distkit_instance_get('inst.' || g, 'strict')).total, ' ' ORDER BY g)
+	FROM generate_series(1, 10) g WHERE (distkit_instance_get('inst.' || g, 'strict')).total <> 0}),
+	$inst_expect, 'and their totals agree');
+
 my ($strict_rows, $lax_rows) = split /\|/, $pg->(q{
 	SELECT count(*) FILTER (WHERE mode = 'strict'), count(*) FILTER (WHERE mode = 'lax') FROM ev});
 ok($strict_rows > 100 && $lax_rows > 100, "both modes were exercised ($strict_rows strict, $lax_rows lax rows)");
