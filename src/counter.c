@@ -66,13 +66,12 @@ static const struct config_enum_entry mode_options[] = {
 };
 
 static DkCmd *TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta);
-static bool TxnLaxAdd(const char *key, size_t keylen, int64 delta);
 
 /* How txn.c applies deferred increments of counters. */
 static const DkTxnKindOps counter_txn_ops = {
 	.what = "counter",
 	.strict_add = TxnStrictAdd,
-	.lax_add = TxnLaxAdd,
+	.lax_kind = DK_LAX_SIMPLE,
 };
 
 /* Defines distkit.default_mode; plugs counters into transactional counting. */
@@ -145,15 +144,6 @@ TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
 	DkCmdArg(cmd, rkey, rlen);
 	DkCmdArgInt(cmd, delta);
 	return cmd;
-}
-
-/* Deferred lax increment at commit: into the buffer; false if it cannot hold the key. */
-static bool
-TxnLaxAdd(const char *key, size_t keylen, int64 delta)
-{
-	DkLaxView	view;
-
-	return DkLaxAdd(DK_LAX_SIMPLE, key, keylen, delta, &view);
 }
 
 /* Add delta to a counter in Redis; returns the new value. */

@@ -161,13 +161,12 @@ LeaveRegistry(void)
 }
 
 static DkCmd *TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta);
-static bool TxnLaxAdd(const char *key, size_t keylen, int64 delta);
 
 /* How txn.c applies deferred increments of instance-aware counters. */
 static const DkTxnKindOps instance_txn_ops = {
 	.what = "instance-aware counter",
 	.strict_add = TxnStrictAdd,
-	.lax_add = TxnLaxAdd,
+	.lax_kind = DK_LAX_INSTANCE,
 };
 
 /* Defines the GUCs; when preloaded, the live list and the heartbeat task. */
@@ -324,15 +323,6 @@ static DkCmd *
 TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
 {
 	return InstanceCommand(prefix, key, keylen, "inc", delta, "0");
-}
-
-/* Deferred lax increment at commit: into the buffer; false if it cannot hold the key. */
-static bool
-TxnLaxAdd(const char *key, size_t keylen, int64 delta)
-{
-	DkLaxView	view;
-
-	return DkLaxAdd(DK_LAX_INSTANCE, key, keylen, delta, &view);
 }
 
 /* The view with this transaction's pending increments of key (distkit.transactional). */

@@ -712,7 +712,7 @@ TxnPreCommit(void)
 	ReThrowError(edata);
 }
 
-/* ops->lax_add, with any error swallowed (we are past the commit record). */
+/* Add an item's delta to the lax buffer, any error swallowed (we are past the commit record). */
 static bool
 TryLaxAdd(const TxnItem *item)
 {
@@ -724,7 +724,9 @@ TryLaxAdd(const TxnItem *item)
 
 	PG_TRY();
 	{
-		ok = ops->lax_add(key, keylen, item->total);
+		DkLaxView	view;
+
+		ok = DkLaxAdd(ops->lax_kind, key, keylen, item->total, &view);
 	}
 	PG_CATCH();
 	{

@@ -20,6 +20,7 @@
 #define DISTKIT_TXN_H
 
 #include "distkit.h"
+#include "lax.h"
 #include "redis.h"
 
 typedef enum DkTxnKind
@@ -48,11 +49,11 @@ typedef struct DkTxnKindOps
 	DkCmd	   *(*strict_add) (const char *prefix, const char *key, size_t keylen, int64 delta);
 
 	/*
-	 * After the commit record (lax mode): add delta to the shared buffer, no
-	 * I/O.  Returns false if it cannot (buffer full); may raise an error
-	 * (caught).  Either way the delta is then sent with strict_add.
+	 * After the commit record (lax mode) the delta is added to the shared
+	 * buffer under this kind, no I/O; if the buffer cannot take it any more
+	 * it is sent with strict_add.
 	 */
-	bool		(*lax_add) (const char *key, size_t keylen, int64 delta);
+	DkLaxKind	lax_kind;
 } DkTxnKindOps;
 
 extern void DkTxnInit(void);
