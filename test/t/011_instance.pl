@@ -58,7 +58,11 @@ isnt($qb->('SELECT instance_id FROM distkit_stats'), $b_id, 'the restarted serve
 wait_for(sub { $qa->('SELECT count(*) FILTER (WHERE alive) FROM distkit_instances') eq '2' }, 'two live instances');
 is($get->($qb, 'jobs'), '30 0', 'the new instance starts with an empty slice');
 $qb->(q{SELECT distkit_instance_inc('jobs', 7)});
-is($get->($qa, 'jobs'), '37 30', 'and counts from there');
+# distkit_instances reads the registry; a's totals use the live list its
+# worker refreshes every heartbeat (200 ms): b's new id joins it by then
+my $t1 = time();
+wait_for(sub { $get->($qa, 'jobs') eq '37 30' }, "a's live list to include the restarted b", 5);
+is($get->($qa, 'jobs'), '37 30', sprintf('and counts from there (seen by a after %.1f s)', time() - $t1));
 
 # 5. a clean stop: the slice disappears without waiting for the threshold
 $b->stop('fast');
