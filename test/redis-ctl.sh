@@ -1,76 +1,300 @@
 #!/bin/bash
-# Controls the redis-server of a distkit test run (loopback only).
-# State lives in $DISTKIT_REDIS_DIR (port, pid file, config, socket).
-#   redis-ctl.sh init DIR   pick a free loopback port, write the config, start
-#   redis-ctl.sh start|stop|kill|pause|resume|ping
+# Controls the Redis servers of a distkit test run (loopback only).
+# State lives in $DISTKIT_REDIS_DIR (mode, ports, configs, pid files).
+#   redis-ctl.sh init DIR   pick free loopback ports, write the configs, start
+#   redis-ctl.sh start|stop|kill|pause|resume|ping   (every data node)
 #   redis-ctl.sh cli ARGS…  run redis-cli against it (prints the raw reply)
-#   redis-ctl.sh port|sock|pidfile
+#   redis-ctl.sh port|ports|sock|pidfile|url|mode
+#   redis-ctl.sh node-cli PORT ARGS…   redis-cli against one node
+#   redis-ctl.sh sentinel-cli ARGS…    redis-cli against the first sentinel
+#   redis-ctl.sh master-port           the current master (sentinel mode)
+# The mode is chosen at init by DISTKIT_REDIS_MODE:
+#   single   (default) one redis-server with a unix socket too;
+#   cluster  a Redis Cluster of 3 masters (DISTKIT_REDIS_REPLICAS=1 adds a
+#            replica to each), created with redis-cli --cluster create;
+#   sentinel one master, one replica and three sentinels watching it under
+#            the name "distkit".
+# In cluster mode `cli` follows redirections (redis-cli -c); KEYS, CLIENT
+# and DBSIZE run on every master (outputs concatenated) and ACL, CONFIG,
+# FLUSHDB, FLUSHALL and SCRIPT on every node (first output printed).  In
+# sentinel mode `cli` talks to the current master.
 set -eu
-cmd=${1:?usage: redis-ctl.sh init DIR | start | stop | kill | pause | resume | ping | cli ARGS | port | sock}
+cmd=${1:?usage: redis-ctl.sh init DIR | start | stop | kill | pause | resume | ping | cli ARGS | port | ports | sock | url}
 if [ "$cmd" = init ]; then
 	DISTKIT_REDIS_DIR=${2:?init needs a directory}
 	mkdir -p "$DISTKIT_REDIS_DIR"
 fi
 dir=${DISTKIT_REDIS_DIR:?DISTKIT_REDIS_DIR is not set}
 
-pid() { cat "$dir/redis.pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
-cli() { redis-cli -h 127.0.0.1 -p "$(cat "$dir/port")" --no-auth-warning "$@"; }
+mode() { cat "$dir/mode" 2>/dev/null || echo single; }
+data_ports() { cat "$dir/ports"; }			# masters first, then replicas
+master_ports() { cat "$dir/masters"; }
+sentinel_ports() { cat "$dir/sentinels" 2>/dev/null || true; }
+ndir() { echo "$dir/n$1"; }
 
-start() {
-	alive && return 0
-	rm -f "$dir/redis.pid"
-	redis-server "$dir/redis.conf" >/dev/null 9>&-	# do not inherit the test lock
+pid_of() { cat "$(ndir "$1")/redis.pid" 2>/dev/null || true; }
+# running, and not a zombie waiting for a slow init to reap it
+running() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null; }
+node_cli() { local p=$1; shift; redis-cli -h 127.0.0.1 -p "$p" --no-auth-warning "$@"; }
+
+# a free loopback port whose cluster bus port (+10000) is free too
+free_port() {
+	local port
 	for _ in $(seq 1 100); do
-		if [ "$(cli PING 2>/dev/null)" = PONG ] || cli PING 2>&1 | grep -q NOAUTH; then return 0; fi
-		sleep 0.05
+		port=$((20000 + RANDOM % 25000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+			! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null &&
+			! grep -qx "$port" "$dir/allports" 2>/dev/null; then
+			echo "$port" >>"$dir/allports"
+			echo "$port"
+			return 0
+		fi
 	done
-	echo "redis-server did not start; see $dir/redis.log" >&2
+	echo "no free port" >&2
 	return 1
 }
 
-stop() {
-	local p; p=$(pid)
-	[ -n "$p" ] || return 0
-	kill -CONT "$p" 2>/dev/null || true
-	kill -TERM "$p" 2>/dev/null || true
-	for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || { rm -f "$dir/redis.pid"; return 0; }; sleep 0.05; done
-	kill -KILL "$p" 2>/dev/null || true
-	rm -f "$dir/redis.pid"
+start_node() {
+	local p=$1 pid
+	pid=$(pid_of "$p")
+	if [ -n "$pid" ] && running "$pid"; then return 0; fi
+	rm -f "$(ndir "$p")/redis.pid"
+	if [ -f "$(ndir "$p")/sentinel.conf" ]; then
+		redis-server "$(ndir "$p")/sentinel.conf" --sentinel >/dev/null 9>&-
+	else
+		redis-server "$(ndir "$p")/redis.conf" >/dev/null 9>&-	# do not inherit the test lock
+	fi
+	for _ in $(seq 1 100); do
+		if [ "$(node_cli "$p" PING 2>/dev/null)" = PONG ] || node_cli "$p" PING 2>&1 | grep -q NOAUTH; then return 0; fi
+		sleep 0.05
+	done
+	echo "redis-server on port $p did not start; see $(ndir "$p")/redis.log" >&2
+	return 1
 }
 
-case $cmd in
-init)
-	for _ in $(seq 1 50); do
-		port=$((20000 + RANDOM % 30000))
-		# free if nothing answers and nothing listens there
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-	done
-	echo "$port" >"$dir/port"
-	cat >"$dir/redis.conf" <<CONF
+stop_node() {
+	local p=$1 pid
+	pid=$(pid_of "$p")
+	[ -n "$pid" ] || return 0
+	kill -CONT "$pid" 2>/dev/null || true
+	# SHUTDOWN is immediate; SIGTERM takes ~1.5 s in cluster mode
+	timeout 2 redis-cli -h 127.0.0.1 -p "$p" SHUTDOWN >/dev/null 2>&1 || true
+	running "$pid" && kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 1 100); do running "$pid" || { rm -f "$(ndir "$p")/redis.pid"; return 0; }; sleep 0.05; done
+	kill -KILL "$pid" 2>/dev/null || true
+	rm -f "$(ndir "$p")/redis.pid"
+}
+
+write_conf() {
+	local p=$1 d
+	d=$(ndir "$p")
+	mkdir -p "$d"
+	cat >"$d/redis.conf" <<CONF
 bind 127.0.0.1
-port $port
-unixsocket $dir/redis.sock
+port $p
+unixsocket $d/redis.sock
 unixsocketperm 700
 daemonize yes
-pidfile $dir/redis.pid
-logfile $dir/redis.log
-dir $dir
+pidfile $d/redis.pid
+logfile $d/redis.log
+dir $d
 save ""
 appendonly yes
 appendfsync always
 CONF
-	start
+}
+
+# every node of the cluster reports cluster_state:ok and sees every master
+wait_cluster_ok() {
+	local nmasters ok
+	nmasters=$(master_ports | wc -l)
+	for _ in $(seq 1 400); do
+		ok=1
+		for p in $(data_ports); do
+			node_cli "$p" CLUSTER INFO 2>/dev/null | grep -q '^cluster_state:ok' || { ok=0; break; }
+			[ "$(node_cli "$p" CLUSTER SLOTS 2>/dev/null | grep -c .)" -gt 0 ] || { ok=0; break; }
+		done
+		if [ "$ok" = 1 ] && [ "$(node_cli "$(master_ports | head -1)" --raw CLUSTER SHARDS 2>/dev/null | grep -c '^master$')" -ge "$nmasters" ]; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "the Redis Cluster in $dir did not reach cluster_state:ok" >&2
+	return 1
+}
+
+start_all() {
+	for p in $(data_ports); do start_node "$p"; done
+	if [ "$(mode)" = cluster ]; then wait_cluster_ok; fi
+	for p in $(sentinel_ports); do start_node "$p"; done
+}
+
+stop_all() {
+	for p in $(sentinel_ports); do stop_node "$p"; done
+	for p in $(data_ports); do stop_node "$p"; done
+}
+
+# the master's port as the first sentinel sees it (sentinel mode)
+current_master() {
+	local s
+	for s in $(sentinel_ports); do
+		if node_cli "$s" SENTINEL get-master-addr-by-name distkit 2>/dev/null | sed -n 2p | grep -q .; then
+			node_cli "$s" SENTINEL get-master-addr-by-name distkit | sed -n 2p
+			return 0
+		fi
+	done
+	head -1 "$dir/ports"
+}
+
+cli() {
+	local opts=() m
+	m=$(mode)
+	if [ "$m" = single ]; then node_cli "$(head -1 "$dir/ports")" "$@"; return; fi
+	if [ "$m" = sentinel ]; then node_cli "$(current_master)" "$@"; return; fi
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-a | -n | --user | --pass) opts+=("$1" "$2"); shift 2 ;;
+		-*) opts+=("$1"); shift ;;
+		*) break ;;
+		esac
+	done
+	case ${1^^} in
+	KEYS | CLIENT | DBSIZE)
+		for p in $(master_ports); do node_cli "$p" "${opts[@]}" "$@"; done
+		;;
+	ACL | CONFIG | FLUSHDB | FLUSHALL | SCRIPT)
+		local first=1 out
+		for p in $(data_ports); do
+			out=$(node_cli "$p" "${opts[@]}" "$@")
+			if [ "$first" = 1 ]; then printf '%s\n' "$out"; first=0; fi
+		done
+		;;
+	*)
+		node_cli "$(master_ports | head -1)" -c "${opts[@]}" "$@"
+		;;
+	esac
+}
+
+case $cmd in
+init)
+	m=${DISTKIT_REDIS_MODE:-single}
+	rm -f "$dir/allports"
+	echo "$m" >"$dir/mode"
+	case $m in
+	single)
+		p=$(free_port)
+		echo "$p" >"$dir/ports"
+		echo "$p" >"$dir/masters"
+		write_conf "$p"
+		start_all
+		;;
+	cluster)
+		: >"$dir/ports"
+		: >"$dir/masters"
+		nrep=${DISTKIT_REDIS_REPLICAS:-0}
+		for _ in $(seq 1 $((3 * (1 + nrep)))); do
+			p=$(free_port)
+			echo "$p" >>"$dir/ports"
+			write_conf "$p"
+			cat >>"$(ndir "$p")/redis.conf" <<CONF
+cluster-enabled yes
+cluster-config-file nodes.conf
+cluster-node-timeout 3000
+cluster-require-full-coverage yes
+CONF
+		done
+		head -3 "$dir/ports" >"$dir/masters"
+		for p in $(data_ports); do start_node "$p"; done
+		hosts=$(for p in $(data_ports); do printf '127.0.0.1:%s ' "$p"; done)
+		# shellcheck disable=SC2086
+		redis-cli --cluster create $hosts --cluster-replicas "$nrep" --cluster-yes >"$dir/create.log" 2>&1 9>&- ||
+			{ cat "$dir/create.log" >&2; exit 1; }
+		# redis-cli pairs masters and replicas itself: record who is master
+		wait_cluster_ok
+		for p in $(data_ports); do
+			node_cli "$p" ROLE | head -1 | grep -qx master && echo "$p"
+		done >"$dir/masters"
+		{ cat "$dir/masters"; for p in $(data_ports); do grep -qx "$p" "$dir/masters" || echo "$p"; done; } >"$dir/ports.tmp"
+		mv "$dir/ports.tmp" "$dir/ports"
+		wait_cluster_ok
+		;;
+	sentinel)
+		mp=$(free_port)
+		rp=$(free_port)
+		printf '%s\n%s\n' "$mp" "$rp" >"$dir/ports"
+		echo "$mp" >"$dir/masters"
+		write_conf "$mp"
+		write_conf "$rp"
+		echo "replicaof 127.0.0.1 $mp" >>"$(ndir "$rp")/redis.conf"
+		: >"$dir/sentinels"
+		for _ in 1 2 3; do
+			s=$(free_port)
+			echo "$s" >>"$dir/sentinels"
+			mkdir -p "$(ndir "$s")"
+			cat >"$(ndir "$s")/sentinel.conf" <<CONF
+bind 127.0.0.1
+port $s
+daemonize yes
+pidfile $(ndir "$s")/redis.pid
+logfile $(ndir "$s")/redis.log
+dir $(ndir "$s")
+sentinel monitor distkit 127.0.0.1 $mp 2
+sentinel down-after-milliseconds distkit 2000
+sentinel failover-timeout distkit 10000
+sentinel parallel-syncs distkit 1
+CONF
+		done
+		for p in $(data_ports); do start_node "$p"; done
+		# the replica is in sync before the sentinels start
+		for _ in $(seq 1 200); do
+			node_cli "$rp" INFO replication | grep -q 'master_link_status:up' && break
+			sleep 0.05
+		done
+		for p in $(sentinel_ports); do start_node "$p"; done
+		# every sentinel knows the replica and the other sentinels
+		for _ in $(seq 1 400); do
+			ok=1
+			for s in $(sentinel_ports); do
+				node_cli "$s" SENTINEL master distkit | grep -A1 -x 'num-slaves' | tail -1 | grep -qx 1 || ok=0
+				node_cli "$s" SENTINEL master distkit | grep -A1 -x 'num-other-sentinels' | tail -1 | grep -qx 2 || ok=0
+			done
+			[ "$ok" = 1 ] && break
+			sleep 0.05
+		done
+		;;
+	*) echo "unknown DISTKIT_REDIS_MODE $m" >&2; exit 2 ;;
+	esac
 	;;
-start) start ;;
-stop) stop ;;
-kill) p=$(pid); [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; rm -f "$dir/redis.pid"; sleep 0.1 ;;
-pause) kill -STOP "$(pid)" ;;
-resume) kill -CONT "$(pid)" ;;
+start) start_all ;;
+stop) stop_all ;;
+kill)
+	for p in $(data_ports); do
+		pid=$(pid_of "$p")
+		[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+		rm -f "$(ndir "$p")/redis.pid"
+	done
+	sleep 0.1
+	;;
+pause) for p in $(data_ports); do kill -STOP "$(pid_of "$p")"; done ;;
+resume) for p in $(data_ports); do kill -CONT "$(pid_of "$p")"; done ;;
 ping) cli PING ;;
 cli) shift; cli "$@" ;;
-port) cat "$dir/port" ;;
-sock) echo "$dir/redis.sock" ;;
-pidfile) echo "$dir/redis.pid" ;;
+node-cli) shift; p=$1; shift; node_cli "$p" "$@" ;;
+sentinel-cli) shift; node_cli "$(sentinel_ports | head -1)" "$@" ;;
+master-port) current_master ;;
+mode) mode ;;
+port) head -1 "$dir/ports" ;;
+ports) data_ports | paste -sd, - ;;
+masters) master_ports | paste -sd, - ;;
+sentinels) sentinel_ports | paste -sd, - ;;
+url)
+	case $(mode) in
+	single) echo "redis://127.0.0.1:$(head -1 "$dir/ports")/0" ;;
+	cluster) echo "redis-cluster://$(master_ports | sed 's/^/127.0.0.1:/' | paste -sd, -)" ;;
+	sentinel) echo "redis-sentinel://$(sentinel_ports | sed 's/^/127.0.0.1:/' | paste -sd, -)#distkit" ;;
+	esac
+	;;
+sock) echo "$(ndir "$(head -1 "$dir/ports")")/redis.sock" ;;
+pidfile) echo "$(ndir "$(head -1 "$dir/ports")")/redis.pid" ;;
 *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac
