@@ -7,9 +7,9 @@ SELECT count(distkit_inc('spread:' || g, 1, 'lax')) FROM generate_series(1, 300)
 SELECT distkit_flush() >= 0 AS flushed;
 SELECT sum(distkit_get('spread:' || g)) FROM generate_series(1, 300) g;
 -- every master holds some of the 300 counters (KEYS runs on each master)
-\set raw `for p in $("$DISTKIT_REDIS_CTL" masters | tr , ' '); do "$DISTKIT_REDIS_CTL" node-cli "$p" --raw KEYS 'distkit:c:{spread:*' | wc -l; done | awk '$1 > 0 { n++ } END { print n }'`
+\set raw `for p in $("$DISTKIT_REDIS_CTL" masters | tr , ' '); do "$DISTKIT_REDIS_CTL" node-cli "$p" --raw KEYS 'distkit:c:{spread:*' | grep -c .; done | awk '$1 > 0 { n++ } END { print n }'`
 SELECT :'raw' AS masters_holding_counters;
-\set raw `for p in $("$DISTKIT_REDIS_CTL" masters | tr , ' '); do "$DISTKIT_REDIS_CTL" node-cli "$p" --raw KEYS 'distkit:c:{spread:*'; done | wc -l`
+\set raw `for p in $("$DISTKIT_REDIS_CTL" masters | tr , ' '); do "$DISTKIT_REDIS_CTL" node-cli "$p" --raw KEYS 'distkit:c:{spread:*'; done | grep -c .`
 SELECT :'raw' AS counters_in_redis;
 -- a counter and its flush record (lax) share one slot
 \set raw `"$DISTKIT_REDIS_CTL" cli CLUSTER KEYSLOT 'distkit:c:{spread:7}'`
@@ -32,5 +32,5 @@ DROP FUNCTION dk_first_error();
 RESET distkit.redis_url;
 -- clear reaches every master
 SELECT distkit_clear();
-\set raw `"$DISTKIT_REDIS_CTL" cli --raw KEYS 'distkit:c:*' | wc -l`
+\set raw `"$DISTKIT_REDIS_CTL" cli --raw KEYS 'distkit:c:*' | grep -c .`
 SELECT :'raw' AS keys_left;

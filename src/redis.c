@@ -1074,7 +1074,8 @@ ConnectNode(int ni, DkErr *err)
 		hs[nhs] = DkCmdNew("AUTH");
 		if (target->user[0])
 			DkCmdArgStr(hs[nhs], target->user);
-		DkCmdArgStr(hs[nhs], target->password);
+		/* a copy: it is wiped below, the configured password must stay */
+		DkCmdArgStr(hs[nhs], pstrdup(target->password));
 		nhs++;
 	}
 	/* also makes Redis answer within connect_timeout (a paused server accepts TCP) */
@@ -1422,7 +1423,18 @@ Classify(const DkReply *r, const DkCmd *cmd, int noscript_retries)
 		noscript_retries < MAX_NOSCRIPT_RETRIES)
 		return V_NOSCRIPT;
 	if (target->mode == DK_MODE_SINGLE)
+	{
+		/* never let a caller take a redirection for a final refusal (the flusher would drop it) */
+		if (strncmp(r->str, "MOVED ", 6) == 0 || strncmp(r->str, "ASK ", 4) == 0 ||
+			strncmp(r->str, "CLUSTERDOWN", 11) == 0 || strncmp(r->str, "TRYAGAIN", 8) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("Redis at %s is a Redis Cluster node, but distkit.redis_url names one server",
+							last_endpoint),
+					 errdetail("Redis replied: %s (the command was not applied).", r->str),
+					 errhint("Use a redis-cluster://host:port[,host:port...] URL in distkit.redis_url.")));
 		return V_DONE;
+	}
 	if (strncmp(r->str, "MOVED ", 6) == 0)
 		return V_MOVED;
 	if (strncmp(r->str, "ASK ", 4) == 0)
@@ -1964,13 +1976,6 @@ DkReplyRaiseError(const DkReply *reply, const char *what)
 				 errmsg("Redis is out of memory: %s was not changed", what),
 				 errdetail("Redis replied: %s", msg),
 				 errhint("Raise maxmemory or free memory in Redis.")));
-	if (strncmp(msg, "MOVED ", 6) == 0 || strncmp(msg, "ASK ", 4) == 0 ||
-		strncmp(msg, "CLUSTERDOWN", 11) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("Redis at %s is a Redis Cluster node: %s needs the cluster", last_endpoint, what),
-				 errdetail("Redis replied: %s", msg),
-				 errhint("Use a redis-cluster://host:port[,host:port...] URL in distkit.redis_url.")));
 	if (strncmp(msg, "READONLY", 8) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

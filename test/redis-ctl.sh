@@ -159,7 +159,11 @@ cli() {
 		esac
 	done
 	case ${1^^} in
-	KEYS | CLIENT | DBSIZE)
+	KEYS)
+		# one list; a master without matches would print an empty line
+		for p in $(master_ports); do node_cli "$p" "${opts[@]}" "$@"; done | sed '/^$/d'
+		;;
+	CLIENT | DBSIZE)
 		for p in $(master_ports); do node_cli "$p" "${opts[@]}" "$@"; done
 		;;
 	ACL | CONFIG | FLUSHDB | FLUSHALL | SCRIPT)
