@@ -1267,6 +1267,9 @@ RefreshSlots(DkErr *err)
 	int			ncand = nnodes;
 	int		   *order = palloc(sizeof(int) * ncand);
 	int			no = 0;
+	/* bounded even when every node is paused: stop asking after this */
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  connect_timeout_ms + command_timeout_ms);
 
 	for (int i = 0; i < ncand; i++)
 		if (nodes[i].ctx != NULL && !nodes[i].busy)
@@ -1287,6 +1290,8 @@ RefreshSlots(DkErr *err)
 		int16	   *fresh;
 
 		DkCmdArgStr(cmd, "SLOTS");
+		if (k > 0 && have_err && MsLeft(give_up) <= 0)
+			break;
 		if (!EnsureNode(ni, &e))
 		{
 			if (!have_err)

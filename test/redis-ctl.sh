@@ -221,6 +221,14 @@ CONF
 		{ cat "$dir/masters"; for p in $(data_ports); do grep -qx "$p" "$dir/masters" || echo "$p"; done; } >"$dir/ports.tmp"
 		mv "$dir/ports.tmp" "$dir/ports"
 		wait_cluster_ok
+		# replicas in sync with their masters
+		for p in $(data_ports); do
+			grep -qx "$p" "$dir/masters" && continue
+			for _ in $(seq 1 200); do
+				node_cli "$p" INFO replication | grep -q 'master_link_status:up' && break
+				sleep 0.05
+			done
+		done
 		;;
 	sentinel)
 		mp=$(free_port)

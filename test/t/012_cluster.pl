@@ -83,9 +83,11 @@ for my $i (1 .. 10_000)
 	}
 }
 is(scalar(@skeys) + scalar(@lkeys), 16, 'found 8 strict and 8 lax busy keys on one master');
-my $role = node_cli($busy_master, 'ROLE');
-my ($replica) = $role =~ /^master\n\d+\n127\.0\.0\.1\n(\d+)/;
-ok($replica, "the busy master $busy_master has a replica ($replica)");
+my $master_id = node_cli($busy_master, 'CLUSTER', 'MYID');
+my ($replica) = map { /^\S+ 127\.0\.0\.1:(\d+)@\d+ \S*slave\S* \Q$master_id\E / ? ($1) : () }
+  split /\n/, node_cli($busy_master, 'CLUSTER', 'NODES');
+ok($replica, "the busy master $busy_master has a replica (" . ($replica // 'none') . ')');
+wait_for(sub { node_cli($replica, 'INFO', 'replication') =~ /master_link_status:up/ }, 'the replica to be in sync', 20);
 
 # client c uses $skeys[c-1] / $lkeys[c-1]: pass them through a table
 $pg->('CREATE TABLE busy (c int, s text, l text)');
