@@ -111,7 +111,7 @@ CONF
 	cp log/postmaster.log "$rtmp/postmaster.log" 2>/dev/null || true
 	"$DISTKIT_REDIS_CTL" stop
 }
-for mode in ${DISTKIT_REDIS_MODES:-single cluster}; do
+for mode in ${DISTKIT_REDIS_MODES-single cluster}; do
 	run_regress "$mode"
 done
 
