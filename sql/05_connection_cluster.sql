@@ -30,6 +30,13 @@ END $$;
 SELECT dk_first_error();
 DROP FUNCTION dk_first_error();
 RESET distkit.redis_url;
+-- scripts are loaded per node: after SCRIPT FLUSH on every node, a call
+-- touching every master (NOSCRIPT on each) and the flusher load them again
+\set raw `"$DISTKIT_REDIS_CTL" cli SCRIPT FLUSH`
+SELECT sum(value) FROM distkit_get_many(ARRAY(SELECT 'spread:' || g FROM generate_series(1, 300) g));
+SELECT count(distkit_inc('spread:' || g, 1, 'lax')) FROM generate_series(1, 300) g;
+SELECT distkit_flush() >= 1 AS flushed;
+SELECT sum(distkit_get('spread:' || g)) FROM generate_series(1, 300) g;
 -- clear reaches every master
 SELECT distkit_clear();
 \set raw `"$DISTKIT_REDIS_CTL" cli --raw KEYS 'distkit:c:*' | grep -c .`
