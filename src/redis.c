@@ -868,9 +868,9 @@ NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline, const char *
 	DkReply   **replies = palloc0(sizeof(DkReply *) * ncmds);
 
 	*sent = false;
+	nodes[ni].busy = true;		/* from the first byte buffered: dropped if we fail */
 	for (int i = 0; i < ncmds; i++)
 		AppendCmd(ni, cmds[i]);
-	nodes[ni].busy = true;
 	*sent = true;
 	if (!FlushOutput(ni, deadline, why))
 		return NULL;
@@ -1578,6 +1578,7 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced)
 				continue;
 			gr->kind = palloc(sizeof(DkSlotKind) * cap);
 			gr->which = palloc(sizeof(int) * cap);
+			nodes[ni].busy = true;	/* from the first byte buffered: dropped if we fail */
 			for (int j = 0; j < gr->ncmds; j++)
 			{
 				int			i = gr->cmds[j];
