@@ -25,7 +25,11 @@ set_proxy_mode($control, 'cut-reply');
 my $acked = 1;
 $pg->(q{SELECT count(distkit_inc('cut', 1, 'lax')) FROM generate_series(1, 100)});
 $acked += 100;
-wait_for(sub { redis_int('distkit:c:{cut}') == $acked }, 'Redis to apply the batch whose reply is lost');
+# the flusher wakes on the first of these increments, so the batch it sends
+# may hold all 100 or only the first few; whatever it holds, Redis applies
+# it once and the rest waits behind it
+my $applied = 0;
+wait_for(sub { ($applied = redis_int('distkit:c:{cut}')) > 1 }, 'Redis to apply the batch whose reply is lost');
 wait_for(sub { $pg->('SELECT flush_errors > 0 FROM distkit_stats') eq 't' }, 'the flusher to notice the lost reply');
 # the flusher does not know the batch arrived: it stays in flight and is
 # resent with the same sequence number; later increments wait behind it
@@ -35,7 +39,7 @@ for (1 .. 4)
 	$acked += 100;
 }
 sleep 1;	# several resends, each refused by the flush script as a duplicate
-is(redis_int('distkit:c:{cut}'), 101, 'the resent batch was not applied twice');
+is(redis_int('distkit:c:{cut}'), $applied, "the resent batch was not applied twice (Redis stays at $applied)");
 is($pg->('SELECT pending_delta FROM distkit_stats'), $acked - 1,
 	'unacknowledged and newer increments stay buffered on the PostgreSQL side');
 set_proxy_mode($control, 'pass');
