@@ -32,8 +32,8 @@ sub start_redis
 	my $dir = File::Spec->rel2abs("$PostgreSQL::Test::Utils::tmp_check/redis-$name");
 	make_path($dir);
 	$ENV{DISTKIT_REDIS_DIR} = $dir;
+	push @redis_dirs, $dir;		# stopped at the end even if init fails half-way
 	system($ctl, 'init', $dir) == 0 or die "could not start redis-server";
-	push @redis_dirs, $dir;
 	my $port = `$ctl port`;
 	chomp $port;
 	return $port;
