@@ -4,7 +4,7 @@
 #   redis-ctl.sh init DIR   pick free loopback ports, write the configs, start
 #   redis-ctl.sh start|stop|kill|pause|resume|ping   (every data node)
 #   redis-ctl.sh cli ARGS…  run redis-cli against it (prints the raw reply)
-#   redis-ctl.sh port|ports|sock|pidfile|url|mode
+#   redis-ctl.sh port|ports|masters|sentinels|sock|pidfile|pidfiles|url|mode
 #   redis-ctl.sh node-cli PORT ARGS…   redis-cli against one node
 #   redis-ctl.sh sentinel-cli ARGS…    redis-cli against the first sentinel
 #   redis-ctl.sh master-port           the current master (sentinel mode)
@@ -308,5 +308,6 @@ url)
 	;;
 sock) echo "$(ndir "$(head -1 "$dir/ports")")/redis.sock" ;;
 pidfile) echo "$(ndir "$(head -1 "$dir/ports")")/redis.pid" ;;
+pidfiles) for p in $(data_ports); do echo "$(ndir "$p")/redis.pid"; done ;;
 *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac
