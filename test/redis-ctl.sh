@@ -167,11 +167,15 @@ cli() {
 		for p in $(master_ports); do node_cli "$p" "${opts[@]}" "$@"; done
 		;;
 	ACL | CONFIG | FLUSHDB | FLUSHALL | SCRIPT)
-		local first=1 out
+		local first=1 out input
+		# -x (last argument from stdin): every node gets the same bytes
+		input=$(mktemp)
+		case " ${opts[*]} " in *" -x "*) cat >"$input" ;; esac
 		for p in $(data_ports); do
-			out=$(node_cli "$p" "${opts[@]}" "$@")
+			out=$(node_cli "$p" "${opts[@]}" "$@" <"$input")
 			if [ "$first" = 1 ]; then printf '%s\n' "$out"; first=0; fi
 		done
+		rm -f "$input"
 		;;
 	*)
 		node_cli "$(master_ports | head -1)" -c "${opts[@]}" "$@"
