@@ -593,7 +593,7 @@ redis_cpu=$(for p in $("$rctl" masters | tr , ' '); do
 	"$rctl" node-cli "$p" INFO cpu | tr -d '\r' | awk -F: -v p="$p" '/^used_cpu_(sys|user):/ { t += $2 } END { printf "%s %.1f s; ", p, t }'
 done)
 finished=$(date -u '+%Y-%m-%d %H:%M UTC')
-rinfo() { "$rctl" cli INFO server | tr -d '\r' | sed -n "s/^$1://p"; }
+rinfo() { "$rctl" cli INFO server | tr -d '\r' | sed -n "s/^$1://p" | head -1; }	# the first master
 rconf() { "$rctl" cli CONFIG GET "$1" | tail -1; }
 cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 virt=$(systemd-detect-virt 2>/dev/null || true)

@@ -386,22 +386,11 @@ distkit_del(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(had);
 }
 
-/* UNLINK one SCAN batch, one key per command (keys of a batch may lie in different cluster slots). */
+/* DkRedisScan visitor: UNLINK one batch, counting what was removed. */
 static void
 ClearBatch(DkReply *keys, void *arg)
 {
-	int64	   *removed = (int64 *) arg;
-	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * keys->nelem);
-	DkReply   **replies;
-
-	for (int i = 0; i < keys->nelem; i++)
-	{
-		cmds[i] = DkCmdNew("UNLINK");
-		DkCmdArg(cmds[i], keys->elem[i]->str, keys->elem[i]->len);
-	}
-	replies = DkRedisRun(cmds, keys->nelem, DK_NOT_IDEMPOTENT);
-	for (int i = 0; i < keys->nelem; i++)
-		*removed += DkReplyInt64(replies[i], "distkit_clear");
+	*(int64 *) arg += DkRedisUnlinkKeys(keys, "distkit_clear");
 }
 
 /*

@@ -466,23 +466,11 @@ ScanCounters(int64 (*visit) (DkReply *keys))
 	return sv.sum;
 }
 
-/* UNLINK a batch of counters, one key per command (they may lie in different cluster slots). */
+/* UNLINK a batch of counters. */
 static int64
 UnlinkKeys(DkReply *keys)
 {
-	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * keys->nelem);
-	DkReply   **replies;
-	int64		n = 0;
-
-	for (int i = 0; i < keys->nelem; i++)
-	{
-		cmds[i] = DkCmdNew("UNLINK");
-		DkCmdArg(cmds[i], keys->elem[i]->str, keys->elem[i]->len);
-	}
-	replies = DkRedisRun(cmds, keys->nelem, DK_NOT_IDEMPOTENT);
-	for (int i = 0; i < keys->nelem; i++)
-		n += DkReplyInt64(replies[i], "distkit_instance_clear");
-	return n;
+	return DkRedisUnlinkKeys(keys, "distkit_instance_clear");
 }
 
 /* HDEL this instance's slice fields from a batch of counters; counts slices removed. */

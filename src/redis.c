@@ -1899,6 +1899,32 @@ DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *wha
 	}
 }
 
+/*
+ * UNLINK a batch of keys (a DkRedisScan batch), one key per command in one
+ * pipeline: the keys of a batch may lie in different cluster slots, and a
+ * multi-key UNLINK must not cross slots.  Returns how many were removed.
+ */
+int64
+DkRedisUnlinkKeys(const DkReply *keys, const char *what)
+{
+	DkCmd	  **cmds;
+	DkReply   **replies;
+	int64		n = 0;
+
+	if (keys->nelem == 0)
+		return 0;
+	cmds = palloc(sizeof(DkCmd *) * keys->nelem);
+	for (int i = 0; i < keys->nelem; i++)
+	{
+		cmds[i] = DkCmdNew("UNLINK");
+		DkCmdArg(cmds[i], keys->elem[i]->str, keys->elem[i]->len);
+	}
+	replies = DkRedisRun(cmds, keys->nelem, DK_NOT_IDEMPOTENT);
+	for (int i = 0; i < keys->nelem; i++)
+		n += DkReplyInt64(replies[i], what);
+	return n;
+}
+
 /* Start a command named name. */
 DkCmd *
 DkCmdNew(const char *name)

@@ -10,7 +10,7 @@
  * the hash slot of their first key; every command must touch keys of one
  * slot) or a Sentinel-managed master; callers do not need to know which.
  * Commands without keys that must reach every master (SCAN) go through
- * DkRedisScan.
+ * DkRedisScan; DkRedisUnlinkKeys removes what it found.
  */
 #ifndef DISTKIT_REDIS_H
 #define DISTKIT_REDIS_H
@@ -69,6 +69,7 @@ extern void DkCmdArgInt(DkCmd *cmd, int64 value);
 extern DkReply **DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety);
 extern DkReply *DkRedisRunOne(DkCmd *cmd, DkSafety safety);
 extern void DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *what);
+extern int64 DkRedisUnlinkKeys(const DkReply *keys, const char *what);
 extern int	DkRedisKeySlot(const char *key, size_t len);
 
 extern void DkReplyRaiseError(const DkReply *reply, const char *what) pg_attribute_noreturn();

@@ -7,6 +7,8 @@
 #   redis-ctl.sh start|stop|kill|pause|resume|ping   (every data node)
 #   redis-ctl.sh cli ARGS…  run redis-cli against it (prints the raw reply)
 #   redis-ctl.sh port|ports|masters|sentinels|sock|pidfile|pidfiles|conf|confs|url|mode
+#   redis-ctl.sh delkeys PATTERN      delete the keys matching PATTERN on
+#                                     every master; prints how many
 #   redis-ctl.sh node-cli PORT ARGS…   redis-cli against one node
 #   redis-ctl.sh sentinel-cli ARGS…    redis-cli against the first sentinel
 #   redis-ctl.sh master-port           the current master (sentinel mode)
@@ -16,8 +18,8 @@
 #            replica to each), created with redis-cli --cluster create;
 #   sentinel one master, one replica and three sentinels watching it under
 #            the name "distkit".
-# In cluster mode `cli` follows redirections (redis-cli -c); KEYS, CLIENT
-# and DBSIZE run on every master (outputs concatenated) and ACL, CONFIG,
+# In cluster mode `cli` follows redirections (redis-cli -c); KEYS, CLIENT,
+# DBSIZE and INFO run on every master (outputs concatenated) and ACL, CONFIG,
 # FLUSHDB, FLUSHALL and SCRIPT on every node (first output printed).  In
 # sentinel mode `cli` talks to the current master.
 set -eu
@@ -246,7 +248,7 @@ cli() {
 		# one list; a master without matches would print an empty line
 		for p in $(master_ports); do node_cli "$p" "${opts[@]}" "$@"; done | sed '/^$/d'
 		;;
-	CLIENT | DBSIZE)
+	CLIENT | DBSIZE | INFO)
 		for p in $(master_ports); do node_cli "$p" "${opts[@]}" "$@"; done
 		;;
 	ACL | CONFIG | FLUSHDB | FLUSHALL | SCRIPT)
@@ -349,6 +351,15 @@ pause) for p in $(data_ports); do kill -STOP "$(pid_of "$p")"; done ;;
 resume) for p in $(data_ports); do kill -CONT "$(pid_of "$p")"; done ;;
 ping) cli PING ;;
 cli) shift; cli "$@" ;;
+delkeys)
+	# one key per DEL: the keys may lie in different cluster slots
+	n=0
+	while read -r k; do
+		[ -n "$k" ] || continue
+		[ "$(cli --raw DEL "$k" </dev/null)" = 1 ] && n=$((n + 1))
+	done < <(cli --raw KEYS "${2:?delkeys needs a pattern}")
+	echo "$n"
+	;;
 node-cli) shift; p=$1; shift; node_cli "$p" "$@" ;;
 sentinel-cli) shift; node_cli "$(sentinel_ports | head -1)" "$@" ;;
 master-port) current_master ;;
