@@ -10,6 +10,11 @@
 #      loopback port, then again against a 3-master Redis Cluster, all
 #      stopped afterwards, also on failure;
 #   2. the multi-server and fault tests under test/t (TAP, prove).
+# Subsets: DISTKIT_REDIS_MODES="single cluster" (default; "" skips
+# pg_regress), DISTKIT_REGRESS="01_setup 07_lax" (pg_regress tests),
+# DISTKIT_TAP="test/t/009_bad_input.pl" ("" skips TAP),
+# DISTKIT_TAP_REDIS_MODE=cluster (TAP files that support it, today
+# 009_bad_input, run against a 3-master Redis Cluster).
 # Prints "distkit: N passed, M failed" last and exits non-zero on failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +35,7 @@ if [ "$(id -u)" = 0 ]; then
 	exec runuser -u "$DISTKIT_USER" -- env PATH="$PATH" CI="${CI:-}" PG_CONFIG="$PG_CONFIG" \
 		${DISTKIT_REGRESS+DISTKIT_REGRESS="$DISTKIT_REGRESS"} ${DISTKIT_TAP+DISTKIT_TAP="$DISTKIT_TAP"} \
 		${DISTKIT_REDIS_MODES+DISTKIT_REDIS_MODES="$DISTKIT_REDIS_MODES"} \
+		${DISTKIT_TAP_REDIS_MODE+DISTKIT_TAP_REDIS_MODE="$DISTKIT_TAP_REDIS_MODE"} \
 		bash "$work/test/run-tests.sh" "$@"
 fi
 
