@@ -315,13 +315,21 @@ if [ -n "${status[strict_inc]:-}" ] && [ "${status[strict_inc]}" = ok ]; then
 	[ "$("$rctl" cli SCRIPT EXISTS "$sha_expected")" = 1 ] && same_script=yes || same_script=no
 fi
 sha=$("$rctl" cli -x SCRIPT LOAD <"$script")
-# in a cluster, redis-benchmark talks to the master of the key's slot
-if [ "$BENCH_REDIS_MODE" = cluster ]; then
-	rslot=$("$rctl" cli CLUSTER KEYSLOT "$rkey")
+# the port of the Redis holding KEY: in a cluster the master of its slot
+key_port() {
+	local slot p
+	if [ "$BENCH_REDIS_MODE" != cluster ]; then "$rctl" port; return; fi
+	slot=$("$rctl" cli CLUSTER KEYSLOT "$1")
 	for p in $("$rctl" masters | tr , ' '); do
-		"$rctl" node-cli "$p" CLUSTER NODES | awk -v s="$rslot" '/myself/ { for (i = 9; i <= NF; i++) { n = split($i, r, "-"); hi = n > 1 ? r[2] : r[1]; if (s + 0 >= r[1] + 0 && s + 0 <= hi + 0) found = 1 } } END { exit !found }' && rport=$p
+		if "$rctl" node-cli "$p" CLUSTER NODES | awk -v s="$slot" '/myself/ { for (i = 9; i <= NF; i++) { n = split($i, r, "-"); hi = n > 1 ? r[2] : r[1]; if (s + 0 >= r[1] + 0 && s + 0 <= hi + 0) found = 1 } } END { exit !found }'; then
+			echo "$p"
+			return
+		fi
 	done
-fi
+	"$rctl" port
+}
+# in a cluster, redis-benchmark talks to the master of the key's slot
+rport=$(key_port "$rkey")
 [ "$sha" = "$sha_expected" ] || { echo "bench: SCRIPT LOAD returned $sha, expected $sha_expected" >&2; exit 1; }
 
 # redis-benchmark run: prints "rps avg_ms p50_ms p99_ms requests"
@@ -478,7 +486,7 @@ lag_run() {
 	fi
 	local fb0 fb1
 	fb0=$(q "SELECT strict_fallbacks FROM distkit_stats")
-	if PGOPTIONS=${pgopt[$w]:-} "${pin[@]}" perl "$bdir/lag-probe.pl" "$BENCH_LAG" "$rport" "$lag_rkey" "$lag_key" >"$f.out" 2>"$f.err"; then
+	if PGOPTIONS=${pgopt[$w]:-} "${pin[@]}" perl "$bdir/lag-probe.pl" "$BENCH_LAG" "$(key_port "$lag_rkey")" "$lag_rkey" "$lag_key" >"$f.out" 2>"$f.err"; then
 		fb1=$(q "SELECT strict_fallbacks FROM distkit_stats")
 		awk -v w="$w" -v c="$c" '{ printf "%s\t%s\t%s\t%s\n", w, c, $1, $2 }' "$f.out" >>"$lagraw"
 		printf '%s\t%s\t%s\n' "$w" "$c" "$((fb1 - fb0))" >>"$logs/lag.fallbacks"
