@@ -23,6 +23,8 @@
 #   BENCH_QUICK=1   smoke test: 2 s runs, 1 repetition, 1 s warm-up, 1 s strace
 #   BENCH_REDIS_APPENDONLY  Redis AOF for the run: no (default, Redis's own
 #                   default) or yes (appendfsync always, as the test suite)
+#   BENCH_REDIS_MODE  single (default) or cluster: a 3-master Redis Cluster
+#                   (test/redis-ctl.sh), distkit.redis_url = redis-cluster://...
 #   BENCH_PIN       CPU placement: 1client (default: pin 1-client runs, Redis
 #                   on its own CPU), all, none; see place() below
 #   BENCH_RESULTS   where the report goes (default bench/results)
@@ -53,7 +55,9 @@ BENCH_REDIS_APPENDONLY=${BENCH_REDIS_APPENDONLY:-no}
 BENCH_LAG=${BENCH_LAG:-$BENCH_SECONDS}
 BENCH_PG_CONF=${BENCH_PG_CONF:-}
 BENCH_HOTPATH=${BENCH_HOTPATH:-3}
-export BENCH_HOTPATH BENCH_SECONDS BENCH_REPS BENCH_CLIENTS BENCH_WARMUP BENCH_WORKLOADS BENCH_REDIS_APPENDONLY BENCH_LAG BENCH_PG_CONF
+BENCH_REDIS_MODE=${BENCH_REDIS_MODE:-single}
+case $BENCH_REDIS_MODE in single | cluster) ;; *) echo "bench: BENCH_REDIS_MODE must be single or cluster" >&2; exit 2 ;; esac
+export BENCH_REDIS_MODE BENCH_HOTPATH BENCH_SECONDS BENCH_REPS BENCH_CLIENTS BENCH_WARMUP BENCH_WORKLOADS BENCH_REDIS_APPENDONLY BENCH_LAG BENCH_PG_CONF
 export BENCH_QUICK=${BENCH_QUICK:-} BENCH_KEEP_LOGS=${BENCH_KEEP_LOGS:-} BENCH_PIN=${BENCH_PIN:-1client}
 
 # The command as a reader can repeat it (effective settings spelled out).
@@ -65,6 +69,7 @@ if [ -z "${BENCH_COMMAND:-}" ]; then
 	[ "$BENCH_LAG" = "$BENCH_SECONDS" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_LAG=$BENCH_LAG"
 	[ -z "$BENCH_PG_CONF" ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_PG_CONF='$BENCH_PG_CONF'"
 	[ "$BENCH_HOTPATH" = 3 ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_HOTPATH=$BENCH_HOTPATH"
+	[ "$BENCH_REDIS_MODE" = single ] || BENCH_COMMAND="$BENCH_COMMAND BENCH_REDIS_MODE=$BENCH_REDIS_MODE"
 	BENCH_COMMAND="$BENCH_COMMAND bench/run.sh"
 	if git -C "$here" rev-parse --short HEAD >/dev/null 2>&1; then
 		BENCH_GIT="$(git -C "$here" rev-parse --short HEAD)$(git -C "$here" diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
@@ -105,7 +110,7 @@ if [ "$(id -u)" = 0 ]; then
 	runuser -u "$DISTKIT_USER" -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" BENCH_LOCKED=1 \
 		BENCH_RESULTS="$work/results" BENCH_SECONDS="$BENCH_SECONDS" BENCH_REPS="$BENCH_REPS" \
 		BENCH_CLIENTS="$BENCH_CLIENTS" BENCH_WARMUP="$BENCH_WARMUP" BENCH_WORKLOADS="$BENCH_WORKLOADS" \
-		BENCH_REDIS_APPENDONLY="$BENCH_REDIS_APPENDONLY" BENCH_QUICK="$BENCH_QUICK" \
+		BENCH_REDIS_APPENDONLY="$BENCH_REDIS_APPENDONLY" BENCH_REDIS_MODE="$BENCH_REDIS_MODE" BENCH_QUICK="$BENCH_QUICK" \
 		BENCH_KEEP_LOGS="$BENCH_KEEP_LOGS" BENCH_PIN="$BENCH_PIN" BENCH_COMMAND="$BENCH_COMMAND" BENCH_GIT="$BENCH_GIT" \
 		BENCH_LAG="$BENCH_LAG" BENCH_PG_CONF="$BENCH_PG_CONF" BENCH_HOTPATH="$BENCH_HOTPATH" \
 		bash "$work/bench/run.sh" || rc=$?
@@ -175,8 +180,9 @@ read -r cpu_t0 steal_t0 < <(cpu_stat)
 # ---------------------------------------------------------------- servers
 # The servers must not inherit the lock's descriptor (fd 9): a server that
 # outlived this run would keep every other run waiting.
-"$rctl" init "$DISTKIT_REDIS_DIR" >/dev/null 9>&-
+DISTKIT_REDIS_MODE=$BENCH_REDIS_MODE "$rctl" init "$DISTKIT_REDIS_DIR" >/dev/null 9>&-
 rport=$("$rctl" port)
+rurl=$("$rctl" url)
 if [ "$BENCH_REDIS_APPENDONLY" = no ]; then
 	"$rctl" cli CONFIG SET appendonly no >/dev/null
 fi
@@ -210,10 +216,10 @@ if [ -n "$BENCH_PG_CONF" ]; then
 	IFS=';' read -r -a extra <<<"$BENCH_PG_CONF"
 	for line in "${extra[@]}"; do [ -z "${line// /}" ] || pg_conf+=("$line"); done
 fi
-"$here/test/pg-ctl.sh" start "$base/pg" "redis://127.0.0.1:$rport/0" "${pg_conf[@]}" 9>&-
+"$here/test/pg-ctl.sh" start "$base/pg" "$rurl" "${pg_conf[@]}" 9>&-
 . "$base/pg/env"
 psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS distkit' >/dev/null
-log "redis-server on 127.0.0.1:$rport, PostgreSQL on 127.0.0.1:$PGPORT (socket $PGHOST)${mport:+, memcached on 127.0.0.1:$mport}"
+log "Redis ($BENCH_REDIS_MODE: $rurl), PostgreSQL on 127.0.0.1:$PGPORT (socket $PGHOST)${mport:+, memcached on 127.0.0.1:$mport}"
 [ -z "$peer_note" ] || log "the peer is not measured: $peer_note"
 
 # CPU placement (BENCH_PIN): "1client" (default) pins the 1-client runs:
@@ -240,7 +246,7 @@ place() {
 	else
 		cpus_pg=0-$((ncpu - 1)) cpus_redis=$cpus_pg pin=()
 	fi
-	taskset -a -p -c "$cpus_redis" "$(cat "$("$rctl" pidfile)")" >/dev/null
+	for p in $("$rctl" pidfiles); do taskset -a -p -c "$cpus_redis" "$(cat "$p")" >/dev/null; done
 	[ ! -s "$mc_pidfile" ] || taskset -a -p -c "$cpus_redis" "$(cat "$mc_pidfile")" >/dev/null
 	pgpid=$(head -1 "$base/pg/data/postmaster.pid")
 	for p in $pgpid $(pgrep -P "$pgpid"); do taskset -a -p -c "$cpus_pg" "$p" >/dev/null 2>&1 || true; done
@@ -309,6 +315,21 @@ if [ -n "${status[strict_inc]:-}" ] && [ "${status[strict_inc]}" = ok ]; then
 	[ "$("$rctl" cli SCRIPT EXISTS "$sha_expected")" = 1 ] && same_script=yes || same_script=no
 fi
 sha=$("$rctl" cli -x SCRIPT LOAD <"$script")
+# the port of the Redis holding KEY: in a cluster the master of its slot
+key_port() {
+	local slot p
+	if [ "$BENCH_REDIS_MODE" != cluster ]; then "$rctl" port; return; fi
+	slot=$("$rctl" cli CLUSTER KEYSLOT "$1")
+	for p in $("$rctl" masters | tr , ' '); do
+		if "$rctl" node-cli "$p" CLUSTER NODES | awk -v s="$slot" '/myself/ { for (i = 9; i <= NF; i++) { n = split($i, r, "-"); hi = n > 1 ? r[2] : r[1]; if (s + 0 >= r[1] + 0 && s + 0 <= hi + 0) found = 1 } } END { exit !found }'; then
+			echo "$p"
+			return
+		fi
+	done
+	"$rctl" port
+}
+# in a cluster, redis-benchmark talks to the master of the key's slot
+rport=$(key_port "$rkey")
 [ "$sha" = "$sha_expected" ] || { echo "bench: SCRIPT LOAD returned $sha, expected $sha_expected" >&2; exit 1; }
 
 # redis-benchmark run: prints "rps avg_ms p50_ms p99_ms requests"
@@ -465,7 +486,7 @@ lag_run() {
 	fi
 	local fb0 fb1
 	fb0=$(q "SELECT strict_fallbacks FROM distkit_stats")
-	if PGOPTIONS=${pgopt[$w]:-} "${pin[@]}" perl "$bdir/lag-probe.pl" "$BENCH_LAG" "$rport" "$lag_rkey" "$lag_key" >"$f.out" 2>"$f.err"; then
+	if PGOPTIONS=${pgopt[$w]:-} "${pin[@]}" perl "$bdir/lag-probe.pl" "$BENCH_LAG" "$(key_port "$lag_rkey")" "$lag_rkey" "$lag_key" >"$f.out" 2>"$f.err"; then
 		fb1=$(q "SELECT strict_fallbacks FROM distkit_stats")
 		awk -v w="$w" -v c="$c" '{ printf "%s\t%s\t%s\t%s\n", w, c, $1, $2 }' "$f.out" >>"$lagraw"
 		printf '%s\t%s\t%s\n' "$w" "$c" "$((fb1 - fb0))" >>"$logs/lag.fallbacks"
@@ -575,8 +596,12 @@ for w in $all; do case ${status[$w]} in failed*) failed=1 ;; esac; done
 read -r cpu_t1 steal_t1 < <(cpu_stat)
 steal=$(awk -v a="$cpu_t0" -v b="$cpu_t1" -v s="$steal_t0" -v t="$steal_t1" 'BEGIN { printf "%.1f", (b > a) ? 100 * (t - s) / (b - a) : 0 }')
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+# CPU seconds (user + sys) each master spent over the run
+redis_cpu=$(for p in $("$rctl" masters | tr , ' '); do
+	"$rctl" node-cli "$p" INFO cpu | tr -d '\r' | awk -F: -v p="$p" '/^used_cpu_(sys|user):/ { t += $2 } END { printf "%s %.1f s; ", p, t }'
+done)
 finished=$(date -u '+%Y-%m-%d %H:%M UTC')
-rinfo() { "$rctl" cli INFO server | tr -d '\r' | sed -n "s/^$1://p"; }
+rinfo() { "$rctl" cli INFO server | tr -d '\r' | sed -n "s/^$1://p" | head -1; }	# the first master
 rconf() { "$rctl" cli CONFIG GET "$1" | tail -1; }
 cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 virt=$(systemd-detect-virt 2>/dev/null || true)
@@ -646,6 +671,7 @@ report="$out/$stamp.md"
 	echo "| PostgreSQL | $(q 'SHOW server_version') |"
 	echo "| pgbench | $(pgbench --version | sed 's/^pgbench //') |"
 	echo "| PostgreSQL settings | $pg_settings (otherwise initdb defaults) |"
+	echo "| Redis mode | $BENCH_REDIS_MODE$([ "$BENCH_REDIS_MODE" = single ] || echo ": 3 masters, no replicas; Redis CPU seconds per master over the whole run: $redis_cpu") |"
 	echo "| Redis | $(rinfo redis_version), appendonly $(rconf appendonly), appendfsync $(rconf appendfsync), save \"$(rconf save)\", io-threads $(rconf io-threads) |"
 	echo "| redis-benchmark | $(redis-benchmark --version | sed 's/^redis-benchmark //') |"
 	echo "| hiredis | $(dpkg-query -W -f='${Version}' libhiredis0.14 2>/dev/null || echo unknown) |"

@@ -1,5 +1,6 @@
 -- The Redis connection: outages, pauses, cancellation, reconnection,
--- unix sockets and URL validation.
+-- and URL validation.  Unix sockets and database numbers, which a Redis
+-- Cluster does not have, are tested in 05_connection_single.
 SELECT distkit_set('conn', 1);
 
 -- Redis restarted between two calls: the next call reconnects transparently
@@ -54,23 +55,6 @@ RESET distkit.connect_timeout;
 RESET distkit.command_timeout;
 SELECT distkit_get('conn');
 
--- database selection: db 1 is another key space
-SELECT set_config('distkit.redis_url', 'redis://127.0.0.1:' || dk_port() || '/1', false) IS NOT NULL AS url_set;
-SELECT distkit_get('conn');
-SELECT distkit_inc('conn', 100);
-RESET distkit.redis_url;
-SELECT distkit_get('conn');
-
--- unix socket URLs, with a database number
-\getenv redis_sock DISTKIT_REDIS_SOCK
-SELECT set_config('distkit.redis_url', 'unix://' || :'redis_sock' || '?db=1', false) IS NOT NULL AS url_set;
-SELECT distkit_get('conn');
-SELECT distkit_inc('conn');
-RESET distkit.redis_url;
-\set raw `"$DISTKIT_REDIS_CTL" cli -n 1 GET 'distkit:c:{conn}'`
-SELECT :'raw' AS db1_value;
-\set raw `"$DISTKIT_REDIS_CTL" cli -n 1 FLUSHDB`
-
 -- invalid URLs: reported at use, without echoing the URL (it may hold a password)
 SET distkit.redis_url = 'http://127.0.0.1';
 SELECT dk_error($$SELECT distkit_get('conn')$$);
@@ -92,7 +76,25 @@ SET distkit.redis_url = 'unix:///nonexistent/redis.sock';
 SELECT dk_error($$SELECT distkit_get('conn')$$);
 SET distkit.redis_url = 'redis://[::1:6379/0';
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SELECT set_config('distkit.redis_url', 'redis://127.0.0.1:' || dk_port() || '/99999', false) IS NOT NULL AS url_set;
+-- Redis Cluster and Sentinel URLs
+SET distkit.redis_url = 'redis-cluster://';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+SET distkit.redis_url = 'redis-cluster://u:secretpw@127.0.0.1:1,,127.0.0.1:2';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+SET distkit.redis_url = 'redis-cluster://127.0.0.1:1,127.0.0.1:x';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+SET distkit.redis_url = 'redis-cluster://127.0.0.1:7000/1';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+SET distkit.redis_url = 'redis-sentinel://:secretpw@127.0.0.1:26379';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+SET distkit.redis_url = 'redis-sentinel://127.0.0.1:26379/x#main';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+SET distkit.redis_url = 'redis-sentinel://127.0.0.1:26379,[::1:1#main';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+-- well-formed, but nothing listens there: 08001 naming the seed / sentinel
+SET distkit.redis_url = 'redis-cluster://u:secretpw@127.0.0.1:1,127.0.0.1:2';
+SELECT dk_error($$SELECT distkit_get('conn')$$);
+SET distkit.redis_url = 'redis-sentinel://:secretpw@127.0.0.1:1,127.0.0.1:2/3#main';
 SELECT dk_error($$SELECT distkit_get('conn')$$);
 RESET distkit.redis_url;
 SELECT distkit_get('conn');
@@ -105,3 +107,5 @@ SHOW distkit.connect_timeout;
 SHOW distkit.default_mode;
 SELECT dk_error($$SET distkit.default_mode = 'fast'$$);
 SELECT dk_error($$SET distkit.no_such_setting = 1$$);
+-- leave no counter behind (05_connection_single runs against one server only)
+SELECT distkit_del('conn');

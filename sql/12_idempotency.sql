@@ -222,5 +222,5 @@ SELECT handle_payment_webhook('evt_2', '{"amount": 7}');
 SELECT event_id, amount FROM payments ORDER BY event_id;
 DROP FUNCTION handle_payment_webhook(text, jsonb);
 DROP TABLE payments;
-\set raw `"$DISTKIT_REDIS_CTL" cli --raw EVAL "local k = redis.call('KEYS', 'distkit:ik:*') for _, x in ipairs(k) do redis.call('DEL', x) end return #k" 0`
+\set raw `"$DISTKIT_REDIS_CTL" delkeys 'distkit:ik:*'`
 SELECT :'raw'::int > 0 AS cleaned_up;

@@ -354,5 +354,5 @@ DROP FUNCTION allow_or_open(text);
 -- clean up
 SELECT count(distkit_breaker_reset(n)) FROM unnest(ARRAY['b:new', 'b:1', 'b:2', 'b:3', 'b:4', 'b:h',
 	'b:slow', 'b:w', 'b:w5', 'b:cw', 'b:e', 'payments-api', 'b:down']) AS n;
-\set raw `"$DISTKIT_REDIS_CTL" cli --raw EVAL "local k = redis.call('KEYS', 'distkit:bc:*') for _, x in ipairs(k) do redis.call('DEL', x) end return #k" 0`
+\set raw `"$DISTKIT_REDIS_CTL" delkeys 'distkit:bc:*'`
 SELECT :'raw' AS configurations_deleted;

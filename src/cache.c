@@ -405,47 +405,23 @@ distkit_cache_ttl(PG_FUNCTION_ARGS)
 	PG_RETURN_INTERVAL_P(iv);
 }
 
+/* DkRedisScan visitor: UNLINK one batch, counting what was removed. */
+static void
+ClearBatch(DkReply *keys, void *arg)
+{
+	*(int64 *) arg += DkRedisUnlinkKeys(keys, "distkit_cache_clear");
+}
+
 /*
  * distkit_cache_clear(): delete every cached value under the current
- * prefix, return how many.  SCAN + UNLINK in batches: never one long
- * blocking command.
+ * prefix, return how many.  SCAN (every master of a cluster) + UNLINK in
+ * batches: never one long blocking command.
  */
 Datum
 distkit_cache_clear(PG_FUNCTION_ARGS)
 {
-	char	   *pattern = DkKeyPattern(DK_KIND_CACHE);
-	char	   *cursor = pstrdup("0");
 	int64		removed = 0;
 
-	do
-	{
-		DkCmd	   *scan = DkCmdNew("SCAN");
-		DkReply    *r;
-		DkReply    *keys;
-
-		DkCmdArgStr(scan, cursor);
-		DkCmdArgStr(scan, "MATCH");
-		DkCmdArgStr(scan, pattern);
-		DkCmdArgStr(scan, "COUNT");
-		DkCmdArgStr(scan, "1000");
-		r = DkRedisRunOne(scan, DK_IDEMPOTENT);
-		if (r->type == DK_REPLY_ERROR)
-			DkReplyRaiseError(r, "distkit_cache_clear");
-		if (r->type != DK_REPLY_ARRAY || r->nelem != 2 ||
-			r->elem[0]->type != DK_REPLY_STRING || r->elem[1]->type != DK_REPLY_ARRAY)
-			Unexpected("SCAN");
-		cursor = r->elem[0]->str;
-		keys = r->elem[1];
-		if (keys->nelem > 0)
-		{
-			DkCmd	   *unlink = DkCmdNew("UNLINK");
-
-			for (int i = 0; i < keys->nelem; i++)
-				DkCmdArg(unlink, keys->elem[i]->str, keys->elem[i]->len);
-			removed += DkReplyInt64(DkRedisRunOne(unlink, DK_NOT_IDEMPOTENT),
-									"distkit_cache_clear");
-		}
-		CHECK_FOR_INTERRUPTS();
-	} while (strcmp(cursor, "0") != 0);
+	DkRedisScan(DkKeyPattern(DK_KIND_CACHE), ClearBatch, &removed, "distkit_cache_clear");
 	PG_RETURN_INT64(removed);
 }

@@ -457,51 +457,26 @@ distkit_del(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(had);
 }
 
+/* DkRedisScan visitor: UNLINK one batch, counting what was removed. */
+static void
+ClearBatch(DkReply *keys, void *arg)
+{
+	*(int64 *) arg += DkRedisUnlinkKeys(keys, "distkit_clear");
+}
+
 /*
  * distkit_clear(): delete every counter under the current prefix, return
- * how many.  SCAN + UNLINK in batches: never one long blocking command.
+ * how many.  SCAN (every master of a cluster) + UNLINK in batches: never
+ * one long blocking command.
  */
 Datum
 distkit_clear(PG_FUNCTION_ARGS)
 {
-	char	   *pattern = DkKeyPattern(DK_KIND_COUNTER);
-	char	   *cursor = pstrdup("0");
 	int64		removed = 0;
 
 	if (DkPreloaded && DkLaxAnythingPending())
 		(void) DkLaxFlushWait(2 * DkRedisCommandTimeoutMs() + DkFlushIntervalMs());
-	do
-	{
-		DkCmd	   *scan = DkCmdNew("SCAN");
-		DkReply    *r;
-		DkReply    *keys;
-
-		DkCmdArgStr(scan, cursor);
-		DkCmdArgStr(scan, "MATCH");
-		DkCmdArgStr(scan, pattern);
-		DkCmdArgStr(scan, "COUNT");
-		DkCmdArgStr(scan, "1000");
-		r = DkRedisRunOne(scan, DK_IDEMPOTENT);
-		if (r->type == DK_REPLY_ERROR)
-			DkReplyRaiseError(r, "distkit_clear");
-		if (r->type != DK_REPLY_ARRAY || r->nelem != 2 ||
-			r->elem[0]->type != DK_REPLY_STRING || r->elem[1]->type != DK_REPLY_ARRAY)
-			ereport(ERROR,
-					(errcode(ERRCODE_SYSTEM_ERROR),
-					 errmsg("unexpected reply from Redis to SCAN")));
-		cursor = r->elem[0]->str;
-		keys = r->elem[1];
-		if (keys->nelem > 0)
-		{
-			DkCmd	   *unlink = DkCmdNew("UNLINK");
-
-			for (int i = 0; i < keys->nelem; i++)
-				DkCmdArg(unlink, keys->elem[i]->str, keys->elem[i]->len);
-			removed += DkReplyInt64(DkRedisRunOne(unlink, DK_NOT_IDEMPOTENT), "distkit_clear");
-		}
-		CHECK_FOR_INTERRUPTS();
-	} while (strcmp(cursor, "0") != 0);
-
+	DkRedisScan(DkKeyPattern(DK_KIND_COUNTER), ClearBatch, &removed, "distkit_clear");
 	if (DkPreloaded)
 		DkLaxAfterClear(DK_LAX_SIMPLE, false);
 	DkTxnForgetAll(DK_TXN_COUNTER);

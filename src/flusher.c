@@ -245,8 +245,11 @@ SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
 			DkCmdArgInt(cmds[i], it->delta);
 			DkCmdArgStr(cmds[i], FLUSH_RECORD_TTL_MS);
 		}
-		/* every command is idempotent thanks to the sequence number */
-		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT);
+		/*
+		 * every command is idempotent thanks to the sequence number; durable:
+		 * with Sentinel, acknowledged only once a replica has it
+		 */
+		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT_DURABLE);
 		for (int i = 0; i < count; i++)
 		{
 			DkLaxBatchItem *it = &items[start + i];

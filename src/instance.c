@@ -497,53 +497,43 @@ distkit_instance_del_here(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(StrictWrite(fcinfo, DkArgText(fcinfo, 0, "key"), "del_here", 0, true));
 }
 
+/* A ScanCounters visitor and its running sum. */
+typedef struct ScanVisit
+{
+	int64		(*visit) (DkReply *keys);
+	int64		sum;
+} ScanVisit;
+
+static void
+ScanCountersBatch(DkReply *keys, void *arg)
+{
+	ScanVisit  *sv = (ScanVisit *) arg;
+
+	sv->sum += sv->visit(keys);
+}
+
 /*
- * Visit every instance-aware counter of the current prefix (SCAN), calling
- * visit with a batch of Redis keys; returns the sum of what visit returns.
+ * Visit every instance-aware counter of the current prefix (SCAN, on every
+ * master of a cluster), calling visit with a batch of Redis keys; returns
+ * the sum of what visit returns.
  */
 static int64
 ScanCounters(int64 (*visit) (DkReply *keys))
 {
-	char	   *pattern = DkKeyPattern(DK_KIND_INSTANCE);
-	char	   *cursor = pstrdup("0");
-	int64		sum = 0;
+	ScanVisit	sv = {visit, 0};
 
 	if (DkLaxAnythingPending())
 		(void) DkLaxFlushWait(2 * DkRedisCommandTimeoutMs() + DkFlushIntervalMs());
-	do
-	{
-		DkCmd	   *scan = DkCmdNew("SCAN");
-		DkReply    *r;
-
-		DkCmdArgStr(scan, cursor);
-		DkCmdArgStr(scan, "MATCH");
-		DkCmdArgStr(scan, pattern);
-		DkCmdArgStr(scan, "COUNT");
-		DkCmdArgStr(scan, "1000");
-		r = DkRedisRunOne(scan, DK_IDEMPOTENT);
-		if (r->type == DK_REPLY_ERROR)
-			DkReplyRaiseError(r, "a scan of instance-aware counters");
-		if (r->type != DK_REPLY_ARRAY || r->nelem != 2 || r->elem[1]->type != DK_REPLY_ARRAY)
-			ereport(ERROR,
-					(errcode(ERRCODE_SYSTEM_ERROR),
-					 errmsg("unexpected reply from Redis to SCAN")));
-		cursor = r->elem[0]->str;
-		if (r->elem[1]->nelem > 0)
-			sum += visit(r->elem[1]);
-		CHECK_FOR_INTERRUPTS();
-	} while (strcmp(cursor, "0") != 0);
-	return sum;
+	DkRedisScan(DkKeyPattern(DK_KIND_INSTANCE), ScanCountersBatch, &sv,
+				"a scan of instance-aware counters");
+	return sv.sum;
 }
 
 /* UNLINK a batch of counters. */
 static int64
 UnlinkKeys(DkReply *keys)
 {
-	DkCmd	   *cmd = DkCmdNew("UNLINK");
-
-	for (int i = 0; i < keys->nelem; i++)
-		DkCmdArg(cmd, keys->elem[i]->str, keys->elem[i]->len);
-	return DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), "distkit_instance_clear");
+	return DkRedisUnlinkKeys(keys, "distkit_instance_clear");
 }
 
 /* HDEL this instance's slice fields from a batch of counters; counts slices removed. */

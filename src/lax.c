@@ -877,6 +877,20 @@ NextItem(DkLaxBatchItem **items, int n, int *cap)
 		*cap = *cap ? *cap * 2 : 64;
 		*items = *items ? repalloc(*items, sizeof(DkLaxBatchItem) * *cap)
 			: palloc(sizeof(DkLaxBatchItem) * *cap);
+		/*
+		 * prefix and key point into each item's own name[]: after the array
+		 * moved they pointed into freed memory (keys of a batch of more than
+		 * 64 were garbage by the time they were sent, and their deltas went
+		 * to other keys); point them into the moved items again.  name[] is
+		 * kind, prefix, NUL, key.
+		 */
+		for (int i = 0; i < n; i++)
+		{
+			DkLaxBatchItem *it = &(*items)[i];
+
+			it->prefix = it->name + 1;
+			it->key = it->name + 2 + strlen(it->prefix);
+		}
 	}
 	return &(*items)[n];
 }

@@ -3,28 +3,60 @@
  * redis.c
  *		The only place in distkit that talks to Redis.
  *
- * Each process (backend or the flusher worker) keeps at most one hiredis
- * context, opened lazily on first use and reused across calls.  The socket
- * is non-blocking: every wait goes through a WaitEventSet holding our latch,
- * the socket and postmaster death, so a call blocked on Redis honours
- * Ctrl-C, statement_timeout and pg_terminate_backend, and is bounded by
- * distkit.connect_timeout / distkit.command_timeout.
+ * Three kinds of targets (distkit.redis_url):
+ *  - one Redis server (redis://, unix://);
+ *  - a Redis Cluster (redis-cluster://seed,seed...): commands are routed by
+ *    the CRC16 hash slot of their first key (hash tags honoured), using a
+ *    slot map read with CLUSTER SLOTS from any reachable node;
+ *  - a master found through Redis Sentinel (redis-sentinel://...#name).
  *
- * Commands are pipelined: DkRedisRun writes all of them, then reads one
- * reply per command.  Replies are copied into palloc memory at once and the
+ * Each process (backend or the flusher worker) keeps a table of nodes with
+ * at most one hiredis context each, opened lazily on first use and reused
+ * across calls.  Sockets are non-blocking: every wait goes through the
+ * node's WaitEventSet holding our latch, the socket and postmaster death,
+ * so a call blocked on Redis honours Ctrl-C, statement_timeout and
+ * pg_terminate_backend, and is bounded by distkit.connect_timeout /
+ * distkit.command_timeout.
+ *
+ * DkRedisRun pipelines: the commands are grouped per node, written to every
+ * node, then each node's replies are read, and the replies are put back in
+ * input order.  Replies are copied into palloc memory at once and the
  * hiredis reply freed, so no hiredis memory outlives this file and callers
- * may ereport freely.  Before any ereport from here the context is freed
- * (after a failure its state is unknown) and the next call reconnects.
+ * may ereport freely.  Before any ereport about a connection, that
+ * connection is freed (its state is unknown) and the next call reconnects;
+ * a connection left with a request in flight by an error elsewhere is
+ * marked busy and dropped before reuse.
+ *
+ * Replies meaning "not executed, ask elsewhere" never reach callers: MOVED
+ * updates the slot (and schedules a full slot map refresh) and the command
+ * is resent to the new owner; ASK resends it once to the importing node
+ * after ASKING; TRYAGAIN and CLUSTERDOWN are retried with back-off until
+ * distkit.command_timeout has passed, then raised (57P03); READONLY from a
+ * cluster node or a sentinel-managed master triggers a refresh or a
+ * rediscovery and a retry.  All of these are safe to retry even for
+ * non-idempotent commands, since the command did not run.  At most
+ * MAX_ROUNDS round trips per call.
  *
  * Scripts run with EVALSHA; a NOSCRIPT reply means the command did not run,
- * so the script is loaded and that command retried once.
+ * so the script is loaded on that node and the command retried (scripts
+ * are thus loaded per node, lazily).
  *
  * A reused connection is probed (poll with zero timeout) before a request
  * is written: a Redis restart leaves the old socket readable with EOF, and
  * then we reconnect before sending anything, so the outcome stays known.
  * A failure after a request was sent is reported as SQLSTATE 08007
- * (outcome unknown), except for idempotent commands, which are retried once
- * on a fresh connection.
+ * (outcome unknown), except for idempotent commands, which are retried on
+ * a fresh connection (in a cluster after refreshing the slot map).
+ *
+ * Sentinel: every new connection to the master first asks the sentinels
+ * (in the order of the URL) for the master's address and for its replicas,
+ * then verifies with ROLE that the server is a master; a connection error
+ * or a READONLY reply leads to a new discovery.  Redis replicates
+ * asynchronously and a sentinel failover leaves the old master writable
+ * for seconds, so commands run as DK_IDEMPOTENT_DURABLE (the lax flushes)
+ * are followed by WAIT for one replica when the sentinels list a healthy
+ * one: a flush counts as done only once a replica has it, and the batch is
+ * otherwise resent, with its sequence number, to the new master.
  *
  * distkit.redis_url is parsed by its check hook into a DkRedisTarget; a
  * malformed URL is accepted there and reported at use time, because the GUC
@@ -47,11 +79,32 @@
 
 #include "redis.h"
 
+#define DK_SLOTS 16384
+#define DK_MAX_ADDRS 16			/* seed nodes or sentinels in a URL */
+#define MAX_ROUNDS 16			/* round trips per DkRedisRun */
+#define MAX_NOSCRIPT_RETRIES 2
+#define BACKOFF_FIRST_MS 5
+#define BACKOFF_MAX_MS 100
+
+typedef enum DkMode
+{
+	DK_MODE_SINGLE,
+	DK_MODE_CLUSTER,
+	DK_MODE_SENTINEL
+} DkMode;
+
+typedef struct DkAddr
+{
+	char		host[256];
+	int			port;
+} DkAddr;
+
 /* Parsed form of distkit.redis_url (GUC "extra", malloc'd). */
 typedef struct DkRedisTarget
 {
 	bool		valid;
 	char		error[200];		/* why not valid; never contains secrets */
+	DkMode		mode;
 	bool		is_unix;
 	char		host[256];
 	int			port;
@@ -60,8 +113,36 @@ typedef struct DkRedisTarget
 	bool		has_auth;
 	char		user[128];
 	char		password[256];
-	char		endpoint[600];	/* host:port or unix:path, for messages */
+	int			naddrs;			/* cluster seeds or sentinels */
+	DkAddr		addrs[DK_MAX_ADDRS];
+	char		master_name[256];	/* sentinel */
+	char		endpoint[600];	/* for messages: host:port, unix:path, ... */
 } DkRedisTarget;
+
+/* One server this process talks to. */
+typedef struct DkNode
+{
+	bool		is_unix;
+	bool		is_sentinel;
+	char		host[256];
+	int			port;
+	char		path[512];
+	char		endpoint[600];	/* host:port or unix:path, for messages */
+	redisContext *ctx;
+	WaitEventSet *wes;
+	int			sock_pos;
+	bool		busy;			/* a request is in flight */
+	int			wait_replicas;	/* sentinel master: WAIT for this many replicas */
+} DkNode;
+
+/* A connection-class error, raised by RaiseErr. */
+typedef struct DkErr
+{
+	int			sqlstate;
+	char	   *msg;
+	char	   *detail;
+	char	   *hint;
+} DkErr;
 
 /* GUC variables */
 static char *redis_url = NULL;
@@ -72,15 +153,27 @@ static int	command_timeout_ms = 1000;
 static DkRedisTarget *target = NULL;
 static uint64 target_generation = 0;
 
-/* Connection state of this process. */
-static redisContext *conn = NULL;
-static WaitEventSet *conn_wes = NULL;
-static int	conn_sock_pos = -1;
-static uint64 conn_generation = 0;
-static bool conn_busy = false;	/* a request is in flight */
-static char conn_endpoint[600];
+/*
+ * Nodes of this process (TopMemoryContext; referred to by index, since the
+ * array grows).  Single: node 0.  Sentinel: node 0 is the master (address
+ * found by discovery), then the sentinels.  Cluster: the seeds, then every
+ * node the slot map or a redirection named.
+ */
+static DkNode *nodes = NULL;
+static int	nnodes = 0;
+static int	maxnodes = 0;
+static uint64 nodes_generation = 0;
+static bool nodes_built = false;
 
-static void ConnectRedis(void);
+/* Cluster slot map: owning node of each slot, -1 if unknown. */
+static int16 *slot_node = NULL;
+static bool slots_known = false;
+static bool slots_stale = true;
+
+/* Endpoint of the node that gave the last reply, for messages. */
+static char last_endpoint[600] = "";
+
+static bool EnsureNode(int ni, DkErr *err);
 
 /* Decode %XX escapes of src[0..len) into dst; false if malformed. */
 static bool
@@ -135,6 +228,65 @@ ParseBoundedInt(const char *src, size_t len, int lo, int hi, int *out)
 	return true;
 }
 
+/* host:port (IPv6 in brackets) into buf. */
+static void
+FormatEndpoint(char *buf, size_t size, const char *host, int port)
+{
+	if (strchr(host, ':'))
+		snprintf(buf, size, "[%s]:%d", host, port);
+	else
+		snprintf(buf, size, "%s:%d", host, port);
+}
+
+/*
+ * Parse "host[:port]" or "[v6]:port" of s[0..len) into host and port
+ * (defport when absent); returns NULL or what is wrong.
+ */
+static const char *
+ParseHostPort(const char *s, size_t len, char *host, size_t hostsize, int *port, int defport)
+{
+	const char *end = s + len;
+	const char *port_start = NULL;
+
+	*port = defport;
+	if (len > 0 && s[0] == '[')
+	{
+		const char *close = memchr(s, ']', len);
+
+		if (close == NULL || close == s + 1)
+			return "an IPv6 address must be written as [address]";
+		if ((size_t) (close - s - 1) >= hostsize)
+			return "the host name is too long";
+		memcpy(host, s + 1, close - s - 1);
+		host[close - s - 1] = '\0';
+		if (close + 1 < end)
+		{
+			if (close[1] != ':')
+				return "unexpected characters after the IPv6 address";
+			port_start = close + 2;
+		}
+	}
+	else
+	{
+		const char *colon = memchr(s, ':', len);
+		const char *host_end = colon ? colon : end;
+
+		if (host_end == s)
+			return "the host name is missing";
+		if ((size_t) (host_end - s) >= hostsize)
+			return "the host name is too long";
+		memcpy(host, s, host_end - s);
+		host[host_end - s] = '\0';
+		if (colon)
+			port_start = colon + 1;
+	}
+	if (port_start && !ParseBoundedInt(port_start, end - port_start, 1, 65535, port))
+		return "the port must be a number from 1 to 65535";
+	if (strchr(host, '[') || strchr(host, ']'))
+		return "an IPv6 address must be written as [address]";
+	return NULL;
+}
+
 /* Fill t from a URL; on failure t->valid is false and t->error says why. */
 static void
 ParseRedisUrl(const char *url, DkRedisTarget *t)
@@ -142,7 +294,9 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 	const char *rest;
 	const char *at;
 	const char *query = NULL;
+	const char *fragment = NULL;
 	const char *end;
+	const char *problem;
 
 	memset(t, 0, sizeof(*t));
 	t->port = 6379;
@@ -151,6 +305,16 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 
 	if (strncmp(url, "redis://", 8) == 0)
 		rest = url + 8;
+	else if (strncmp(url, "redis-cluster://", 16) == 0)
+	{
+		rest = url + 16;
+		t->mode = DK_MODE_CLUSTER;
+	}
+	else if (strncmp(url, "redis-sentinel://", 17) == 0)
+	{
+		rest = url + 17;
+		t->mode = DK_MODE_SENTINEL;
+	}
 	else if (strncmp(url, "unix://", 7) == 0)
 	{
 		rest = url + 7;
@@ -159,7 +323,7 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 	else if (strncmp(url, "rediss://", 9) == 0)
 		URL_FAIL("TLS (rediss://) is not supported by this build (hiredis 0.14)");
 	else
-		URL_FAIL("it must start with redis:// or unix://");
+		URL_FAIL("it must start with redis://, redis-cluster://, redis-sentinel:// or unix://");
 
 	end = rest + strlen(rest);
 	if (t->is_unix)
@@ -167,6 +331,15 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 		query = strchr(rest, '?');
 		if (query)
 			end = query;
+	}
+	if (t->mode == DK_MODE_SENTINEL)
+	{
+		fragment = strchr(rest, '#');
+		if (fragment == NULL || fragment[1] == '\0')
+			URL_FAIL("a redis-sentinel:// URL must end with #master-name");
+		if (!PercentDecode(fragment + 1, strlen(fragment + 1), t->master_name, sizeof(t->master_name)))
+			URL_FAIL("the master name is too long or has a bad %%-escape");
+		end = fragment;
 	}
 
 	/* user:password@ — the last '@' before the path/query ends it */
@@ -206,53 +379,70 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 		}
 		snprintf(t->endpoint, sizeof(t->endpoint), "unix:%s", t->path);
 	}
-	else
+	else if (t->mode == DK_MODE_SINGLE)
 	{
-		const char *slash = strchr(rest, '/');
+		const char *slash = memchr(rest, '/', end - rest);
 		const char *hp_end = slash ? slash : end;
-		const char *port_start = NULL;
 
-		if (rest[0] == '[')
-		{
-			const char *close = memchr(rest, ']', hp_end - rest);
-
-			if (close == NULL || close == rest + 1)
-				URL_FAIL("an IPv6 address must be written as [address]");
-			if ((size_t) (close - rest - 1) >= sizeof(t->host))
-				URL_FAIL("the host name is too long");
-			memcpy(t->host, rest + 1, close - rest - 1);
-			if (close + 1 < hp_end)
-			{
-				if (close[1] != ':')
-					URL_FAIL("unexpected characters after the IPv6 address");
-				port_start = close + 2;
-			}
-		}
-		else
-		{
-			const char *colon = memchr(rest, ':', hp_end - rest);
-			const char *host_end = colon ? colon : hp_end;
-
-			if (host_end == rest)
-				URL_FAIL("the host name is missing");
-			if ((size_t) (host_end - rest) >= sizeof(t->host))
-				URL_FAIL("the host name is too long");
-			memcpy(t->host, rest, host_end - rest);
-			if (colon)
-				port_start = colon + 1;
-		}
-		if (port_start &&
-			!ParseBoundedInt(port_start, hp_end - port_start, 1, 65535, &t->port))
-			URL_FAIL("the port must be a number from 1 to 65535");
+		problem = ParseHostPort(rest, hp_end - rest, t->host, sizeof(t->host), &t->port, 6379);
+		if (problem)
+			URL_FAIL("%s", problem);
 		if (slash && slash + 1 < end &&
 			!ParseBoundedInt(slash + 1, end - slash - 1, 0, 1000000, &t->db))
 			URL_FAIL("the path must be a database number, as in /0");
-		if (strchr(t->host, '[') || strchr(t->host, ']'))
-			URL_FAIL("an IPv6 address must be written as [address]");
-		if (strchr(t->host, ':'))
-			snprintf(t->endpoint, sizeof(t->endpoint), "[%s]:%d", t->host, t->port);
+		FormatEndpoint(t->endpoint, sizeof(t->endpoint), t->host, t->port);
+	}
+	else
+	{
+		/* a comma-separated list of seed nodes or sentinels */
+		const char *slash = memchr(rest, '/', end - rest);
+		const char *list_end = slash ? slash : end;
+		const char *p = rest;
+		const char *what = t->mode == DK_MODE_CLUSTER ? "seed node" : "sentinel";
+		size_t		elen;
+
+		if (p == list_end)
+			URL_FAIL("at least one %s host:port is needed", what);
+		while (p <= list_end)
+		{
+			const char *comma = memchr(p, ',', list_end - p);
+			const char *item_end = comma ? comma : list_end;
+
+			if (t->naddrs == DK_MAX_ADDRS)
+				URL_FAIL("at most %d %ss may be listed", DK_MAX_ADDRS, what);
+			if (item_end == p)
+				URL_FAIL("an empty %s address in the list", what);
+			problem = ParseHostPort(p, item_end - p, t->addrs[t->naddrs].host,
+									sizeof(t->addrs[0].host), &t->addrs[t->naddrs].port,
+									t->mode == DK_MODE_CLUSTER ? 6379 : 26379);
+			if (problem)
+				URL_FAIL("%s", problem);
+			t->naddrs++;
+			if (comma == NULL)
+				break;
+			p = comma + 1;
+		}
+		if (slash && slash + 1 < end &&
+			!ParseBoundedInt(slash + 1, end - slash - 1, 0, 1000000, &t->db))
+			URL_FAIL("the path must be a database number, as in /0");
+		if (t->mode == DK_MODE_CLUSTER && t->db != 0)
+			URL_FAIL("a Redis Cluster has database 0 only");
+		if (t->mode == DK_MODE_CLUSTER)
+			snprintf(t->endpoint, sizeof(t->endpoint), "Redis Cluster");
 		else
-			snprintf(t->endpoint, sizeof(t->endpoint), "%s:%d", t->host, t->port);
+			snprintf(t->endpoint, sizeof(t->endpoint), "master \"%.200s\" (via Sentinel)",
+					 t->master_name);
+		/* the seeds, for the endpoint message */
+		elen = strlen(t->endpoint);
+		for (int i = 0; i < t->naddrs && elen + 80 < sizeof(t->endpoint); i++)
+		{
+			char		ep[300];
+
+			FormatEndpoint(ep, sizeof(ep), t->addrs[i].host, t->addrs[i].port);
+			snprintf(t->endpoint + elen, sizeof(t->endpoint) - elen, "%s%s",
+					 i == 0 ? " " : ",", ep);
+			elen = strlen(t->endpoint);
+		}
 	}
 	t->valid = true;
 #undef URL_FAIL
@@ -297,7 +487,9 @@ DkRedisInit(void)
 {
 	DefineCustomStringVariable("distkit.redis_url",
 							   "Redis server used by distkit.",
-							   "redis://[user:password@]host[:port][/db] or unix:///path/to/socket[?db=N]. "
+							   "redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
+							   "redis-cluster://[user:password@]host:port[,host:port...] or "
+							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]#master-name. "
 							   "Readable by superusers only.",
 							   &redis_url,
 							   "redis://127.0.0.1:6379/0",
@@ -329,7 +521,7 @@ DkRedisCommandTimeoutMs(void)
 	return command_timeout_ms;
 }
 
-/* Host:port (or unix:path) of the configured Redis, without credentials. */
+/* What distkit.redis_url names, without credentials. */
 char *
 DkRedisEndpoint(void)
 {
@@ -338,49 +530,155 @@ DkRedisEndpoint(void)
 	return pstrdup(target->endpoint);
 }
 
-/* True if this process holds an open connection. */
+/* True if this process holds an open connection to a data node. */
 bool
 DkRedisConnected(void)
 {
-	return conn != NULL;
+	for (int i = 0; i < nnodes; i++)
+		if (nodes[i].ctx != NULL && !nodes[i].is_sentinel)
+			return true;
+	return false;
 }
 
-/* Closes this process's connection, if any. */
+/* Close one node's connection. */
+static void
+DisconnectNode(int ni)
+{
+	DkNode	   *n = &nodes[ni];
+
+	if (n->wes)
+	{
+		FreeWaitEventSet(n->wes);
+		n->wes = NULL;
+	}
+	if (n->ctx)
+	{
+		redisFree(n->ctx);
+		n->ctx = NULL;
+	}
+	n->busy = false;
+}
+
+/* Closes this process's connections, if any. */
 void
 DkRedisDisconnect(void)
 {
-	if (conn_wes)
-	{
-		FreeWaitEventSet(conn_wes);
-		conn_wes = NULL;
-	}
-	if (conn)
-	{
-		redisFree(conn);
-		conn = NULL;
-	}
-	conn_busy = false;
+	for (int i = 0; i < nnodes; i++)
+		DisconnectNode(i);
+	slots_stale = true;
 }
 
-/* Raise a connection-class error after dropping the connection. */
+/* The node for host:port (or a unix socket path), added if new. */
+static int
+FindOrAddNode(bool is_unix, const char *host, int port, const char *path, bool is_sentinel)
+{
+	DkNode	   *n;
+
+	for (int i = 0; i < nnodes; i++)
+		if (nodes[i].is_unix == is_unix && nodes[i].is_sentinel == is_sentinel &&
+			(is_unix ? strcmp(nodes[i].path, path) == 0 :
+			 (nodes[i].port == port && strcmp(nodes[i].host, host) == 0)))
+			return i;
+	if (nnodes == maxnodes)
+	{
+		int			newmax = maxnodes == 0 ? 8 : maxnodes * 2;
+
+		if (nodes == NULL)
+			nodes = MemoryContextAllocZero(TopMemoryContext, sizeof(DkNode) * newmax);
+		else
+		{
+			nodes = repalloc(nodes, sizeof(DkNode) * newmax);
+			memset(&nodes[maxnodes], 0, sizeof(DkNode) * (newmax - maxnodes));
+		}
+		maxnodes = newmax;
+	}
+	n = &nodes[nnodes];
+	memset(n, 0, sizeof(*n));
+	n->is_unix = is_unix;
+	n->is_sentinel = is_sentinel;
+	if (is_unix)
+	{
+		strlcpy(n->path, path, sizeof(n->path));
+		snprintf(n->endpoint, sizeof(n->endpoint), "unix:%s", path);
+	}
+	else
+	{
+		strlcpy(n->host, host, sizeof(n->host));
+		n->port = port;
+		FormatEndpoint(n->endpoint, sizeof(n->endpoint), host, port);
+	}
+	return nnodes++;
+}
+
+/* Build the node table for the current target (after it changed). */
+static void
+EnsureTopology(void)
+{
+	if (target == NULL || !target->valid)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("distkit.redis_url is invalid: %s",
+						target ? target->error : "not set"),
+				 errhint("Use redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
+						 "redis-cluster://host:port[,host:port...] or "
+						 "redis-sentinel://host:port[,host:port...][/db]#master-name.")));
+	if (nodes_built && nodes_generation == target_generation)
+		return;
+	for (int i = 0; i < nnodes; i++)
+		DisconnectNode(i);
+	nnodes = 0;
+	if (slot_node == NULL)
+		slot_node = MemoryContextAlloc(TopMemoryContext, sizeof(int16) * DK_SLOTS);
+	for (int s = 0; s < DK_SLOTS; s++)
+		slot_node[s] = -1;
+	slots_known = false;
+	slots_stale = true;
+	switch (target->mode)
+	{
+		case DK_MODE_SINGLE:
+			(void) FindOrAddNode(target->is_unix, target->host, target->port, target->path, false);
+			break;
+		case DK_MODE_SENTINEL:
+			/* node 0: the master, its address filled in by discovery */
+			(void) FindOrAddNode(false, "", 0, NULL, false);
+			for (int i = 0; i < target->naddrs; i++)
+				(void) FindOrAddNode(false, target->addrs[i].host, target->addrs[i].port, NULL, true);
+			break;
+		case DK_MODE_CLUSTER:
+			for (int i = 0; i < target->naddrs; i++)
+				(void) FindOrAddNode(false, target->addrs[i].host, target->addrs[i].port, NULL, false);
+			break;
+	}
+	nodes_generation = target_generation;
+	nodes_built = true;
+}
+
+/* Raise a connection-class error. */
 static void
 pg_attribute_noreturn()
-ConnectionError(int sqlstate, const char *fmt_what, const char *why)
+RaiseErr(const DkErr *e)
 {
-	char		endpoint[600];
-
-	strlcpy(endpoint, conn_endpoint, sizeof(endpoint));
-	DkRedisDisconnect();
-	if (sqlstate == ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION)
-		ereport(ERROR,
-				(errcode(sqlstate),
-				 errmsg("could not connect to Redis at %s: %s", endpoint, why),
-				 errhint("Check distkit.redis_url and that redis-server is running and reachable.")));
-	else
-		ereport(ERROR,
-				(errcode(sqlstate),
-				 errmsg("%s Redis at %s: %s", fmt_what, endpoint, why)));
+	ereport(ERROR,
+			(errcode(e->sqlstate),
+			 errmsg_internal("%s", e->msg),
+			 e->detail ? errdetail_internal("%s", e->detail) : 0,
+			 e->hint ? errhint("%s", e->hint) : 0));
 	pg_unreachable();
+}
+
+/* Fill err with a "could not connect" error about node ni and drop the node. */
+static bool
+ConnectFailed(int ni, DkErr *err, const char *why)
+{
+	err->sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+	err->msg = psprintf("could not connect to %s at %s: %s",
+						nodes[ni].is_sentinel ? "Redis Sentinel" : "Redis", nodes[ni].endpoint, why);
+	err->detail = NULL;
+	err->hint = pstrdup(nodes[ni].is_sentinel ?
+						"Check the sentinels in distkit.redis_url and that they are running and reachable." :
+						"Check distkit.redis_url and that redis-server is running and reachable.");
+	DisconnectNode(ni);
+	return false;
 }
 
 /* Milliseconds left until deadline (0 if passed). */
@@ -392,16 +690,32 @@ MsLeft(TimestampTz deadline)
 	return ms;
 }
 
+/* A pending cancel or termination: drop every connection, then throw. */
+static void
+HandleInterrupt(void)
+{
+	if (InterruptPending && (QueryCancelPending || ProcDiePending))
+	{
+		DkRedisDisconnect();
+		CHECK_FOR_INTERRUPTS();
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("Redis request canceled")));
+	}
+}
+
 /*
- * Wait until the socket is readable/writable or the deadline passes.
+ * Wait until node ni's socket is readable/writable or the deadline passes.
  * Returns false on timeout.  Handles interrupts: a pending cancel or
- * termination drops the connection first (its state is unknown) and then
- * lets CHECK_FOR_INTERRUPTS throw.
+ * termination drops the connections first (their state is unknown) and
+ * then lets CHECK_FOR_INTERRUPTS throw.
  */
 static bool
-WaitSocket(bool for_write, TimestampTz deadline)
+WaitSocket(int ni, bool for_write, TimestampTz deadline)
 {
-	ModifyWaitEvent(conn_wes, conn_sock_pos,
+	WaitEventSet *wes = nodes[ni].wes;
+
+	ModifyWaitEvent(wes, nodes[ni].sock_pos,
 					for_write ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE, NULL);
 	for (;;)
 	{
@@ -411,20 +725,13 @@ WaitSocket(bool for_write, TimestampTz deadline)
 
 		if (timeout <= 0)
 			return false;
-		n = WaitEventSetWait(conn_wes, timeout, &ev, 1, PG_WAIT_EXTENSION);
+		n = WaitEventSetWait(wes, timeout, &ev, 1, PG_WAIT_EXTENSION);
 		if (n == 0)
 			return false;
 		if (ev.events & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
-			if (InterruptPending && (QueryCancelPending || ProcDiePending))
-			{
-				DkRedisDisconnect();
-				CHECK_FOR_INTERRUPTS();
-				ereport(ERROR,
-						(errcode(ERRCODE_QUERY_CANCELED),
-						 errmsg("Redis request canceled")));
-			}
+			HandleInterrupt();
 			continue;
 		}
 		if (ev.events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
@@ -432,22 +739,41 @@ WaitSocket(bool for_write, TimestampTz deadline)
 	}
 }
 
-/* Write everything buffered in the context; false on timeout, error raised on I/O failure. */
+/* Sleep ms milliseconds (cancellable). */
+static void
+SleepMs(long ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	while ((ms = MsLeft(until)) > 0)
+	{
+		int			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								   ms, PG_WAIT_EXTENSION);
+
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			HandleInterrupt();
+		}
+	}
+}
+
+/* Write everything buffered in node ni's context; false (with *why) on timeout or I/O error. */
 static bool
-FlushOutput(TimestampTz deadline, const char **why)
+FlushOutput(int ni, TimestampTz deadline, const char **why)
 {
 	int			done = 0;
 
 	for (;;)
 	{
-		if (redisBufferWrite(conn, &done) != REDIS_OK)
+		if (redisBufferWrite(nodes[ni].ctx, &done) != REDIS_OK)
 		{
-			*why = conn->errstr;
+			*why = pstrdup(nodes[ni].ctx->errstr);
 			return false;
 		}
 		if (done)
 			return true;
-		if (!WaitSocket(true, deadline))
+		if (!WaitSocket(ni, true, deadline))
 		{
 			*why = "timeout";
 			return false;
@@ -503,19 +829,19 @@ CopyReply(redisReply *r)
 }
 
 /*
- * Read one reply; NULL with *why set on timeout or I/O error.
+ * Read one reply from node ni; NULL with *why set on timeout or I/O error.
  * The hiredis reply is freed before returning.
  */
 static DkReply *
-ReadReply(TimestampTz deadline, const char **why)
+ReadReply(int ni, TimestampTz deadline, const char **why)
 {
 	for (;;)
 	{
 		void	   *raw = NULL;
 
-		if (redisGetReplyFromReader(conn, &raw) != REDIS_OK)
+		if (redisGetReplyFromReader(nodes[ni].ctx, &raw) != REDIS_OK)
 		{
-			*why = conn->errstr;
+			*why = pstrdup(nodes[ni].ctx->errstr);
 			return NULL;
 		}
 		if (raw)
@@ -531,127 +857,241 @@ ReadReply(TimestampTz deadline, const char **why)
 				freeReplyObject(raw);
 			}
 			PG_END_TRY();
+			strlcpy(last_endpoint, nodes[ni].endpoint, sizeof(last_endpoint));
 			return d;
 		}
-		if (!WaitSocket(false, deadline))
+		if (!WaitSocket(ni, false, deadline))
 		{
 			*why = "timeout";
 			return NULL;
 		}
-		if (redisBufferRead(conn) != REDIS_OK)
+		if (redisBufferRead(nodes[ni].ctx) != REDIS_OK)
 		{
-			*why = conn->errstr;
+			*why = pstrdup(nodes[ni].ctx->errstr);
 			return NULL;
 		}
 	}
 }
 
+/* Append one command to node ni's output buffer. */
+static void
+AppendCmd(int ni, const DkCmd *cmd)
+{
+	if (redisAppendCommandArgv(nodes[ni].ctx, cmd->argc, cmd->argv, cmd->argvlen) != REDIS_OK)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+}
+
 /*
- * Write cmds and read their replies within deadline.  Returns NULL and sets
- * *why (and *sent) on failure, leaving the caller to decide what to report.
+ * Write cmds to node ni and read their replies within deadline.  Returns
+ * NULL and sets *why (and *sent) on failure, leaving the caller to decide
+ * what to report.
  */
 static DkReply **
-Exchange(DkCmd **cmds, int ncmds, TimestampTz deadline, const char **why, bool *sent)
+NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline, const char **why, bool *sent)
 {
 	DkReply   **replies = palloc0(sizeof(DkReply *) * ncmds);
 
 	*sent = false;
+	nodes[ni].busy = true;		/* from the first byte buffered: dropped if we fail */
 	for (int i = 0; i < ncmds; i++)
-		if (redisAppendCommandArgv(conn, cmds[i]->argc, cmds[i]->argv,
-								   cmds[i]->argvlen) != REDIS_OK)
-		{
-			*why = "out of memory";
-			return NULL;
-		}
-	conn_busy = true;
+		AppendCmd(ni, cmds[i]);
 	*sent = true;
-	if (!FlushOutput(deadline, why))
+	if (!FlushOutput(ni, deadline, why))
 		return NULL;
 	for (int i = 0; i < ncmds; i++)
-		if ((replies[i] = ReadReply(deadline, why)) == NULL)
+		if ((replies[i] = ReadReply(ni, deadline, why)) == NULL)
 			return NULL;
-	conn_busy = false;
+	nodes[ni].busy = false;
 	return replies;
 }
 
-/* A Redis error reply as an SQL error of the handshake. */
-static void
-pg_attribute_noreturn()
-HandshakeError(const DkReply *r)
+/* A Redis error reply to the handshake as an error of node ni. */
+static bool
+HandshakeFailed(int ni, const DkReply *r, DkErr *err)
 {
-	char		endpoint[600];
+	const char *endpoint = nodes[ni].endpoint;
 	char	   *msg = pstrdup(r->str);
 
-	strlcpy(endpoint, conn_endpoint, sizeof(endpoint));
-	DkRedisDisconnect();
+	err->detail = psprintf("Redis replied: %s", msg);
+	err->hint = NULL;
 	if (strncmp(msg, "WRONGPASS", 9) == 0 || strncmp(msg, "ERR invalid password", 20) == 0 ||
 		strncmp(msg, "ERR AUTH", 8) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PASSWORD),
-				 errmsg("authentication to Redis at %s failed", endpoint),
-				 errdetail("Redis replied: %s", msg),
-				 errhint("Check the user name and password in distkit.redis_url.")));
-	if (strncmp(msg, "NOAUTH", 6) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				 errmsg("Redis at %s requires authentication", endpoint),
-				 errhint("Put user:password@ (or :password@) in distkit.redis_url.")));
-	if (strstr(msg, "DB index") != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("Redis at %s rejected the database number in distkit.redis_url", endpoint),
-				 errdetail("Redis replied: %s", msg)));
-	DkReplyRaiseError(r, "connection set-up");
+	{
+		err->sqlstate = ERRCODE_INVALID_PASSWORD;
+		err->msg = psprintf("authentication to Redis at %s failed", endpoint);
+		err->hint = "Check the user name and password in distkit.redis_url.";
+	}
+	else if (strncmp(msg, "NOAUTH", 6) == 0)
+	{
+		err->sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		err->msg = psprintf("Redis at %s requires authentication", endpoint);
+		err->detail = NULL;
+		err->hint = "Put user:password@ (or :password@) in distkit.redis_url.";
+	}
+	else if (strstr(msg, "DB index") != NULL || strstr(msg, "SELECT is not allowed") != NULL)
+	{
+		err->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+		err->msg = psprintf("Redis at %s rejected the database number in distkit.redis_url", endpoint);
+	}
+	else if (strncmp(msg, "NOPERM", 6) == 0)
+	{
+		err->sqlstate = ERRCODE_INSUFFICIENT_PRIVILEGE;
+		err->msg = psprintf("Redis refused connection set-up at %s: permission denied", endpoint);
+		err->hint = "Grant the Redis user of distkit.redis_url the commands and keys distkit uses.";
+	}
+	else
+	{
+		err->sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+		err->msg = psprintf("could not set up the connection to Redis at %s", endpoint);
+	}
+	DisconnectNode(ni);
+	return false;
 }
 
-/* Open the connection (TCP or unix socket), authenticate and select the db. */
-static void
-ConnectRedis(void)
+/* Ask the sentinels for the master's address and healthy replicas (node 0). */
+static bool
+DiscoverMaster(DkErr *err)
+{
+	DkErr		first = {0};
+	bool		have_first = false;
+
+	for (int ni = 1; ni < nnodes; ni++)
+	{
+		DkCmd	   *q[2];
+		DkReply   **r;
+		const char *why = NULL;
+		bool		sent;
+		int			healthy = 0;
+		int			port;
+		DkErr		e = {0};
+
+		if (!nodes[ni].is_sentinel)
+			continue;
+		if (!EnsureNode(ni, &e))
+		{
+			if (!have_first)
+				first = e;
+			have_first = true;
+			continue;
+		}
+		q[0] = DkCmdNew("SENTINEL");
+		DkCmdArgStr(q[0], "get-master-addr-by-name");
+		DkCmdArgStr(q[0], target->master_name);
+		q[1] = DkCmdNew("SENTINEL");
+		DkCmdArgStr(q[1], "replicas");
+		DkCmdArgStr(q[1], target->master_name);
+		r = NodeExchange(ni, q, 2,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), connect_timeout_ms),
+						 &why, &sent);
+		DisconnectNode(ni);		/* discovery is rare: do not keep sentinel connections */
+		if (r == NULL)
+		{
+			if (!have_first)
+			{
+				ConnectFailed(ni, &first, strcmp(why, "timeout") == 0 ?
+							  psprintf("no reply within %d ms", connect_timeout_ms) : why);
+				have_first = true;
+			}
+			continue;
+		}
+		if (r[0]->type != DK_REPLY_ARRAY || r[0]->nelem != 2 ||
+			r[0]->elem[0]->type != DK_REPLY_STRING || r[0]->elem[1]->type != DK_REPLY_STRING ||
+			!ParseBoundedInt(r[0]->elem[1]->str, r[0]->elem[1]->len, 1, 65535, &port))
+		{
+			if (!have_first)
+			{
+				first.sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+				first.msg = psprintf("the sentinel at %s does not know the master named in distkit.redis_url",
+									 nodes[ni].endpoint);
+				first.detail = r[0]->type == DK_REPLY_ERROR ?
+					psprintf("The sentinel replied: %s", r[0]->str) : NULL;
+				first.hint = "Check the #master-name of distkit.redis_url.";
+				have_first = true;
+			}
+			continue;
+		}
+		if (r[1]->type == DK_REPLY_ARRAY)
+			for (int i = 0; i < r[1]->nelem; i++)
+			{
+				DkReply    *rep = r[1]->elem[i];
+
+				if (rep->type != DK_REPLY_ARRAY)
+					continue;
+				for (int j = 0; j + 1 < rep->nelem; j += 2)
+					if (rep->elem[j]->type == DK_REPLY_STRING && strcmp(rep->elem[j]->str, "flags") == 0 &&
+						rep->elem[j + 1]->type == DK_REPLY_STRING &&
+						strstr(rep->elem[j + 1]->str, "s_down") == NULL &&
+						strstr(rep->elem[j + 1]->str, "o_down") == NULL &&
+						strstr(rep->elem[j + 1]->str, "disconnected") == NULL)
+						healthy++;
+			}
+		DisconnectNode(0);
+		strlcpy(nodes[0].host, r[0]->elem[0]->str, sizeof(nodes[0].host));
+		nodes[0].port = port;
+		FormatEndpoint(nodes[0].endpoint, sizeof(nodes[0].endpoint), nodes[0].host, port);
+		nodes[0].wait_replicas = healthy > 0 ? 1 : 0;
+		return true;
+	}
+	if (have_first)
+		*err = first;
+	else
+	{
+		err->sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+		err->msg = pstrdup("no sentinel could be asked for the Redis master");
+		err->detail = NULL;
+		err->hint = NULL;
+	}
+	return false;
+}
+
+/*
+ * Open node ni's connection (TCP or unix socket), authenticate and select
+ * the db (data nodes), and for a sentinel-managed master verify its role.
+ * False with *err filled on failure (the node is then disconnected).
+ */
+static bool
+ConnectNode(int ni, DkErr *err)
 {
 	TimestampTz deadline;
 	int			soerr = 0;
 	socklen_t	slen = sizeof(soerr);
-	DkCmd	   *hs[2];
+	DkCmd	   *hs[3];
 	int			nhs = 0;
 	const char *why = NULL;
 	bool		sent;
 	DkReply   **r;
+	bool		check_role = target->mode == DK_MODE_SENTINEL && !nodes[ni].is_sentinel;
+	redisContext *c;
 
-	DkRedisDisconnect();
-	if (target == NULL || !target->valid)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("distkit.redis_url is invalid: %s",
-						target ? target->error : "not set"),
-				 errhint("Use redis://[user:password@]host[:port][/db] or unix:///path/to/socket[?db=N].")));
+	DisconnectNode(ni);
+	if (check_role && !DiscoverMaster(err))
+		return false;
 
-	strlcpy(conn_endpoint, target->endpoint, sizeof(conn_endpoint));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), connect_timeout_ms);
-
-	if (target->is_unix)
-		conn = redisConnectUnixNonBlock(target->path);
+	if (nodes[ni].is_unix)
+		c = redisConnectUnixNonBlock(nodes[ni].path);
 	else
-		conn = redisConnectNonBlock(target->host, target->port);
-	if (conn == NULL)
+		c = redisConnectNonBlock(nodes[ni].host, nodes[ni].port);
+	if (c == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	if (conn->err)
-		ConnectionError(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, NULL,
-						pstrdup(conn->errstr));
+	nodes[ni].ctx = c;
+	if (c->err)
+		return ConnectFailed(ni, err, pstrdup(c->errstr));
 
-	conn_wes = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(conn_wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(conn_wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	conn_sock_pos = AddWaitEventToSet(conn_wes, WL_SOCKET_WRITEABLE, conn->fd, NULL, NULL);
-	conn_generation = target_generation;
+	nodes[ni].wes = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(nodes[ni].wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(nodes[ni].wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	nodes[ni].sock_pos = AddWaitEventToSet(nodes[ni].wes, WL_SOCKET_WRITEABLE, c->fd, NULL, NULL);
 
-	if (!WaitSocket(true, deadline))
-		ConnectionError(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, NULL,
-						psprintf("timed out after %d ms", connect_timeout_ms));
-	if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &soerr, &slen) != 0)
+	if (!WaitSocket(ni, true, deadline))
+		return ConnectFailed(ni, err, psprintf("timed out after %d ms", connect_timeout_ms));
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &slen) != 0)
 		soerr = errno;
 	if (soerr != 0)
-		ConnectionError(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, NULL,
-						pstrdup(strerror(soerr)));
+		return ConnectFailed(ni, err, pstrdup(strerror(soerr)));
+
+	if (nodes[ni].is_sentinel)
+		return true;			/* sentinels: no AUTH (see docs/cluster.md) */
 
 	if (target->has_auth)
 	{
@@ -662,153 +1102,725 @@ ConnectRedis(void)
 		DkCmdArgStr(hs[nhs], pstrdup(target->password));
 		nhs++;
 	}
+	/* also makes Redis answer within connect_timeout (a paused server accepts TCP) */
 	hs[nhs] = DkCmdNew("SELECT");
 	DkCmdArgInt(hs[nhs], target->db);
 	nhs++;
+	if (check_role)
+		hs[nhs++] = DkCmdNew("ROLE");
 
-	r = Exchange(hs, nhs, deadline, &why, &sent);
+	r = NodeExchange(ni, hs, nhs, deadline, &why, &sent);
 	/* the AUTH command holds the password: wipe it */
 	if (target->has_auth)
 		explicit_bzero((void *) hs[0]->argv[hs[0]->argc - 1], hs[0]->argvlen[hs[0]->argc - 1]);
 	if (r == NULL)
-		ConnectionError(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, NULL,
-						strcmp(why, "timeout") == 0 ?
-						psprintf("no reply within %d ms", connect_timeout_ms) : pstrdup(why));
+		return ConnectFailed(ni, err, strcmp(why, "timeout") == 0 ?
+							 psprintf("no reply within %d ms", connect_timeout_ms) : why);
 	for (int i = 0; i < nhs; i++)
 		if (r[i]->type == DK_REPLY_ERROR)
-			HandshakeError(r[i]);
+			return HandshakeFailed(ni, r[i], err);
+	if (check_role &&
+		(r[nhs - 1]->type != DK_REPLY_ARRAY || r[nhs - 1]->nelem < 1 ||
+		 r[nhs - 1]->elem[0]->type != DK_REPLY_STRING ||
+		 strcmp(r[nhs - 1]->elem[0]->str, "master") != 0))
+		return ConnectFailed(ni, err, "the server the sentinels named is not a master (a failover is in progress)");
+	return true;
 }
 
 /* True if an idle connection shows EOF or unexpected data (e.g. Redis restarted). */
 static bool
-IdleConnectionBroken(void)
+IdleConnectionBroken(int ni)
 {
 	struct pollfd pfd;
 
-	pfd.fd = conn->fd;
+	pfd.fd = nodes[ni].ctx->fd;
 	pfd.events = POLLIN;
 	pfd.revents = 0;
 	return poll(&pfd, 1, 0) != 0;
 }
 
-/* Make sure a usable connection is open. */
-static void
-EnsureConnection(void)
+/*
+ * Make sure node ni has a usable connection; false with *err if it cannot
+ * be opened.  A sentinel-managed master is rediscovered a few times while
+ * a failover is in progress (bounded by connect_timeout).
+ */
+static bool
+EnsureNode(int ni, DkErr *err)
 {
-	if (conn != NULL &&
-		(conn_busy || conn_generation != target_generation || conn->err ||
-		 IdleConnectionBroken()))
-		DkRedisDisconnect();
-	if (conn == NULL)
-		ConnectRedis();
+	DkNode	   *n = &nodes[ni];
+	TimestampTz deadline;
+
+	if (n->ctx != NULL && (n->busy || n->ctx->err || IdleConnectionBroken(ni)))
+		DisconnectNode(ni);
+	if (n->ctx != NULL)
+		return true;
+	if (target->mode != DK_MODE_SENTINEL || n->is_sentinel)
+		return ConnectNode(ni, err);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), connect_timeout_ms);
+	for (;;)
+	{
+		if (ConnectNode(ni, err))
+			return true;
+		if (MsLeft(deadline) <= 100 || err->sqlstate != ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION)
+			return false;
+		SleepMs(100);
+	}
+}
+
+/* CRC16-CCITT (XMODEM), the hash of Redis Cluster. */
+static uint16
+Crc16(const char *buf, size_t len)
+{
+	uint16		crc = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		crc ^= (uint16) ((unsigned char) buf[i]) << 8;
+		for (int b = 0; b < 8; b++)
+			crc = (crc & 0x8000) ? (uint16) ((crc << 1) ^ 0x1021) : (uint16) (crc << 1);
+	}
+	return crc;
+}
+
+/* Hash slot of a key: CRC16 of its hash tag ({...}, if non-empty) or of the whole key. */
+int
+DkRedisKeySlot(const char *key, size_t len)
+{
+	const char *open = memchr(key, '{', len);
+
+	if (open)
+	{
+		const char *close = memchr(open + 1, '}', len - (open + 1 - key));
+
+		if (close && close > open + 1)
+			return Crc16(open + 1, close - open - 1) & (DK_SLOTS - 1);
+	}
+	return Crc16(key, len) & (DK_SLOTS - 1);
+}
+
+/* The key a command is routed by: argv[3] of an EVALSHA with keys, else argv[1]; -1 if none. */
+static int
+CmdKeyArg(const DkCmd *cmd)
+{
+	static const char *const keyless[] = {
+		"SCAN", "PING", "SCRIPT", "AUTH", "SELECT", "CLUSTER", "INFO", "ROLE", "TIME",
+		"ASKING", "WAIT", "SENTINEL", "READWRITE", "DBSIZE", NULL
+	};
+
+	if (cmd->script >= 0)
+		return (cmd->argc > 3 && !(cmd->argvlen[2] == 1 && cmd->argv[2][0] == '0')) ? 3 : -1;
+	for (int i = 0; keyless[i]; i++)
+		if (cmd->argvlen[0] == strlen(keyless[i]) &&
+			pg_strncasecmp(cmd->argv[0], keyless[i], cmd->argvlen[0]) == 0)
+			return -1;
+	return cmd->argc > 1 ? 1 : -1;
+}
+
+/* Any node believed to be a master (cluster), for keyless commands and unknown slots. */
+static int
+AnyMaster(void)
+{
+	for (int s = 0; s < DK_SLOTS; s++)
+		if (slot_node[s] >= 0)
+			return slot_node[s];
+	return 0;
+}
+
+/* The node a command goes to. */
+static int
+RouteCmd(const DkCmd *cmd)
+{
+	int			k;
+	int			n;
+
+	if (target->mode != DK_MODE_CLUSTER)
+		return 0;
+	k = CmdKeyArg(cmd);
+	if (k < 0)
+		return AnyMaster();
+	n = slot_node[DkRedisKeySlot(cmd->argv[k], cmd->argvlen[k])];
+	return n >= 0 ? n : AnyMaster();
+}
+
+/* A "host:port" address of a redirection or of CLUSTER SLOTS (empty host: same as node from). */
+static int
+NodeFromAddress(const char *host, size_t hostlen, int port, int from)
+{
+	char		h[256];
+
+	if (hostlen == 0 || (hostlen == 1 && host[0] == '?'))
+		strlcpy(h, nodes[from].host, sizeof(h));
+	else
+	{
+		if (hostlen >= sizeof(h))
+			hostlen = sizeof(h) - 1;
+		memcpy(h, host, hostlen);
+		h[hostlen] = '\0';
+	}
+	return FindOrAddNode(false, h, port, NULL, false);
 }
 
 /*
- * Report a failed exchange.  A request that may have reached Redis gives
- * 08007 unless it is idempotent; otherwise the connection is lost (08006).
+ * Parse "MOVED <slot> <host>:<port>" or "ASK ..." (error text after the
+ * word); returns the target node or -1.
+ */
+static int
+ParseRedirect(const char *msg, int from, int *slot)
+{
+	const char *sp1 = strchr(msg, ' ');
+	const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+	const char *colon;
+	int			port;
+
+	if (sp2 == NULL || !ParseBoundedInt(sp1 + 1, sp2 - sp1 - 1, 0, DK_SLOTS - 1, slot))
+		return -1;
+	colon = strrchr(sp2 + 1, ':');
+	if (colon == NULL || !ParseBoundedInt(colon + 1, strlen(colon + 1), 1, 65535, &port))
+		return -1;
+	return NodeFromAddress(sp2 + 1, colon - sp2 - 1, port, from);
+}
+
+/*
+ * Read the slot map with CLUSTER SLOTS from the first node that answers
+ * (connected nodes first).  False with *err if none does.
+ */
+static bool
+RefreshSlots(DkErr *err)
+{
+	bool		have_err = false;
+	int			ncand = nnodes;
+	int		   *order = palloc(sizeof(int) * ncand);
+	int			no = 0;
+	/* bounded even when every node is paused: stop asking after this */
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  connect_timeout_ms + command_timeout_ms);
+
+	for (int i = 0; i < ncand; i++)
+		if (nodes[i].ctx != NULL && !nodes[i].busy)
+			order[no++] = i;
+	for (int i = 0; i < ncand; i++)
+		if (!(nodes[i].ctx != NULL && !nodes[i].busy))
+			order[no++] = i;
+
+	for (int k = 0; k < no; k++)
+	{
+		int			ni = order[k];
+		DkErr		e = {0};
+		DkCmd	   *cmd = DkCmdNew("CLUSTER");
+		DkReply   **r;
+		DkReply    *map;
+		const char *why = NULL;
+		bool		sent;
+		int16	   *fresh;
+
+		DkCmdArgStr(cmd, "SLOTS");
+		if (k > 0 && have_err && MsLeft(give_up) <= 0)
+			break;
+		if (!EnsureNode(ni, &e))
+		{
+			if (!have_err)
+				*err = e;
+			have_err = true;
+			continue;
+		}
+		r = NodeExchange(ni, &cmd, 1,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms),
+						 &why, &sent);
+		if (r == NULL)
+		{
+			if (!have_err)
+			{
+				err->sqlstate = ERRCODE_CONNECTION_FAILURE;
+				err->msg = psprintf("lost connection to Redis at %s: %s", nodes[ni].endpoint,
+									strcmp(why, "timeout") == 0 ?
+									psprintf("no reply within %d ms (distkit.command_timeout)", command_timeout_ms) :
+									why);
+				err->detail = NULL;
+				err->hint = NULL;
+				have_err = true;
+			}
+			DisconnectNode(ni);
+			continue;
+		}
+		map = r[0];
+		if (map->type != DK_REPLY_ARRAY)
+		{
+			if (!have_err)
+			{
+				err->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+				err->msg = psprintf("Redis at %s does not serve a Redis Cluster slot map", nodes[ni].endpoint);
+				err->detail = map->type == DK_REPLY_ERROR ? psprintf("Redis replied: %s", map->str) : NULL;
+				err->hint = "distkit.redis_url names a Redis Cluster (redis-cluster://): check that the servers run with cluster-enabled yes.";
+				have_err = true;
+			}
+			continue;
+		}
+		fresh = palloc(sizeof(int16) * DK_SLOTS);
+		for (int s = 0; s < DK_SLOTS; s++)
+			fresh[s] = -1;
+		for (int i = 0; i < map->nelem; i++)
+		{
+			DkReply    *range = map->elem[i];
+			DkReply    *master;
+			int			owner;
+
+			if (range->type != DK_REPLY_ARRAY || range->nelem < 3 ||
+				range->elem[0]->type != DK_REPLY_INTEGER || range->elem[1]->type != DK_REPLY_INTEGER ||
+				range->elem[2]->type != DK_REPLY_ARRAY)
+				continue;
+			master = range->elem[2];
+			if (master->nelem < 2 || master->elem[0]->type != DK_REPLY_STRING ||
+				master->elem[1]->type != DK_REPLY_INTEGER)
+				continue;
+			owner = NodeFromAddress(master->elem[0]->str, master->elem[0]->len,
+									(int) master->elem[1]->integer, ni);
+			for (long long s = range->elem[0]->integer; s <= range->elem[1]->integer && s < DK_SLOTS; s++)
+				if (s >= 0)
+					fresh[s] = (int16) owner;
+		}
+		memcpy(slot_node, fresh, sizeof(int16) * DK_SLOTS);
+		slots_known = true;
+		slots_stale = false;
+		return true;
+	}
+	if (!have_err)
+	{
+		err->sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+		err->msg = pstrdup("no Redis Cluster node to ask for the slot map");
+		err->detail = NULL;
+		err->hint = NULL;
+	}
+	return false;
+}
+
+/* Refresh a stale slot map; an error only if no map is known at all. */
+static void
+EnsureSlots(void)
+{
+	DkErr		err = {0};
+
+	if (target->mode != DK_MODE_CLUSTER || !slots_stale)
+		return;
+	if (!RefreshSlots(&err) && !slots_known)
+		RaiseErr(&err);
+}
+
+/*
+ * Report a failed exchange with node ni.  A request that may have reached
+ * Redis gives 08007 unless it is idempotent; otherwise the connection is
+ * lost (08006).
  */
 static void
 pg_attribute_noreturn()
-ExchangeFailed(DkSafety safety, bool sent, const char *why)
+ExchangeFailed(int ni, DkSafety safety, bool sent, const char *why)
 {
+	char		endpoint[600];
 	char	   *whycopy = strcmp(why, "timeout") == 0 ?
 		psprintf("no reply within %d ms (distkit.command_timeout)", command_timeout_ms) :
 		pstrdup(why);
 
+	strlcpy(endpoint, nodes[ni].endpoint, sizeof(endpoint));
+	DisconnectNode(ni);
 	if (safety == DK_NOT_IDEMPOTENT && sent)
-	{
-		char		endpoint[600];
-
-		strlcpy(endpoint, conn_endpoint, sizeof(endpoint));
-		DkRedisDisconnect();
 		ereport(ERROR,
 				(errcode(ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN),
 				 errmsg("lost the reply from Redis at %s: %s", endpoint, whycopy),
 				 errdetail("The command may or may not have been applied in Redis."),
 				 errhint("Read the value again before retrying a non-idempotent change.")));
-	}
-	ConnectionError(ERRCODE_CONNECTION_FAILURE, "lost connection to", whycopy);
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("lost connection to Redis at %s: %s", endpoint, whycopy)));
+	pg_unreachable();
 }
 
-/*
- * Commands answered NOSCRIPT did not run: load their scripts and run them
- * again, in one more round trip, replacing their replies in place.
- */
-static void
-RetryNoScript(DkCmd **cmds, DkReply **replies, int ncmds, DkSafety safety)
+/* What one reply means for the retry loop. */
+typedef enum DkVerdict
 {
-	DkCmd	  **batch = palloc(sizeof(DkCmd *) * (ncmds + DK_LUA_COUNT));
-	int		   *idx = palloc(sizeof(int) * ncmds);
-	bool		loaded[DK_LUA_COUNT] = {0};
-	int			nload = 0;
-	int			nretry = 0;
-	const char *why = NULL;
+	V_DONE,						/* a final reply (maybe an error for the caller) */
+	V_MOVED,
+	V_ASK,
+	V_BACKOFF,					/* TRYAGAIN, CLUSTERDOWN, READONLY of a managed master */
+	V_NOSCRIPT
+} DkVerdict;
+
+static DkVerdict
+Classify(const DkReply *r, const DkCmd *cmd, int noscript_retries)
+{
+	if (r->type != DK_REPLY_ERROR)
+		return V_DONE;
+	if (strncmp(r->str, "NOSCRIPT", 8) == 0 && cmd->script >= 0 &&
+		noscript_retries < MAX_NOSCRIPT_RETRIES)
+		return V_NOSCRIPT;
+	if (target->mode == DK_MODE_SINGLE)
+	{
+		/* never let a caller take a redirection for a final refusal (the flusher would drop it) */
+		if (strncmp(r->str, "MOVED ", 6) == 0 || strncmp(r->str, "ASK ", 4) == 0 ||
+			strncmp(r->str, "CLUSTERDOWN", 11) == 0 || strncmp(r->str, "TRYAGAIN", 8) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("Redis at %s is a Redis Cluster node, but distkit.redis_url names one server",
+							last_endpoint),
+					 errdetail("Redis replied: %s (the command was not applied).", r->str),
+					 errhint("Use a redis-cluster://host:port[,host:port...] URL in distkit.redis_url.")));
+		return V_DONE;
+	}
+	if (strncmp(r->str, "MOVED ", 6) == 0)
+		return V_MOVED;
+	if (strncmp(r->str, "ASK ", 4) == 0)
+		return V_ASK;
+	if (strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "CLUSTERDOWN", 11) == 0 ||
+		strncmp(r->str, "READONLY", 8) == 0)
+		return V_BACKOFF;
+	return V_DONE;
+}
+
+/* A reply slot of one node's share of a round. */
+typedef enum DkSlotKind
+{
+	SK_CMD,
+	SK_LOAD,
+	SK_ASKING,
+	SK_WAIT
+} DkSlotKind;
+
+typedef struct DkGroup
+{
+	int			node;
+	int			ncmds;
+	int		   *cmds;			/* indices into the caller's cmds */
+	int			nslots;
+	DkSlotKind *kind;
+	int		   *which;			/* command index or script id */
+	bool		skip;			/* could not connect: retried next round */
+	bool		failed;
 	bool		sent;
-	DkReply   **again;
+	const char *why;
+	int			waited;			/* WAIT reply, -1 if none */
+} DkGroup;
+
+/*
+ * The engine of DkRedisRun: runs cmds (forced[i] >= 0 sends command i to
+ * that node instead of routing it) and returns their final replies.
+ */
+static DkReply **
+RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced)
+{
+	DkReply   **replies = palloc0(sizeof(DkReply *) * ncmds);
+	int		   *ask = palloc(sizeof(int) * ncmds);
+	int		   *noscript = palloc0(sizeof(int) * ncmds);
+	bool	   *need_load = palloc0(sizeof(bool) * ncmds);
+	bool	   *done = palloc0(sizeof(bool) * ncmds);
+	DkGroup    *groups = palloc0(sizeof(DkGroup) * ncmds);
+	int			npending = ncmds;
+	int			io_retries = 0;
+	long		backoff = BACKOFF_FIRST_MS;
+	TimestampTz retry_deadline =
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms);
+	bool		durable = safety == DK_IDEMPOTENT_DURABLE && target->mode == DK_MODE_SENTINEL;
 
 	for (int i = 0; i < ncmds; i++)
+		ask[i] = -1;
+	if (safety == DK_IDEMPOTENT_DURABLE)
+		safety = DK_IDEMPOTENT;
+
+	for (int round = 0; npending > 0; round++)
 	{
-		int			s = cmds[i]->script;
+		int			ngroups = 0;
+		TimestampTz deadline;
+		bool		wait_more = false;
+		const char *transient = NULL;
+		DkErr		conn_err = {0};
+		bool		conn_failed = false;
 
-		if (s < 0 || replies[i]->type != DK_REPLY_ERROR ||
-			strncmp(replies[i]->str, "NOSCRIPT", 8) != 0)
-			continue;
-		if (!loaded[s])
+		EnsureSlots();
+
+		/* group the pending commands per node */
+		for (int i = 0; i < ncmds; i++)
 		{
-			DkCmd	   *load = DkCmdNew("SCRIPT");
+			int			node;
+			int			g;
 
-			DkCmdArgStr(load, "LOAD");
-			DkCmdArgStr(load, DkLuaScripts[s].source);
-			batch[nload++] = load;
-			loaded[s] = true;
+			if (done[i])
+				continue;
+			node = ask[i] >= 0 ? ask[i] : (forced && forced[i] >= 0) ? forced[i] : RouteCmd(cmds[i]);
+			for (g = 0; g < ngroups; g++)
+				if (groups[g].node == node)
+					break;
+			if (g == ngroups)
+			{
+				memset(&groups[g], 0, sizeof(DkGroup));
+				groups[g].node = node;
+				groups[g].cmds = palloc(sizeof(int) * npending);
+				groups[g].waited = -1;
+				ngroups++;
+			}
+			groups[g].cmds[groups[g].ncmds++] = i;
 		}
-		idx[nretry++] = i;
-	}
-	if (nretry == 0)
-		return;
-	for (int j = 0; j < nretry; j++)
-		batch[nload + j] = cmds[idx[j]];
 
-	again = Exchange(batch, nload + nretry,
-					 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms),
-					 &why, &sent);
-	if (again == NULL)
-		ExchangeFailed(safety, sent, why);
-	for (int j = 0; j < nload; j++)
-		if (again[j]->type == DK_REPLY_ERROR)
-			DkReplyRaiseError(again[j], "loading a Lua script");
-	for (int j = 0; j < nretry; j++)
-		replies[idx[j]] = again[nload + j];
+		/* connect (nothing is sent before every node is ready) */
+		for (int g = 0; g < ngroups; g++)
+		{
+			DkErr		e = {0};
+
+			if (EnsureNode(groups[g].node, &e))
+				continue;
+			if (target->mode != DK_MODE_CLUSTER ||
+				e.sqlstate != ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION)
+				RaiseErr(&e);
+			/* a cluster node is unreachable: has its slot moved? */
+			if (!conn_failed)
+				conn_err = e;
+			conn_failed = true;
+			groups[g].skip = true;
+		}
+		if (conn_failed)
+		{
+			DkErr		refresh_err = {0};
+			bool		moved = false;
+
+			if (!RefreshSlots(&refresh_err))
+				RaiseErr(&conn_err);
+			for (int g = 0; g < ngroups; g++)
+				if (groups[g].skip)
+					for (int j = 0; j < groups[g].ncmds; j++)
+						if (RouteCmd(cmds[groups[g].cmds[j]]) != groups[g].node)
+							moved = true;
+			if (!moved || round + 1 >= MAX_ROUNDS)
+				RaiseErr(&conn_err);
+		}
+
+		/* write every node's share */
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms);
+		for (int g = 0; g < ngroups; g++)
+		{
+			DkGroup    *gr = &groups[g];
+			int			ni = gr->node;
+			int			cap = 2 * gr->ncmds + DK_LUA_COUNT + 1;
+			bool		loaded[DK_LUA_COUNT] = {0};
+
+			if (gr->skip)
+				continue;
+			gr->kind = palloc(sizeof(DkSlotKind) * cap);
+			gr->which = palloc(sizeof(int) * cap);
+			nodes[ni].busy = true;	/* from the first byte buffered: dropped if we fail */
+			for (int j = 0; j < gr->ncmds; j++)
+			{
+				int			i = gr->cmds[j];
+				int			s = cmds[i]->script;
+
+				if (need_load[i] && !loaded[s])
+				{
+					DkCmd	   *load = DkCmdNew("SCRIPT");
+
+					DkCmdArgStr(load, "LOAD");
+					DkCmdArgStr(load, DkLuaScripts[s].source);
+					AppendCmd(ni, load);
+					gr->kind[gr->nslots] = SK_LOAD;
+					gr->which[gr->nslots++] = s;
+					loaded[s] = true;
+				}
+				need_load[i] = false;
+			}
+			for (int j = 0; j < gr->ncmds; j++)
+			{
+				int			i = gr->cmds[j];
+
+				if (ask[i] >= 0)
+				{
+					AppendCmd(ni, DkCmdNew("ASKING"));
+					gr->kind[gr->nslots] = SK_ASKING;
+					gr->which[gr->nslots++] = i;
+				}
+				AppendCmd(ni, cmds[i]);
+				gr->kind[gr->nslots] = SK_CMD;
+				gr->which[gr->nslots++] = i;
+			}
+			if (durable && nodes[ni].wait_replicas > 0)
+			{
+				DkCmd	   *wait = DkCmdNew("WAIT");
+
+				DkCmdArgInt(wait, nodes[ni].wait_replicas);
+				DkCmdArgInt(wait, Max(1, command_timeout_ms / 2));
+				AppendCmd(ni, wait);
+				gr->kind[gr->nslots] = SK_WAIT;
+				gr->which[gr->nslots++] = -1;
+			}
+			nodes[ni].busy = true;
+			gr->sent = true;
+			if (!FlushOutput(ni, deadline, &gr->why))
+				gr->failed = true;
+		}
+
+		/* read every node's replies */
+		for (int g = 0; g < ngroups; g++)
+		{
+			DkGroup    *gr = &groups[g];
+
+			if (gr->skip || gr->failed)
+				continue;
+			for (int k = 0; k < gr->nslots; k++)
+			{
+				DkReply    *r = ReadReply(gr->node, deadline, &gr->why);
+
+				if (r == NULL)
+				{
+					gr->failed = true;
+					break;
+				}
+				switch (gr->kind[k])
+				{
+					case SK_CMD:
+						replies[gr->which[k]] = r;
+						break;
+					case SK_LOAD:
+						if (r->type == DK_REPLY_ERROR)
+						{
+							nodes[gr->node].busy = true;	/* replies left unread */
+							DkReplyRaiseError(r, "loading a Lua script");
+						}
+						break;
+					case SK_ASKING:
+						break;
+					case SK_WAIT:
+						gr->waited = r->type == DK_REPLY_INTEGER ? (int) r->integer : 0;
+						break;
+				}
+			}
+			if (!gr->failed)
+				nodes[gr->node].busy = false;
+		}
+
+		/* settle */
+		for (int g = 0; g < ngroups; g++)
+		{
+			DkGroup    *gr = &groups[g];
+			int			ni = gr->node;
+
+			if (gr->skip)
+				continue;
+			if (gr->failed)
+			{
+				bool		timeout = strcmp(gr->why, "timeout") == 0;
+
+				DisconnectNode(ni);
+				slots_stale = true;
+				if (safety != DK_IDEMPOTENT || timeout || io_retries >= 2)
+					ExchangeFailed(ni, safety, gr->sent, gr->why);
+				io_retries++;
+				/* replies read before the failure stand; the rest is resent */
+				for (int j = 0; j < gr->ncmds; j++)
+					if (replies[gr->cmds[j]] == NULL)
+						ask[gr->cmds[j]] = -1;
+			}
+			else if (gr->waited >= 0 && gr->waited < nodes[ni].wait_replicas)
+			{
+				char		endpoint[600];
+
+				/* the master may be an old one after a failover: rediscover next time */
+				strlcpy(endpoint, nodes[ni].endpoint, sizeof(endpoint));
+				DisconnectNode(ni);
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("no replica of Redis at %s confirmed the write within %d ms",
+								endpoint, Max(1, command_timeout_ms / 2)),
+						 errdetail("The write is retried later with the same identity, so it is applied exactly once.")));
+			}
+			for (int j = 0; j < gr->ncmds; j++)
+			{
+				int			i = gr->cmds[j];
+				DkReply    *r = replies[i];
+				int			slot;
+				int			to;
+
+				if (r == NULL)
+					continue;
+				switch (Classify(r, cmds[i], noscript[i]))
+				{
+					case V_DONE:
+						done[i] = true;
+						npending--;
+						break;
+					case V_NOSCRIPT:
+						noscript[i]++;
+						need_load[i] = true;
+						replies[i] = NULL;
+						break;
+					case V_MOVED:
+						to = ParseRedirect(r->str, ni, &slot);
+						if (to < 0)
+						{
+							done[i] = true;
+							npending--;
+							break;
+						}
+						slot_node[slot] = (int16) to;
+						slots_stale = true;
+						ask[i] = -1;
+						transient = r->str;
+						replies[i] = NULL;
+						break;
+					case V_ASK:
+						to = ParseRedirect(r->str, ni, &slot);
+						if (to < 0)
+						{
+							done[i] = true;
+							npending--;
+							break;
+						}
+						ask[i] = to;
+						transient = r->str;
+						replies[i] = NULL;
+						break;
+					case V_BACKOFF:
+						ask[i] = -1;
+						transient = r->str;
+						wait_more = true;
+						if (strncmp(r->str, "READONLY", 8) == 0)
+						{
+							/* a master turned replica: rediscover / re-read the map */
+							DisconnectNode(ni);
+							slots_stale = true;
+						}
+						replies[i] = NULL;
+						break;
+				}
+			}
+		}
+
+		if (npending == 0)
+			break;
+		if (round + 1 >= MAX_ROUNDS || (wait_more && MsLeft(retry_deadline) <= 0))
+		{
+			if (transient == NULL)
+				transient = "too many retries";
+			ereport(ERROR,
+					(errcode(strncmp(transient, "MOVED", 5) == 0 || strncmp(transient, "ASK", 3) == 0 ?
+							 ERRCODE_CONNECTION_FAILURE : ERRCODE_CANNOT_CONNECT_NOW),
+					 errmsg("%s cannot serve the request right now", target->endpoint),
+					 errdetail("Redis replied: %s (the command was not applied).", transient),
+					 errhint("Retry shortly; a failover or a resharding may be in progress.")));
+		}
+		if (wait_more)
+		{
+			SleepMs(Min(backoff, Max(1, MsLeft(retry_deadline))));
+			backoff = Min(backoff * 2, BACKOFF_MAX_MS);
+		}
+	}
+	return replies;
 }
 
 /*
- * Run ncmds commands in one pipelined round trip and return their replies
- * (error replies included; see DkReplyRaiseError).  Connection failures,
- * timeouts and cancellation raise errors.  An idempotent request that fails
- * with an I/O error (not a timeout) is retried once on a new connection.
+ * Run ncmds commands in one pipelined round trip per node and return their
+ * replies in input order (error replies included; see DkReplyRaiseError).
+ * Connection failures, timeouts and cancellation raise errors.  An
+ * idempotent request that fails with an I/O error (not a timeout) is
+ * retried on a new connection.
  */
 DkReply **
 DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety)
 {
-	const char *why = NULL;
-	bool		sent;
-	DkReply   **replies;
-
-	EnsureConnection();
-	replies = Exchange(cmds, ncmds,
-					   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms),
-					   &why, &sent);
-	if (replies == NULL && safety == DK_IDEMPOTENT && strcmp(why, "timeout") != 0)
-	{
-		ConnectRedis();
-		replies = Exchange(cmds, ncmds,
-						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms),
-						   &why, &sent);
-	}
-	if (replies == NULL)
-		ExchangeFailed(safety, sent, why);
-	RetryNoScript(cmds, replies, ncmds, safety);
-	return replies;
+	EnsureTopology();
+	return RunCommands(cmds, ncmds, safety, NULL);
 }
 
 /* Run one command; see DkRedisRun. */
@@ -816,6 +1828,101 @@ DkReply *
 DkRedisRunOne(DkCmd *cmd, DkSafety safety)
 {
 	return DkRedisRun(&cmd, 1, safety)[0];
+}
+
+/*
+ * SCAN every master for keys matching pattern, calling visit with each
+ * non-empty batch of keys (all of them on one node, in any slots).  what
+ * names the operation in errors.
+ */
+void
+DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *what)
+{
+	int		   *masters;
+	int			nmasters = 0;
+
+	EnsureTopology();
+	if (target->mode == DK_MODE_CLUSTER)
+	{
+		DkErr		err = {0};
+
+		if (!RefreshSlots(&err))
+			RaiseErr(&err);
+		masters = palloc(sizeof(int) * nnodes);
+		for (int s = 0; s < DK_SLOTS; s++)
+		{
+			int			m = slot_node[s];
+			bool		seen = false;
+
+			if (m < 0)
+				continue;
+			for (int k = 0; k < nmasters; k++)
+				if (masters[k] == m)
+					seen = true;
+			if (!seen)
+				masters[nmasters++] = m;
+		}
+	}
+	else
+	{
+		masters = palloc(sizeof(int));
+		masters[nmasters++] = 0;
+	}
+
+	for (int k = 0; k < nmasters; k++)
+	{
+		char	   *cursor = pstrdup("0");
+
+		do
+		{
+			DkCmd	   *scan = DkCmdNew("SCAN");
+			DkReply    *r;
+
+			DkCmdArgStr(scan, cursor);
+			DkCmdArgStr(scan, "MATCH");
+			DkCmdArgStr(scan, pattern);
+			DkCmdArgStr(scan, "COUNT");
+			DkCmdArgStr(scan, "1000");
+			r = RunCommands(&scan, 1, DK_IDEMPOTENT, &masters[k])[0];
+			if (r->type == DK_REPLY_ERROR)
+				DkReplyRaiseError(r, what);
+			if (r->type != DK_REPLY_ARRAY || r->nelem != 2 ||
+				r->elem[0]->type != DK_REPLY_STRING || r->elem[1]->type != DK_REPLY_ARRAY)
+				ereport(ERROR,
+						(errcode(ERRCODE_SYSTEM_ERROR),
+						 errmsg("unexpected reply from Redis to SCAN")));
+			cursor = r->elem[0]->str;
+			if (r->elem[1]->nelem > 0)
+				visit(r->elem[1], arg);
+			CHECK_FOR_INTERRUPTS();
+		} while (strcmp(cursor, "0") != 0);
+	}
+}
+
+/*
+ * UNLINK a batch of keys (a DkRedisScan batch), one key per command in one
+ * pipeline: the keys of a batch may lie in different cluster slots, and a
+ * multi-key UNLINK must not cross slots.  Returns how many were removed.
+ */
+int64
+DkRedisUnlinkKeys(const DkReply *keys, const char *what)
+{
+	DkCmd	  **cmds;
+	DkReply   **replies;
+	int64		n = 0;
+
+	if (keys->nelem == 0)
+		return 0;
+	cmds = palloc(sizeof(DkCmd *) * keys->nelem);
+	for (int i = 0; i < keys->nelem; i++)
+	{
+		cmds[i] = DkCmdNew("UNLINK");
+		DkCmdArg(cmds[i], keys->elem[i]->str, keys->elem[i]->len);
+	}
+	replies = DkRedisRun(cmds, keys->nelem, DK_NOT_IDEMPOTENT);
+	for (int i = 0; i < keys->nelem; i++)
+		n += DkReplyInt64(replies[i], what);
+	return n;
 }
 
 /* Start a command named name. */
@@ -928,13 +2035,13 @@ DkReplyRaiseError(const DkReply *reply, const char *what)
 	if (strncmp(msg, "READONLY", 8) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("Redis at %s is a read-only replica", conn_endpoint),
+				 errmsg("Redis at %s is a read-only replica", last_endpoint),
 				 errhint("Point distkit.redis_url at the primary.")));
 	if (strncmp(msg, "LOADING", 7) == 0 || strncmp(msg, "BUSY", 4) == 0 ||
 		strncmp(msg, "MASTERDOWN", 10) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CANNOT_CONNECT_NOW),
-				 errmsg("Redis at %s cannot serve %s right now", conn_endpoint, what),
+				 errmsg("Redis at %s cannot serve %s right now", last_endpoint, what),
 				 errdetail("Redis replied: %s", msg),
 				 errhint("Retry shortly.")));
 	ereport(ERROR,

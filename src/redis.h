@@ -5,6 +5,12 @@
  * pipelined round trip for any number of commands) and get back DkReply
  * trees copied into palloc memory, so no hiredis memory ever escapes this
  * module and every error path can simply ereport.
+ *
+ * The target may be one server, a Redis Cluster (commands are routed by
+ * the hash slot of their first key; every command must touch keys of one
+ * slot) or a Sentinel-managed master; callers do not need to know which.
+ * Commands without keys that must reach every master (SCAN) go through
+ * DkRedisScan; DkRedisUnlinkKeys removes what it found.
  */
 #ifndef DISTKIT_REDIS_H
 #define DISTKIT_REDIS_H
@@ -44,8 +50,13 @@ typedef struct DkCmd
 typedef enum DkSafety
 {
 	DK_IDEMPOTENT,				/* may be retried once on a new connection */
-	DK_NOT_IDEMPOTENT			/* outcome unknown: SQLSTATE 08007 */
+	DK_NOT_IDEMPOTENT,			/* outcome unknown: SQLSTATE 08007 */
+	DK_IDEMPOTENT_DURABLE		/* idempotent, and with Sentinel acknowledged
+								 * only once a replica has it (WAIT) */
 } DkSafety;
+
+/* Called by DkRedisScan with each batch of matching keys (one node's). */
+typedef void (*DkScanVisitFn) (DkReply *keys, void *arg);
 
 extern void DkRedisInit(void);
 
@@ -57,6 +68,9 @@ extern void DkCmdArgInt(DkCmd *cmd, int64 value);
 
 extern DkReply **DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety);
 extern DkReply *DkRedisRunOne(DkCmd *cmd, DkSafety safety);
+extern void DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *what);
+extern int64 DkRedisUnlinkKeys(const DkReply *keys, const char *what);
+extern int	DkRedisKeySlot(const char *key, size_t len);
 
 extern void DkReplyRaiseError(const DkReply *reply, const char *what) pg_attribute_noreturn();
 extern int64 DkReplyInt64(const DkReply *reply, const char *what);

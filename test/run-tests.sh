@@ -7,8 +7,14 @@
 # As any other user: expects distkit installed and runs the suites:
 #   1. pg_regress (make installcheck) against a temporary PostgreSQL with
 #      shared_preload_libraries = distkit and a redis-server on a free
-#      loopback port, both stopped afterwards, also on failure;
+#      loopback port, then again against a 3-master Redis Cluster, all
+#      stopped afterwards, also on failure;
 #   2. the multi-server and fault tests under test/t (TAP, prove).
+# Subsets: DISTKIT_REDIS_MODES="single cluster" (default; "" skips
+# pg_regress), DISTKIT_REGRESS="01_setup 07_lax" (pg_regress tests),
+# DISTKIT_TAP="test/t/009_bad_input.pl" ("" skips TAP),
+# DISTKIT_TAP_REDIS_MODE=cluster (TAP files that support it, today
+# 009_bad_input, run against a 3-master Redis Cluster).
 # Prints "distkit: N passed, M failed" last and exits non-zero on failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +34,8 @@ if [ "$(id -u)" = 0 ]; then
 	chown -R "$DISTKIT_USER:" "$work"
 	exec runuser -u "$DISTKIT_USER" -- env PATH="$PATH" CI="${CI:-}" PG_CONFIG="$PG_CONFIG" \
 		${DISTKIT_REGRESS+DISTKIT_REGRESS="$DISTKIT_REGRESS"} ${DISTKIT_TAP+DISTKIT_TAP="$DISTKIT_TAP"} \
+		${DISTKIT_REDIS_MODES+DISTKIT_REDIS_MODES="$DISTKIT_REDIS_MODES"} \
+		${DISTKIT_TAP_REDIS_MODE+DISTKIT_TAP_REDIS_MODE="$DISTKIT_TAP_REDIS_MODE"} \
 		bash "$work/test/run-tests.sh" "$@"
 fi
 
@@ -36,11 +44,12 @@ export PATH="$($PG_CONFIG --bindir):$PATH"
 tmp="$here/test/tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp"
-export DISTKIT_REDIS_DIR="$tmp/redis"
 export DISTKIT_REDIS_CTL="$here/test/redis-ctl.sh"
 
 cleanup() {
-	"$DISTKIT_REDIS_CTL" stop >/dev/null 2>&1 || true
+	for d in "$tmp"/*/redis; do
+		[ -d "$d" ] && DISTKIT_REDIS_DIR=$d "$DISTKIT_REDIS_CTL" stop >/dev/null 2>&1 || true
+	done
 }
 trap cleanup EXIT INT TERM
 
@@ -50,44 +59,67 @@ failed=0
 # 0. packaging metadata
 if ./test/check-meta.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
-# 1. pg_regress
-"$DISTKIT_REDIS_CTL" init "$DISTKIT_REDIS_DIR"
-export DISTKIT_REDIS_PORT=$("$DISTKIT_REDIS_CTL" port)
-export DISTKIT_REDIS_SOCK=$("$DISTKIT_REDIS_CTL" sock)
-cat >"$tmp/postgresql.conf" <<CONF
+# 1. pg_regress, once against one redis-server and once against a Redis
+#    Cluster of 3 masters (DISTKIT_REDIS_MODES="single" or "cluster" runs
+#    one of them).  Tests that need one server (unix sockets, database
+#    numbers) are skipped against the cluster; cluster-only ones against
+#    one server.
+single_only="05_connection_single"
+cluster_only="05_connection_cluster"
+run_regress() {
+	local mode=$1 rtmp="$tmp/$1" all tests skip rc n_ok n_bad port ports url
+	mkdir -p "$rtmp"
+	export DISTKIT_REDIS_DIR="$rtmp/redis"
+	echo "== pg_regress against Redis ($mode) =="
+	DISTKIT_REDIS_MODE=$mode "$DISTKIT_REDIS_CTL" init "$DISTKIT_REDIS_DIR"
+	port=$("$DISTKIT_REDIS_CTL" port)
+	ports=$("$DISTKIT_REDIS_CTL" ports)
+	export DISTKIT_REDIS_PORT=$port DISTKIT_REDIS_PORTS=$ports
+	export DISTKIT_REDIS_SOCK=$("$DISTKIT_REDIS_CTL" sock)
+	url=$("$DISTKIT_REDIS_CTL" url)
+	export DISTKIT_REDIS_URL_TEMPLATE="${url%%://*}://%s${url#*://}"
+	if [ "$mode" = cluster ]; then skip=$single_only; else skip=$cluster_only; fi
+	cat >"$rtmp/postgresql.conf" <<CONF
 shared_preload_libraries = 'distkit'
-distkit.redis_url = 'redis://127.0.0.1:$DISTKIT_REDIS_PORT/0'
+distkit.redis_url = '$(printf "$DISTKIT_REDIS_URL_TEMPLATE" '')'
 log_min_messages = info
 log_statement = 'all'
 distkit.heartbeat_interval = '200ms'
 CONF
-set +e
-# DISTKIT_REGRESS="01_setup 07_lax" runs a subset (01_setup is always needed)
-make -s installcheck PG_CONFIG="$PG_CONFIG" DISTKIT_TMP="$tmp" \
-	${DISTKIT_REGRESS:+REGRESS="$DISTKIT_REGRESS"} 2>&1 | tee "$tmp/regress.out"
-rc=${PIPESTATUS[0]}
-set -e
-n_ok=$(grep -cE '\.\.\. ok|     ok  ' "$tmp/regress.out" || true)
-n_bad=$(grep -cE '\.\.\. FAILED|     FAILED  ' "$tmp/regress.out" || true)
-passed=$((passed + n_ok))
-failed=$((failed + n_bad))
-if [ "$rc" != 0 ] && [ "$n_bad" = 0 ]; then failed=$((failed + 1)); fi
-if [ -f regression.diffs ]; then cat regression.diffs; fi
+	# DISTKIT_REGRESS="01_setup 07_lax" runs a subset (01_setup is always needed)
+	all=${DISTKIT_REGRESS:-$(ls sql/*.sql | sed 's#sql/\(.*\)\.sql#\1#' | grep -vx distkit | sort)}
+	tests=$(for t in $all; do case " $skip " in *" $t "*) ;; *) echo "$t" ;; esac; done | tr '\n' ' ')
+	rm -f regression.diffs
+	set +e
+	make -s installcheck PG_CONFIG="$PG_CONFIG" DISTKIT_TMP="$rtmp" REGRESS="$tests" 2>&1 | tee "$rtmp/regress.out"
+	rc=${PIPESTATUS[0]}
+	set -e
+	n_ok=$(grep -cE '\.\.\. ok|     ok  ' "$rtmp/regress.out" || true)
+	n_bad=$(grep -cE '\.\.\. FAILED|     FAILED  ' "$rtmp/regress.out" || true)
+	passed=$((passed + n_ok))
+	failed=$((failed + n_bad))
+	if [ "$rc" != 0 ] && [ "$n_bad" = 0 ]; then failed=$((failed + 1)); fi
+	if [ -f regression.diffs ]; then cat regression.diffs; mv regression.diffs "$rtmp/"; fi
 
-# secrets must never reach the server log (the tests use passwords that
-# start with s3cret or secretpw); and the redaction must have happened
-if grep -nE "s3cret|secretpw" log/postmaster.log; then
-	echo "FAILED: a test password appears in the PostgreSQL log"
-	failed=$((failed + 1))
-elif [[ " ${DISTKIT_REGRESS:-06_auth} " == *" 06_auth "* ]] &&
-	! grep -q 'parameter "distkit.redis_url" changed to "redis://:\*\*\*@' log/postmaster.log; then
-	echo "FAILED: the reload of distkit.redis_url was not logged (redacted) as expected"
-	failed=$((failed + 1))
-else
-	echo "ok: no password in the server log"
-	passed=$((passed + 1))
-fi
-"$DISTKIT_REDIS_CTL" stop
+	# secrets must never reach the server log (the tests use passwords that
+	# start with s3cret or secretpw); and the redaction must have happened
+	if grep -nE "s3cret|secretpw" log/postmaster.log; then
+		echo "FAILED: a test password appears in the PostgreSQL log ($mode)"
+		failed=$((failed + 1))
+	elif [[ " $tests " == *" 06_auth "* ]] &&
+		! grep -q 'parameter "distkit.redis_url" changed to "redis://:\*\*\*@' log/postmaster.log; then
+		echo "FAILED: the reload of distkit.redis_url was not logged (redacted) as expected ($mode)"
+		failed=$((failed + 1))
+	else
+		echo "ok: no password in the server log ($mode)"
+		passed=$((passed + 1))
+	fi
+	cp log/postmaster.log "$rtmp/postmaster.log" 2>/dev/null || true
+	"$DISTKIT_REDIS_CTL" stop
+}
+for mode in ${DISTKIT_REDIS_MODES-single cluster}; do
+	run_regress "$mode"
+done
 
 # 2. TAP tests (multi-server, faults); DISTKIT_TAP="test/t/001_x.pl ..." runs a subset
 tap_tests=${DISTKIT_TAP-$(ls test/t/*.pl 2>/dev/null)}

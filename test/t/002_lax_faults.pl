@@ -39,7 +39,7 @@ for (1 .. 4)
 	$acked += 100;
 }
 sleep 1;	# several resends, each refused by the flush script as a duplicate
-is(redis_int('distkit:c:{cut}'), $applied, 'the resent batch was not applied twice');
+is(redis_int('distkit:c:{cut}'), $applied, "the resent batch was not applied twice (Redis stays at $applied)");
 is($pg->('SELECT pending_delta FROM distkit_stats'), $acked - 1,
 	'unacknowledged and newer increments stay buffered on the PostgreSQL side');
 set_proxy_mode($control, 'pass');

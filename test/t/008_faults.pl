@@ -40,7 +40,7 @@ my $bound_ms = 2 * $connect_ms + 4 * $command_ms + $interval_ms + 1000;
 my $port = start_redis('faults8');
 my $pw = 's3cret-faults';
 redis_cli('ACL', 'SETUSER', 'dkload', 'on', ">$pw", '~*', '+@all');
-open my $conf, '>>', "$ENV{DISTKIT_REDIS_DIR}/redis.conf" or die;
+open my $conf, '>>', redis_ctl_out('conf') or die;
 print $conf "user dkload on >$pw ~* +\@all\n";
 close $conf;
 my $node = new_node('faults8', "redis://dkload:$pw\@127.0.0.1:$port/0", <<"CONF");

@@ -559,8 +559,13 @@ sub lit
 	return "'$v'";
 }
 
-my $port = start_redis('sweep');
-my $node = new_node('sweep', "redis://127.0.0.1:$port/0");
+# DISTKIT_TAP_REDIS_MODE=cluster runs the sweep against a 3-master Redis
+# Cluster (the model and every check are the same)
+my $mode = $ENV{DISTKIT_TAP_REDIS_MODE} // 'single';
+my $url = $mode eq 'cluster' ? start_cluster('sweep') : 'redis://127.0.0.1:' . start_redis('sweep') . '/0';
+diag("Redis: $mode ($url)");
+my @masters = split /,/, redis_ctl_out('masters');
+my $node = new_node('sweep', $url);
 $node->safe_psql('postgres', q{CREATE DATABASE sweep ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0});
 $node->safe_psql('sweep', 'CREATE EXTENSION distkit');
 $node->safe_psql('sweep', <<'SQL');
@@ -693,11 +698,13 @@ is(join('; ', @wrong), '', 'every counter in Redis equals the model after the sw
 
 # distkit runs only its own scripts: Redis caches no more scripts than
 # lua/ holds, and nothing sent EVAL (which would carry Lua source)
-my ($scripts) = redis_cli('INFO', 'memory') =~ /number_of_cached_scripts:(\d+)/;
+# (on every master of a cluster)
+my ($scripts) = sort { $b <=> $a } map { node_cli($_, 'INFO', 'memory') =~ /number_of_cached_scripts:(\d+)/ } @masters;
 my $nlua = () = glob("$FindBin::RealBin/../../lua/*.lua");
 ok($scripts <= $nlua, "Redis caches only distkit's own scripts ($scripts, lua/ has $nlua)");
-my ($evals) = redis_cli('INFO', 'commandstats') =~ /cmdstat_eval:calls=(\d+)/;
-is($evals // 0, 0, 'nothing sent EVAL: distkit sends EVALSHA of its own scripts only');
+my $evals = 0;
+$evals += $_ for map { node_cli($_, 'INFO', 'commandstats') =~ /cmdstat_eval:calls=(\d+)/ } @masters;
+is($evals, 0, 'nothing sent EVAL: distkit sends EVALSHA of its own scripts only');
 
 # Every key in Redis: what the model says must, may or must not exist
 sub enc { my ($k) = @_; $k =~ s/%/%25/g; $k =~ s/\}/%7D/g; return $k; }
@@ -711,13 +718,13 @@ for my $k (@strict_keys, @lax_keys)
 $expect{ 'distkit:r:{' . enc($_) . '}' } = ($rate_c{$_} // 0) > 0 ? 'must' : 'not' for keys %rate_fixed;
 $expect{ 'distkit:r:{' . enc($_) . '}' } = 'may' for @rate_free;
 $expect{'distkit:reg:{instances}'} = 'may';	# the instance registry (heartbeats)
-my $hex = redis_cli('EVAL', q{local r = {}
+my $hex = join("\n", map { node_cli($_, 'EVAL', q{local r = {}
 for _, k in ipairs(redis.call('KEYS', '*')) do
 	r[#r + 1] = (k:gsub('.', function(c) return string.format('%02x', c:byte()) end))
 end
-return r}, 0);
+return r}, 0) } @masters);
 my (@stray, %present);
-for my $h (split /\n/, $hex)
+for my $h (grep { $_ ne '' } split /\n/, $hex)
 {
 	my $k = pack('H*', $h);
 	$present{$k} = 1;

@@ -17,7 +17,9 @@ use IPC::Run;
 
 my $pw = 's3cret-acl-pw';
 my $prefix = 'dkacl';
-# the commands distkit needs (docs/reliability.md); AUTH is always allowed
+# the commands counters, rate limiters and lax flushing need (a subset of
+# the list in docs/reliability.md, which the source check at the end keeps
+# exact for every primitive); AUTH is always allowed
 my @needed = qw(evalsha script|load select get set incrby del hget hset pexpire time scan unlink);
 
 my $port = start_redis('security');
@@ -261,8 +263,26 @@ $bg->finish;
 # EVALSHA of their SHA1s and SCRIPT LOAD of their text: no other command
 # carries Lua, and none is built from an argument
 my $src = join('', map { slurp_file($_) } glob("$FindBin::RealBin/../../src/*.c"));
-my %cmds = map { $_ => 1 } $src =~ /DkCmdNew\("([A-Z]+)"\)/g;
-is(join(' ', sort keys %cmds), 'AUTH DEL EVALSHA GET HDEL SCAN SCRIPT SELECT SET UNLINK', 'the only commands the C code builds');
+my %cmds = map { $_ => 1 } grep { defined } $src =~ /DkCmdNew\("([A-Z]+)"\)|CacheKeyCommand\(fcinfo, "([A-Z]+)"/g;
+is(join(' ', sort keys %cmds),
+	'ASKING AUTH CLUSTER DEL EVALSHA EXISTS GET HDEL PTTL ROLE SCAN SCRIPT SELECT SENTINEL SET UNLINK WAIT',
+	'the only commands the C code builds');
+# Redis Cluster (CLUSTER SLOTS, ASKING) and Sentinel (SENTINEL to the
+# sentinels, ROLE and WAIT to the master) commands: only the connection
+# module builds them, and only in those modes
+my $others = join('', map { slurp_file($_) } grep { !/redis\.c$/ } glob("$FindBin::RealBin/../../src/*.c"));
+is(join(' ', grep { $others =~ /DkCmdNew\("$_"\)/ } qw(ASKING CLUSTER ROLE SENTINEL WAIT)), '',
+	'cluster and sentinel commands are built in redis.c only');
+# the ACL command list of docs/reliability.md (one Redis server) is exactly
+# what the C code and the Lua scripts call: AUTH is always allowed, SCRIPT
+# is only SCRIPT LOAD, and the cluster/sentinel commands are listed apart
+my %used = map { lc($_) => 1 } grep { !/^(AUTH|ASKING|CLUSTER|ROLE|SENTINEL|WAIT|SCRIPT)$/ } keys %cmds;
+$used{'script|load'} = 1;
+$used{ lc($_) } = 1 for join('', map { slurp_file($_) } glob("$FindBin::RealBin/../../lua/*.lua")) =~ /redis\.p?call\('([A-Za-z]+)'/g;
+my ($acl) = slurp_file("$FindBin::RealBin/../../docs/reliability.md") =~ /^ACL SETUSER distkit on [^\n]*\n((?:    [^\n]*\n)+)/m;
+my @documented = sort grep { s/^\+// } split ' ', $acl // '';
+is(join(' ', @documented), join(' ', sort keys %used),
+	'docs/reliability.md lists exactly the commands distkit runs on one Redis server');
 my @load = $src =~ /DkCmdArgStr\(load, ([^;]+)\);/g;
 is(join(' ', @load), '"LOAD" DkLuaScripts[s].source', 'SCRIPT LOAD sends only an embedded script');
 unlike($src, qr/"EVAL"/, 'no EVAL');

@@ -17,7 +17,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(start_redis redis_cli redis_ctl new_node wait_for
-  start_proxy set_proxy_mode stop_proxy redis_int);
+  start_proxy set_proxy_mode stop_proxy redis_int start_cluster start_sentinel
+  redis_ctl_out node_cli cluster_node_of_slot);
 
 my $root = dirname(dirname(dirname(__FILE__)));	# repository root
 my $ctl = "$root/test/redis-ctl.sh";
@@ -31,11 +32,75 @@ sub start_redis
 	my $dir = File::Spec->rel2abs("$PostgreSQL::Test::Utils::tmp_check/redis-$name");
 	make_path($dir);
 	$ENV{DISTKIT_REDIS_DIR} = $dir;
+	push @redis_dirs, $dir;		# stopped at the end even if init fails half-way
 	system($ctl, 'init', $dir) == 0 or die "could not start redis-server";
-	push @redis_dirs, $dir;
 	my $port = `$ctl port`;
 	chomp $port;
 	return $port;
+}
+
+# Start a Redis Cluster of 3 masters (with $replicas replicas each) for
+# this test; returns its distkit URL.  redis_cli follows redirections.
+sub start_cluster
+{
+	my ($name, $replicas) = @_;
+	local $ENV{DISTKIT_REDIS_MODE} = 'cluster';
+	local $ENV{DISTKIT_REDIS_REPLICAS} = $replicas // 0;
+	start_redis($name);
+	return redis_ctl_out('url');
+}
+
+# Start one master, one replica and three sentinels (master name
+# "distkit"); returns the distkit URL (redis-sentinel://...#distkit).
+sub start_sentinel
+{
+	my ($name) = @_;
+	local $ENV{DISTKIT_REDIS_MODE} = 'sentinel';
+	start_redis($name);
+	return redis_ctl_out('url');
+}
+
+# Output of redis-ctl.sh with arguments, trimmed.
+sub redis_ctl_out
+{
+	my @args = map { my $a = $_; $a =~ s/'/'\\''/g; "'$a'" } @_;
+	my $out = `$ctl @args`;
+	chomp $out;
+	return $out;
+}
+
+# Raw output of redis-cli against one node (by port).
+sub node_cli
+{
+	my ($port, @args) = @_;
+	return redis_ctl_out('node-cli', $port, '--raw', @args);
+}
+
+# Port of the master serving a hash slot, as that node sees it (CLUSTER NODES).
+sub cluster_node_of_slot
+{
+	my ($slot) = @_;
+	for my $p (split /,/, redis_ctl_out('masters'))
+	{
+		for my $line (split /\n/, node_cli($p, 'CLUSTER', 'NODES'))
+		{
+			my @f = split / /, $line;
+			next unless $f[2] =~ /master/;
+			for my $range (@f[8 .. $#f])
+			{
+				next if $range =~ /^\[/;
+				my ($lo, $hi) = split /-/, $range;
+				$hi //= $lo;
+				if ($slot >= $lo && $slot <= $hi)
+				{
+					my ($port) = $f[1] =~ /:(\d+)@/;
+					return $port;
+				}
+			}
+		}
+		last;
+	}
+	return undef;
 }
 
 # Run redis-ctl.sh with arguments (start, stop, kill, pause, resume).
