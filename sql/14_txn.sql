@@ -296,7 +296,9 @@ SELECT distkit_inc('t:down', 1), distkit_inc('t:down-lax', 1, 'lax');
 \set VERBOSITY sqlstate
 COMMIT;
 \set VERBOSITY default
-SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate, replace(:'LAST_ERROR_MESSAGE', dk_port(), 'PORT') AS message;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate,
+       (SELECT string_agg(replace(:'LAST_ERROR_MESSAGE', p, 'PORT'), '') FROM unnest(dk_ports()) p
+        WHERE strpos(:'LAST_ERROR_MESSAGE', p) > 0) AS message;
 \! "$DISTKIT_REDIS_CTL" start
 SELECT distkit_flush() >= 0 AS flushed;
 SELECT distkit_get('t:down') AS strict, distkit_get('t:down-lax', 'strict') AS lax;
