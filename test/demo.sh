@@ -87,6 +87,16 @@ SELECT instance_id, alive, is_this_server FROM distkit_instances;
 SELECT g AS request, distkit_rate_allow('api:key-1', 5, '1 minute') AS allowed
 FROM generate_series(1, 7) g;
 
+\echo '== Transactional counting: the trigger above, now following COMMIT and ROLLBACK'
+ALTER FUNCTION count_order() SET distkit.transactional = on;
+BEGIN;
+INSERT INTO orders (tenant, amount) SELECT 'acme', 1 FROM generate_series(1, 100);
+SELECT distkit_get('orders:acme') AS seen_inside_the_transaction;
+ROLLBACK;
+SELECT distkit_get('orders:acme') AS after_rollback;
+INSERT INTO orders (tenant, amount) SELECT 'acme', 1 FROM generate_series(1, 100);
+SELECT distkit_get('orders:acme') AS after_commit;
+
 \echo '== What Redis holds (key = <prefix>:c:{<key>})'
 SQL
 "$ctl" cli --raw GET 'distkit:c:{orders:acme}' | sed 's/^/distkit:c:{orders:acme} = /'
