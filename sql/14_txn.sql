@@ -285,6 +285,12 @@ SELECT distkit_set('t:prep', 0);
 PREPARE TRANSACTION 't_prep';
 COMMIT PREPARED 't_prep';
 SELECT distkit_get('t:prep');
+-- increments that cancel out leave nothing to apply: PREPARE works too
+BEGIN;
+SELECT distkit_inc('t:prep', 1), distkit_dec('t:prep', 1);
+PREPARE TRANSACTION 't_prep0';
+COMMIT PREPARED 't_prep0';
+SELECT distkit_get('t:prep');
 
 -- Redis down at COMMIT: the transaction fails with the connection error and
 -- nothing is counted, neither strict nor lax

@@ -433,7 +433,7 @@ distkit_set(PG_FUNCTION_ARGS)
 	DkCmdArgInt(cmd, value);
 	value = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 	NoteStrictWrite(key, value);
-	DkTxnForget(DK_TXN_COUNTER, key);
+	(void) DkTxnForget(DK_TXN_COUNTER, key);
 	PG_RETURN_INT64(value);
 }
 
@@ -446,15 +446,15 @@ distkit_del(PG_FUNCTION_ARGS)
 	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, "key", &klen);
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_DEL, 1);
 	int64		had;
+	int64		pending;
 
 	SettleLax(key);
 	DkCmdArg(cmd, rkey, klen);
 	had = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
 	NoteStrictWrite(key, 0);
 	/* the value this transaction saw; its pending increments die with the key */
-	had = DkTxnSeen(DK_TXN_COUNTER, key, had);
-	DkTxnForget(DK_TXN_COUNTER, key);
-	PG_RETURN_INT64(had);
+	pending = DkTxnForget(DK_TXN_COUNTER, key);
+	PG_RETURN_INT64(DkTxnAddPending(DK_TXN_COUNTER, key, had, pending));
 }
 
 /* DkRedisScan visitor: UNLINK one batch, counting what was removed. */

@@ -445,6 +445,7 @@ StrictWrite(FunctionCallInfo fcinfo, text *key, const char *op, int64 value, boo
 {
 	DkLaxView	v;
 	DkLaxView	after;
+	int64		pending;
 
 	RequireInstance();
 	DkKeyCheck(key, "key");
@@ -459,9 +460,12 @@ StrictWrite(FunctionCallInfo fcinfo, text *key, const char *op, int64 value, boo
 	}
 	DkLaxAfterStrictWrite(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), after);
 	/* del returns what this transaction saw; its pending increments of key are superseded */
+	pending = DkTxnForget(DK_TXN_INSTANCE_COUNTER, key);
 	if (returns_old)
-		v = TxnSeen(key, v);
-	DkTxnForget(DK_TXN_INSTANCE_COUNTER, key);
+	{
+		v.total = DkTxnAddPending(DK_TXN_INSTANCE_COUNTER, key, v.total, pending);
+		v.slice = DkTxnAddPending(DK_TXN_INSTANCE_COUNTER, key, v.slice, pending);
+	}
 	return ViewRow(fcinfo, v);
 }
 

@@ -690,10 +690,17 @@ MsLeft(TimestampTz deadline)
 	return ms;
 }
 
-/* A pending cancel or termination: drop every connection, then throw. */
+/*
+ * A pending cancel or termination: drop every connection, then throw.
+ * Not while interrupts are held off (e.g. in a commit callback, after the
+ * commit record): the request then runs to its end or its timeout, as
+ * PostgreSQL's own waits do.
+ */
 static void
 HandleInterrupt(void)
 {
+	if (!INTERRUPTS_CAN_BE_PROCESSED())
+		return;
 	if (InterruptPending && (QueryCancelPending || ProcDiePending))
 	{
 		DkRedisDisconnect();

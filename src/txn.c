@@ -40,6 +40,7 @@
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "common/int.h"
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -236,10 +237,20 @@ FindItem(DkTxnKind kind, DkMode mode, const char *key, size_t keylen, bool creat
 		slot = txnhash_lookup(txn_hash, k);
 		return slot ? slot->item : NULL;
 	}
-	slot = txnhash_insert(txn_hash, k, &found);
-	if (found)
+	slot = txnhash_lookup(txn_hash, k);
+	if (slot != NULL)
 		return slot->item;
 
+	/*
+	 * Allocate everything before inserting: an out-of-memory error (caught,
+	 * say, by an exception block) must not leave an entry without its item,
+	 * or an item the commit would not visit.
+	 */
+	if (txn_nitems == txn_maxitems)
+	{
+		txn_items = repalloc(txn_items, sizeof(TxnItem *) * txn_maxitems * 2);
+		txn_maxitems *= 2;
+	}
 	item = MemoryContextAllocZero(txn_cxt, sizeof(TxnItem));
 	name = MemoryContextAlloc(txn_cxt, k.namelen);
 	memcpy(name, k.name, k.namelen);
@@ -247,13 +258,8 @@ FindItem(DkTxnKind kind, DkMode mode, const char *key, size_t keylen, bool creat
 	item->key.name = name;
 	item->maxframes = 2;
 	item->frames = MemoryContextAlloc(txn_cxt, sizeof(TxnFrame) * item->maxframes);
-	slot->key = item->key;		/* the slot must not keep pointing at buf */
+	slot = txnhash_insert(txn_hash, item->key, &found);	/* keyed by the copied name */
 	slot->item = item;
-	if (txn_nitems == txn_maxitems)
-	{
-		txn_maxitems *= 2;
-		txn_items = repalloc(txn_items, sizeof(TxnItem *) * txn_maxitems);
-	}
 	txn_items[txn_nitems++] = item;
 	return item;
 }
@@ -437,12 +443,17 @@ DkTxnPending(DkTxnKind kind, text *key)
 int64
 DkTxnSeen(DkTxnKind kind, text *key, int64 value)
 {
-	int64		pending;
-	int64		seen;
-
 	if (txn_hash == NULL)
 		return value;
-	pending = DkTxnPending(kind, key);
+	return DkTxnAddPending(kind, key, value, DkTxnPending(kind, key));
+}
+
+/* value + pending (a sum DkTxnForget returned); 22003 naming key if out of range. */
+int64
+DkTxnAddPending(DkTxnKind kind, text *key, int64 value, int64 pending)
+{
+	int64		seen;
+
 	if (pg_add_s64_overflow(value, pending, &seen))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
@@ -462,19 +473,35 @@ ClearItem(TxnItem *item)
 	item->total = 0;
 }
 
-/* key was just set or deleted: its earlier pending deltas are superseded. */
-void
+/*
+ * key was just set or deleted: its earlier pending deltas are superseded.
+ * Returns their sum (what the transaction saw on top of the old value);
+ * they are dropped before any error, so a failure after the overwrite
+ * cannot leave them to be applied to the new value.
+ */
+int64
 DkTxnForget(DkTxnKind kind, text *key)
 {
 	size_t		keylen = VARSIZE_ANY_EXHDR(key);
 	TxnItem    *item;
+	int64		sum;
+	bool		ok;
 
 	if (txn_hash == NULL)
-		return;
+		return 0;
+	ok = PendingSum(kind, VARDATA_ANY(key), keylen, &sum);
 	if ((item = FindItem(kind, DK_MODE_STRICT, VARDATA_ANY(key), keylen, false)) != NULL)
 		ClearItem(item);
 	if ((item = FindItem(kind, DK_MODE_LAX, VARDATA_ANY(key), keylen, false)) != NULL)
 		ClearItem(item);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("pending increments of %s overflow bigint",
+						psprintf("%s %s", KindOps(kind)->what, DkKeyQuote(key))),
+				 errdetail("They were dropped: the key was just overwritten."),
+				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
+	return sum;
 }
 
 /* Every key of kind under the current prefix was just deleted. */
@@ -499,7 +526,7 @@ DkTxnForgetAll(DkTxnKind kind)
 /*
  * End of the subtransaction at level: on commit its deltas join the parent
  * level, on abort they are dropped.  Only items with a frame at level are
- * visited.  No errors here.
+ * visited.  No errors here but out of memory (Touch).
  */
 static void
 EndSubXact(int level, bool commit)
@@ -720,6 +747,7 @@ TryLaxAdd(const TxnItem *item)
 	size_t		keylen;
 	const char *key = ItemKey(item, &keylen);
 	MemoryContext oldcxt = CurrentMemoryContext;
+	uint32		saved_holdoff = InterruptHoldoffCount;
 	volatile bool ok = false;
 
 	PG_TRY();
@@ -730,6 +758,8 @@ TryLaxAdd(const TxnItem *item)
 	}
 	PG_CATCH();
 	{
+		/* an ERROR zeroed the holdoff count CommitTransaction relies on */
+		InterruptHoldoffCount = saved_holdoff;
 		MemoryContextSwitchTo(oldcxt);
 		FlushErrorState();
 		ok = false;
@@ -743,6 +773,7 @@ static void
 SendLate(TxnItem **late, int nlate)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	uint32		saved_holdoff = InterruptHoldoffCount;
 
 	PG_TRY();
 	{
@@ -769,6 +800,8 @@ SendLate(TxnItem **late, int nlate)
 	{
 		ErrorData  *edata;
 
+		/* an ERROR zeroed the holdoff count CommitTransaction relies on */
+		InterruptHoldoffCount = saved_holdoff;
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -818,7 +851,7 @@ TxnPrePrepare(void)
 	TxnItem    *first = NULL;
 
 	for (int i = 0; i < txn_nitems; i++)
-		if (txn_items[i]->nframes > 0)
+		if (txn_items[i]->total != 0)
 		{
 			if (first == NULL)
 				first = txn_items[i];

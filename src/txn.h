@@ -78,8 +78,11 @@ extern int64 DkTxnPending(DkTxnKind kind, text *key);
 /* value plus this transaction's pending delta for (kind, key). */
 extern int64 DkTxnSeen(DkTxnKind kind, text *key, int64 value);
 
-/* Drop this transaction's pending deltas of key (it was just overwritten). */
-extern void DkTxnForget(DkTxnKind kind, text *key);
+/* value + pending; 22003 naming key if out of range. */
+extern int64 DkTxnAddPending(DkTxnKind kind, text *key, int64 value, int64 pending);
+
+/* Drop this transaction's pending deltas of key (it was just overwritten); returns their sum. */
+extern int64 DkTxnForget(DkTxnKind kind, text *key);
 
 /* Drop every pending delta of kind under the current prefix (after a clear). */
 extern void DkTxnForgetAll(DkTxnKind kind);

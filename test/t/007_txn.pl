@@ -141,4 +141,43 @@ is($pg->(q{SET distkit.transactional = on; SELECT distkit_inc('kill', 100)}), '1
 	'after a restart the next transactional increment works');
 is(redis_int('distkit:c:{kill}'), 101, 'Redis holds the committed increments only');
 
+# 4. the path after the commit record: a lax key the buffer could hold at
+# the call but not at COMMIT (it filled up meanwhile with increments Redis
+# cannot take) is sent to Redis after the commit; Redis down then too, the
+# increment is lost with a WARNING naming it.  The session must stay
+# cancellable afterwards: an error caught after the commit record once
+# zeroed the interrupt hold-off count that COMMIT restores, which made the
+# session ignore statement_timeout and pg_cancel_backend.
+my $small = new_node('txnsmall', "redis://127.0.0.1:$port/0", "distkit.lax_capacity = 64\n");
+$small->safe_psql('postgres', q{SELECT distkit_inc('late', 1, 'lax'), distkit_flush()});
+redis_ctl('stop');
+($ret, $stdout, $stderr) = $small->psql('postgres', q{
+BEGIN;
+SET LOCAL distkit.transactional = on;
+SELECT distkit_inc('late', 5, 'lax');
+SET LOCAL distkit.transactional = off;
+DO $$
+BEGIN
+	FOR i IN 1..200 LOOP
+		BEGIN
+			PERFORM distkit_inc('fill:' || i, 1, 'lax');
+		EXCEPTION WHEN connection_failure OR sqlclient_unable_to_establish_sqlconnection THEN
+			NULL;
+		END;
+	END LOOP;
+END $$;
+COMMIT;
+SET statement_timeout = '300ms';
+SELECT pg_sleep(5);
+});
+like($stderr, qr/WARNING:  distkit may have lost 1 committed lax increment, such as counter "late" by 5/,
+	'a lax increment the full buffer refused at commit, with Redis down: lost with a WARNING naming it');
+like($stderr, qr/ERROR:  canceling statement due to statement timeout/,
+	'and the session still honours statement_timeout after that commit');
+is($small->safe_psql('postgres', q{SELECT buffer_used FROM distkit_stats}), '64', 'the buffer was full');
+redis_ctl('start');
+$small->safe_psql('postgres', 'SELECT distkit_flush()');
+is(redis_int('distkit:c:{late}'), 1, 'Redis has the increment made before, not the lost one');
+$small->stop;
+
 done_testing();
