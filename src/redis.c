@@ -1503,6 +1503,7 @@ typedef struct DkGroup
 	bool		sent;
 	const char *why;
 	int			waited;			/* WAIT reply, -1 if none */
+	bool		wants_wait;		/* ends with WAIT (durable writes on a Sentinel master) */
 } DkGroup;
 
 /*
@@ -1510,9 +1511,9 @@ typedef struct DkGroup
  * that node instead of routing it) and returns their final replies.
  */
 static DkReply **
-RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced)
+RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply **out)
 {
-	DkReply   **replies = palloc0(sizeof(DkReply *) * ncmds);
+	DkReply   **replies = out ? out : palloc0(sizeof(DkReply *) * ncmds);
 	int		   *ask = palloc(sizeof(int) * ncmds);
 	int		   *noscript = palloc0(sizeof(int) * ncmds);
 	bool	   *need_load = palloc0(sizeof(bool) * ncmds);
@@ -1590,10 +1591,24 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced)
 			for (int g = 0; g < ngroups; g++)
 				if (groups[g].skip)
 					for (int j = 0; j < groups[g].ncmds; j++)
-						if (RouteCmd(cmds[groups[g].cmds[j]]) != groups[g].node)
+					{
+						int			i = groups[g].cmds[j];
+
+						/* a command for a given node (SCAN of one master) cannot move */
+						if (forced && forced[i] >= 0)
+							continue;
+						if (ask[i] >= 0)
+							ask[i] = -1;	/* the importing node is gone: ask the map */
+						if (RouteCmd(cmds[i]) != groups[g].node)
 							moved = true;
+					}
 			if (!moved || round + 1 >= MAX_ROUNDS)
 				RaiseErr(&conn_err);
+			/*
+			 * Nothing was sent this round.  The refresh may have dropped a
+			 * connection of another group: regroup and reconnect first.
+			 */
+			continue;
 		}
 
 		/* write every node's share */
@@ -1645,6 +1660,8 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced)
 			if (durable && nodes[ni].wait_replicas > 0)
 			{
 				DkCmd	   *wait = DkCmdNew("WAIT");
+
+				gr->wants_wait = true;
 
 				DkCmdArgInt(wait, nodes[ni].wait_replicas);
 				DkCmdArgInt(wait, Max(1, command_timeout_ms / 2));
@@ -1714,10 +1731,20 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced)
 				if (safety != DK_IDEMPOTENT || timeout || io_retries >= 2)
 					ExchangeFailed(ni, safety, gr->sent, gr->why);
 				io_retries++;
-				/* replies read before the failure stand; the rest is resent */
+
+				/*
+				 * Replies read before the failure stand and the rest is
+				 * resent -- except on a Sentinel master whose replica had not
+				 * confirmed them (no WAIT reply): then every command of the
+				 * group is resent (durable writes are idempotent).
+				 */
 				for (int j = 0; j < gr->ncmds; j++)
+				{
+					if (gr->wants_wait)
+						replies[gr->cmds[j]] = NULL;
 					if (replies[gr->cmds[j]] == NULL)
 						ask[gr->cmds[j]] = -1;
+				}
 			}
 			else if (gr->waited >= 0 && gr->waited < nodes[ni].wait_replicas)
 			{
@@ -1827,7 +1854,21 @@ DkReply **
 DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety)
 {
 	EnsureTopology();
-	return RunCommands(cmds, ncmds, safety, NULL);
+	return RunCommands(cmds, ncmds, safety, NULL, NULL);
+}
+
+/*
+ * DkRedisRun with the caller's zeroed array of ncmds replies, filled as
+ * replies arrive.  If the call raises an error, a command whose slot holds
+ * a non-error reply was executed by Redis (the others were not, or their
+ * outcome is unknown): against a cluster, one node may have applied its
+ * share while another failed.
+ */
+DkReply **
+DkRedisRunInto(DkCmd **cmds, int ncmds, DkSafety safety, DkReply **replies)
+{
+	EnsureTopology();
+	return RunCommands(cmds, ncmds, safety, NULL, replies);
 }
 
 /* Run one command; see DkRedisRun. */
@@ -1878,19 +1919,26 @@ DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *wha
 
 	for (int k = 0; k < nmasters; k++)
 	{
-		char	   *cursor = pstrdup("0");
+		char		cursor[32] = "0";
+		MemoryContext batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "distkit scan batch",
+														ALLOCSET_DEFAULT_SIZES);
+		MemoryContext oldcxt = MemoryContextSwitchTo(batch_cxt);
 
 		do
 		{
-			DkCmd	   *scan = DkCmdNew("SCAN");
+			DkCmd	   *scan;
 			DkReply    *r;
+
+			/* one batch's commands, replies and the visit's work are freed after it */
+			MemoryContextReset(batch_cxt);
+			scan = DkCmdNew("SCAN");
 
 			DkCmdArgStr(scan, cursor);
 			DkCmdArgStr(scan, "MATCH");
 			DkCmdArgStr(scan, pattern);
 			DkCmdArgStr(scan, "COUNT");
 			DkCmdArgStr(scan, "1000");
-			r = RunCommands(&scan, 1, DK_IDEMPOTENT, &masters[k])[0];
+			r = RunCommands(&scan, 1, DK_IDEMPOTENT, &masters[k], NULL)[0];
 			if (r->type == DK_REPLY_ERROR)
 				DkReplyRaiseError(r, what);
 			if (r->type != DK_REPLY_ARRAY || r->nelem != 2 ||
@@ -1898,11 +1946,17 @@ DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *wha
 				ereport(ERROR,
 						(errcode(ERRCODE_SYSTEM_ERROR),
 						 errmsg("unexpected reply from Redis to SCAN")));
-			cursor = r->elem[0]->str;
+			if (r->elem[0]->len >= sizeof(cursor))
+				ereport(ERROR,
+						(errcode(ERRCODE_SYSTEM_ERROR),
+						 errmsg("unexpected SCAN cursor from Redis")));
+			strlcpy(cursor, r->elem[0]->str, sizeof(cursor));
 			if (r->elem[1]->nelem > 0)
 				visit(r->elem[1], arg);
 			CHECK_FOR_INTERRUPTS();
 		} while (strcmp(cursor, "0") != 0);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(batch_cxt);
 	}
 }
 

@@ -66,6 +66,7 @@ extern void DkCmdArg(DkCmd *cmd, const char *arg, size_t len);
 extern void DkCmdArgStr(DkCmd *cmd, const char *arg);
 extern void DkCmdArgInt(DkCmd *cmd, int64 value);
 
+extern DkReply **DkRedisRunInto(DkCmd **cmds, int ncmds, DkSafety safety, DkReply **replies);
 extern DkReply **DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety);
 extern DkReply *DkRedisRunOne(DkCmd *cmd, DkSafety safety);
 extern void DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *what);

@@ -659,6 +659,7 @@ TxnPreCommit(void)
 	size_t		plen = strlen(prefix);
 	TxnItem   **items = palloc(sizeof(TxnItem *) * Max(txn_nitems, 1));
 	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * Max(txn_nitems, 1));
+	DkReply   **volatile replies;
 	bool	   *applied;
 	int			n = 0;
 	ErrorData  *edata = NULL;
@@ -685,22 +686,22 @@ TxnPreCommit(void)
 		return;
 
 	applied = palloc0(sizeof(bool) * n);
+	replies = palloc0(sizeof(DkReply *) * n);
 	oldcxt = CurrentMemoryContext;
 	PG_TRY();
 	{
 		for (int start = 0; start < n; start += TXN_CHUNK)
 		{
 			int			m = Min(TXN_CHUNK, n - start);
-			DkReply   **r = DkRedisRun(cmds + start, m, DK_NOT_IDEMPOTENT);
+			DkReply   **r = DkRedisRunInto(cmds + start, m, DK_NOT_IDEMPOTENT, replies + start);
 			int			failed = -1;
 
 			for (int j = 0; j < m; j++)
-			{
-				if (r[j]->type != DK_REPLY_ERROR)
-					applied[start + j] = true;
-				else if (failed < 0)
+				if (r[j]->type == DK_REPLY_ERROR)
+				{
 					failed = j;
-			}
+					break;
+				}
 			if (failed >= 0)
 				DkReplyRaiseError(r[failed], ItemWhat(items[start + failed]));
 		}
@@ -712,6 +713,14 @@ TxnPreCommit(void)
 		FlushErrorState();
 	}
 	PG_END_TRY();
+
+	/*
+	 * What Redis executed: every non-error reply, also of a chunk whose call
+	 * failed part-way (against a cluster one master may have applied its
+	 * share while another failed).
+	 */
+	for (int i = 0; i < n; i++)
+		applied[i] = replies[i] != NULL && replies[i]->type != DK_REPLY_ERROR;
 
 	if (edata == NULL)
 	{
