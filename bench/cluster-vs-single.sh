@@ -15,8 +15,8 @@
 # install), then re-runs itself as that user in a copy of the tree and
 # copies the results back.  As any other user: expects distkit installed.
 #
-# bench/run.sh cannot be sourced for its helpers (it runs everything when
-# read), so the few small ones needed here (median, q, place) are copied.
+# What it shares with bench/run.sh (the lock, the run as the user in a copy
+# of the tree, median) is in bench/lib.sh.
 #
 # Settings (environment):
 #   BENCH_SECONDS    length of one pgbench run (default 8)
@@ -35,6 +35,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 DISTKIT_USER=${DISTKIT_USER:-distkit}
+. "$here/bench/lib.sh"
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 BENCH_SECONDS=${BENCH_SECONDS:-8}
@@ -66,41 +67,13 @@ export BENCH_COMMAND BENCH_GIT=${BENCH_GIT:-unknown}
 
 # ---------------------------------------------------------------- as root
 if [ "$(id -u)" = 0 ]; then
-	# one distkit run at a time per machine (shared with test/run-tests.sh
-	# and bench/run.sh): "make install" writes the system-wide extension
-	# directory, and other runs would skew the figures
-	exec 9>/tmp/distkit-test.lock
-	if ! flock -n 9; then
-		echo "cluster-vs-single: waiting for the machine lock /tmp/distkit-test.lock (another test or benchmark runs)"
-		flock 9
-	fi
+	bench_lock cluster-vs-single
 	"$here/test/setup.sh"
-	work=${BENCH_WORKDIR:-/tmp/distkit-cvs-src-$(printf '%s' "$here" | md5sum | cut -c1-8)}
-	rm -rf "$work"
-	mkdir -p "$work/results"
-	(cd "$here" && tar --exclude=./bench/results -cf - bench test lua) | tar -xf - -C "$work"
-	chown -R "$DISTKIT_USER:" "$work"
-	rc=0
-	runuser -u "$DISTKIT_USER" -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" BENCH_LOCKED=1 \
-		BENCH_RESULTS="$work/results" BENCH_SECONDS="$BENCH_SECONDS" BENCH_REPS="$BENCH_REPS" \
-		BENCH_CLIENTS="$BENCH_CLIENTS" BENCH_WARMUP="$BENCH_WARMUP" BENCH_WORKLOADS="$BENCH_WORKLOADS" \
-		BENCH_PIN="$BENCH_PIN" BENCH_KEEP_LOGS="$BENCH_KEEP_LOGS" BENCH_COMMAND="$BENCH_COMMAND" BENCH_GIT="$BENCH_GIT" \
-		bash "$work/bench/cluster-vs-single.sh" || rc=$?
-	out=${BENCH_RESULTS:-$here/bench/results}
-	mkdir -p "$out"
-	if ls "$work/results/"* >/dev/null 2>&1; then
-		cp -r "$work/results/"* "$out/"
-		echo "cluster-vs-single: results copied to $out: $(cd "$work/results" && ls | tr '\n' ' ')"
-	fi
-	exit "$rc"
+	bench_run_as_user cluster-vs-single distkit-cvs-src cluster-vs-single.sh
 fi
 
 # ---------------------------------------------------------------- as the user
-if [ -z "${BENCH_LOCKED:-}" ]; then
-	# the root path holds the lock already; a direct run takes it here
-	if [ -e /tmp/distkit-test.lock ]; then exec 9</tmp/distkit-test.lock; else exec 9>/tmp/distkit-test.lock; fi
-	flock 9
-fi
+bench_user_lock
 export PATH="$("$PG_CONFIG" --bindir):$PATH"
 for tool in pgbench psql redis-server redis-cli; do
 	command -v "$tool" >/dev/null || { echo "cluster-vs-single: $tool not found" >&2; exit 1; }
@@ -139,7 +112,6 @@ trap 'exit 143' TERM
 log() { echo "cluster-vs-single: $*"; }
 q() { psql -X -A -t -q -v ON_ERROR_STOP=1 -c "$1"; }
 # median of numbers on stdin ("-" when none)
-median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 directive() { sed -n "s/^-- $2: *//p" "$wdir/$1.sql"; }
 cpu_stat() { awk '/^cpu /{t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9; exit}' /proc/stat; }
 

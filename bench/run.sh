@@ -41,6 +41,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 DISTKIT_USER=${DISTKIT_USER:-distkit}
+. "$here/bench/lib.sh"
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 if [ -n "${BENCH_QUICK:-}" ]; then
@@ -78,10 +79,7 @@ fi
 export BENCH_COMMAND BENCH_GIT=${BENCH_GIT:-unknown}
 
 if [ "$(id -u)" = 0 ]; then
-	# one distkit run at a time per machine: "make install" writes the
-	# system-wide extension directory, and other runs would skew the figures
-	exec 9>/tmp/distkit-test.lock
-	flock 9
+	bench_lock bench
 	"$here/test/setup.sh"
 	# optional packages: the chart (gnuplot) and the peer (pgmemcache +
 	# memcached); a run without them reports what is missing
@@ -101,34 +99,11 @@ if [ "$(id -u)" = 0 ]; then
 	command -v gnuplot >/dev/null 2>&1 || apt_ensure "the chart" gnuplot-nox
 	[ "$BENCH_HOTPATH" = 0 ] || command -v strace >/dev/null 2>&1 || apt_ensure "the hot-path check" strace
 	apt_ensure "the peer, pgmemcache against memcached" postgresql-15-pgmemcache memcached
-	work=${BENCH_WORKDIR:-/tmp/distkit-bench-src-$(printf '%s' "$here" | md5sum | cut -c1-8)}
-	rm -rf "$work"
-	mkdir -p "$work/results"
-	(cd "$here" && tar --exclude=./bench/results -cf - bench test lua) | tar -xf - -C "$work"
-	chown -R "$DISTKIT_USER:" "$work"
-	rc=0
-	runuser -u "$DISTKIT_USER" -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" BENCH_LOCKED=1 \
-		BENCH_RESULTS="$work/results" BENCH_SECONDS="$BENCH_SECONDS" BENCH_REPS="$BENCH_REPS" \
-		BENCH_CLIENTS="$BENCH_CLIENTS" BENCH_WARMUP="$BENCH_WARMUP" BENCH_WORKLOADS="$BENCH_WORKLOADS" \
-		BENCH_REDIS_APPENDONLY="$BENCH_REDIS_APPENDONLY" BENCH_REDIS_MODE="$BENCH_REDIS_MODE" BENCH_QUICK="$BENCH_QUICK" \
-		BENCH_KEEP_LOGS="$BENCH_KEEP_LOGS" BENCH_PIN="$BENCH_PIN" BENCH_COMMAND="$BENCH_COMMAND" BENCH_GIT="$BENCH_GIT" \
-		BENCH_LAG="$BENCH_LAG" BENCH_PG_CONF="$BENCH_PG_CONF" BENCH_HOTPATH="$BENCH_HOTPATH" \
-		bash "$work/bench/run.sh" || rc=$?
-	out=${BENCH_RESULTS:-$here/bench/results}
-	mkdir -p "$out"
-	if ls "$work/results/"* >/dev/null 2>&1; then
-		cp -r "$work/results/"* "$out/"
-		echo "bench: results copied to $out: $(cd "$work/results" && ls | tr '\n' ' ')"
-	fi
-	exit "$rc"
+	bench_run_as_user bench distkit-bench-src run.sh
 fi
 
 # ---------------------------------------------------------------- as the user
-if [ -z "${BENCH_LOCKED:-}" ]; then
-	# the root path holds the lock already; a direct run takes it here
-	if [ -e /tmp/distkit-test.lock ]; then exec 9</tmp/distkit-test.lock; else exec 9>/tmp/distkit-test.lock; fi
-	flock 9
-fi
+bench_user_lock
 export PATH="$("$PG_CONFIG" --bindir):$PATH"
 bdir="$here/bench"
 wdir="$bdir/workloads"
@@ -167,7 +142,6 @@ done
 log() { echo "bench: $*"; }
 q() { psql -X -A -t -q -c "$1"; }
 # median of numbers on stdin ("-" when none)
-median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # header directive of a workload script
 directive() { sed -n "s/^-- $2: *//p" "$wdir/$1.sql"; }
 cpu_stat() { awk '/^cpu /{t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9; exit}' /proc/stat; }
