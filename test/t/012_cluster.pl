@@ -234,4 +234,30 @@ usleep(1_600_000);
 is(node_cli($mb, 'GET', "distkit:c:{$kb}"), '0', "$kb: the paused command died with its connection");
 is($pg->(qq{SELECT distkit_inc('$ka', 1), distkit_inc('$kb', 1)}), '1|1', 'both masters answer again');
 
+# 5. through a Redis ACL user restricted to one prefix, with the commands of
+# docs/reliability.md that these calls need plus the cluster's cluster|slots
+# and asking (set on every node by redis-ctl): keys on every master,
+# strict, lax, reads across masters, clear, rate limiting, exact.
+my $acl_pw = 'cl-acl-pw';
+redis_cli('ACL', 'SETUSER', 'dkcl', 'reset', 'on', ">$acl_pw", '~dkc:*', 'resetchannels', '-@all',
+	map { "+$_" } qw(evalsha script|load select get set incrby del hget hset pexpire time scan unlink
+		cluster|slots asking));
+my $seed = (split /,/, redis_ctl_out('masters'))[0];
+my $an = new_node('clacl', "redis-cluster://dkcl:$acl_pw\@127.0.0.1:$seed", "distkit.prefix = 'dkc'\n");
+my $aq = sub { $an->safe_psql('postgres', $_[0]) };
+is($aq->(q{SELECT sum(distkit_inc('acl:' || g, g)) FROM generate_series(1, 100) g}), '5050',
+	'ACL user: strict increments of 100 keys on every master');
+is($aq->(q{SELECT count(distkit_inc('acl:' || g, 1, 'lax')) FROM generate_series(1, 100) g}), '100',
+	'ACL user: lax increments of the same keys');
+$aq->(q{SELECT distkit_flush()});
+is($aq->(q{SELECT sum(value) FROM distkit_get_many(ARRAY(SELECT 'acl:' || g FROM generate_series(1, 100) g))}),
+	'5150', 'ACL user: flushed exactly, read back across the masters in one call');
+my @acl_per = map { my $k = node_cli($_, 'KEYS', 'dkc:c:{acl:*'); $k eq '' ? 0 : scalar(split /\n/, $k) }
+	split /,/, redis_ctl_out('masters');
+ok((grep { $_ > 0 } @acl_per) == 3, "the keys are on every master (@acl_per)");
+is($aq->(q{SELECT string_agg(distkit_rate_allow('acl-rate', 2, '1 minute')::text, ',') FROM generate_series(1, 3)}),
+	'true,true,false', 'ACL user: rate limiting');
+is($aq->(q{SELECT distkit_clear()}), '100', 'ACL user: distkit_clear scans and unlinks on every master');
+$an->stop;
+
 done_testing();
