@@ -21,14 +21,21 @@
 
 #include "distkit.h"
 
-/* A text argument that must not be NULL. */
-text *
-DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname)
+/* Raise 22004 naming argname if argument argno is NULL. */
+void
+DkArgNotNull(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be NULL", argname)));
+}
+
+/* A text argument that must not be NULL. */
+text *
+DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	DkArgNotNull(fcinfo, argno, argname);
 	return PG_GETARG_TEXT_PP(argno);
 }
 
@@ -36,10 +43,7 @@ DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname)
 int64
 DkArgInt64(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", argname)));
+	DkArgNotNull(fcinfo, argno, argname);
 	return PG_GETARG_INT64(argno);
 }
 
@@ -104,10 +108,7 @@ DkArgIntervalMs(FunctionCallInfo fcinfo, int argno, const char *argname, bool al
 	int64		days_us;
 	int64		us;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", argname)));
+	DkArgNotNull(fcinfo, argno, argname);
 	iv = PG_GETARG_INTERVAL_P(argno);
 	if (iv->month != 0)
 		ereport(ERROR,

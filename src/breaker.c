@@ -163,10 +163,7 @@ PositiveDuration(FunctionCallInfo fcinfo, int argno, const char *argname, int64 
 	Interval   *iv;
 	int64		us;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", argname)));
+	DkArgNotNull(fcinfo, argno, argname);
 	iv = PG_GETARG_INTERVAL_P(argno);
 	us = DkIntervalUs(iv, argname);
 	if (us <= 0 || us > max_us)
@@ -184,10 +181,7 @@ PositiveInt(FunctionCallInfo fcinfo, int argno, const char *argname, const char 
 {
 	int32		v;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", argname)));
+	DkArgNotNull(fcinfo, argno, argname);
 	v = PG_GETARG_INT32(argno);
 	if (v < 1)
 		ereport(ERROR,
@@ -216,10 +210,7 @@ distkit_breaker_configure(PG_FUNCTION_ARGS)
 	DkReply    *r;
 
 	(void) DkKeyCheck(name, "name");
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("failure_rate_threshold must not be NULL")));
+	DkArgNotNull(fcinfo, 1, "failure_rate_threshold");
 	thr = PG_GETARG_FLOAT8(1);
 	if (!(thr > 0 && thr <= 100))
 		ereport(ERROR,
@@ -284,10 +275,7 @@ distkit_breaker_record(PG_FUNCTION_ARGS)
 	int64		duration_us = -1;
 	DkCmd	   *cmd;
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("success must not be NULL")));
+	DkArgNotNull(fcinfo, 1, "success");
 	success = PG_GETARG_BOOL(1);
 	if (!PG_ARGISNULL(2))
 	{

@@ -341,10 +341,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 	DkLaxReadState *states;
 	DkLaxReadTicket *tickets;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("keys must not be NULL")));
+	DkArgNotNull(fcinfo, 0, "keys");
 	mode = CounterMode(fcinfo, 1);
 	arr = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(arr) > 1)
@@ -556,10 +553,7 @@ distkit_flush(PG_FUNCTION_ARGS)
 	int64		ms = 0;
 
 	DkRequirePreload("distkit_flush");
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("timeout must not be NULL")));
+	DkArgNotNull(fcinfo, 0, "timeout");
 	timeout = PG_GETARG_INTERVAL_P(0);
 	/* days beyond 2^63 us must not wrap around to a valid timeout */
 	if (!pg_mul_s64_overflow((int64) timeout->day, USECS_PER_DAY, &us) &&

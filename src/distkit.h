@@ -33,6 +33,7 @@ extern void DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interva
 							 DkWorkerTaskFn at_shutdown);
 
 /* argument helpers (args.c) */
+extern void DkArgNotNull(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern text *DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 DkArgInt64(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern DkMode DkArgMode(FunctionCallInfo fcinfo, int argno, int default_mode);

@@ -95,10 +95,7 @@ PerMicroseconds(FunctionCallInfo fcinfo, int argno)
 	int64		days_us;
 	int64		us;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("per must not be NULL")));
+	DkArgNotNull(fcinfo, argno, "per");
 	per = PG_GETARG_INTERVAL_P(argno);
 	if (per->month != 0)
 		ereport(ERROR,

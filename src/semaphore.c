@@ -117,10 +117,7 @@ distkit_semaphore_acquire(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	MemoryContext attempt_ctx;
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("permits must not be NULL")));
+	DkArgNotNull(fcinfo, 1, "permits");
 	permits = PG_GETARG_INT32(1);
 	if (permits <= 0)
 		ereport(ERROR,
