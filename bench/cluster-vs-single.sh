@@ -111,14 +111,7 @@ trap 'exit 143' TERM
 
 log() { echo "cluster-vs-single: $*"; }
 q() { psql -X -A -t -q -v ON_ERROR_STOP=1 -c "$1"; }
-# median of numbers on stdin ("-" when none)
-directive() { sed -n "s/^-- $2: *//p" "$wdir/$1.sql"; }
-cpu_stat() { awk '/^cpu /{t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9; exit}' /proc/stat; }
-
-started=$(date -u '+%Y-%m-%d %H:%M UTC')
-stamp=$(date -u '+%Y%m%dT%H%M%SZ')
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-read -r cpu_t0 steal_t0 < <(cpu_stat)
+bench_facts_begin
 
 # ---------------------------------------------------------------- workloads
 # the Redis keys a workload increments: a SCAN pattern per workload, from
@@ -314,12 +307,7 @@ done
 switch_to single || true
 
 # ---------------------------------------------------------------- facts
-read -r cpu_t1 steal_t1 < <(cpu_stat)
-steal=$(awk -v a="$cpu_t0" -v b="$cpu_t1" -v s="$steal_t0" -v t="$steal_t1" 'BEGIN { printf "%.1f", (b > a) ? 100 * (t - s) / (b - a) : 0 }')
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-finished=$(date -u '+%Y-%m-%d %H:%M UTC')
-cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
-virt=$(systemd-detect-virt 2>/dev/null || true)
+bench_facts_end
 rinfo() { redis single cli INFO server | tr -d '\r' | sed -n "s/^$1://p" | head -1; }
 rconf() { redis "$1" cli CONFIG GET "$2" | sed -n 2p; }
 # CPU seconds of every node over the whole run (set-up included)
@@ -372,13 +360,7 @@ met_all=yes
 	echo
 	echo "| fact | value |"
 	echo "| --- | --- |"
-	echo "| CPUs (nproc) | $ncpu |"
-	echo "| CPU model | ${cpu_model:-unknown} |"
-	echo "| virtualisation | ${virt:-unknown} |"
-	echo "| memory | $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |"
-	echo "| kernel | $(uname -sr) |"
-	echo "| load average before / after | $load_before / $load_after |"
-	echo "| CPU steal during the run | $steal % |"
+	bench_machine_rows
 	echo "| PostgreSQL | $(q 'SHOW server_version') |"
 	echo "| PostgreSQL settings | $pg_settings (otherwise initdb defaults) |"
 	echo "| Redis | $(rinfo redis_version); one Redis: appendonly $(rconf single appendonly), save \"$(rconf single save)\"; cluster: 3 masters, no replicas, appendonly $(rconf cluster appendonly), save \"$(rconf cluster save)\", cluster-node-timeout $(rconf cluster cluster-node-timeout) ms |"

@@ -46,3 +46,37 @@ bench_run_as_user() {
 	fi
 	exit "$rc"
 }
+
+# A header directive of workload script $1 (-- $2: value), from $wdir.
+directive() { sed -n "s/^-- $2: *//p" "$wdir/$1.sql"; }
+
+# Total and steal jiffies of all CPUs.
+cpu_stat() { awk '/^cpu /{t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9; exit}' /proc/stat; }
+
+# Machine facts around a run: bench_facts_begin sets started, stamp,
+# load_before; bench_facts_end sets finished, load_after, steal (percent of
+# CPU time stolen meanwhile), cpu_model, virt; bench_machine_rows prints the
+# report's rows about the machine.
+bench_facts_begin() {
+	started=$(date -u '+%Y-%m-%d %H:%M UTC')
+	stamp=$(date -u '+%Y%m%dT%H%M%SZ')
+	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+	read -r cpu_t0 steal_t0 < <(cpu_stat)
+}
+bench_facts_end() {
+	read -r cpu_t1 steal_t1 < <(cpu_stat)
+	steal=$(awk -v a="$cpu_t0" -v b="$cpu_t1" -v s="$steal_t0" -v t="$steal_t1" 'BEGIN { printf "%.1f", (b > a) ? 100 * (t - s) / (b - a) : 0 }')
+	load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+	finished=$(date -u '+%Y-%m-%d %H:%M UTC')
+	cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+	virt=$(systemd-detect-virt 2>/dev/null || true)
+}
+bench_machine_rows() {
+	echo "| CPUs (nproc) | $(nproc) |"
+	echo "| CPU model | ${cpu_model:-unknown} |"
+	echo "| virtualisation | ${virt:-unknown} |"
+	echo "| memory | $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |"
+	echo "| kernel | $(uname -sr) |"
+	echo "| load average before / after | $load_before / $load_after |"
+	echo "| CPU steal during the run | $steal % |"
+}

@@ -141,15 +141,7 @@ done
 
 log() { echo "bench: $*"; }
 q() { psql -X -A -t -q -c "$1"; }
-# median of numbers on stdin ("-" when none)
-# header directive of a workload script
-directive() { sed -n "s/^-- $2: *//p" "$wdir/$1.sql"; }
-cpu_stat() { awk '/^cpu /{t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9; exit}' /proc/stat; }
-
-started=$(date -u '+%Y-%m-%d %H:%M UTC')
-stamp=$(date -u '+%Y%m%dT%H%M%SZ')
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-read -r cpu_t0 steal_t0 < <(cpu_stat)
+bench_facts_begin
 
 # ---------------------------------------------------------------- servers
 # The servers must not inherit the lock's descriptor (fd 9): a server that
@@ -567,18 +559,13 @@ lax_final=$(q "SELECT buffer_used, buffer_capacity, strict_fallbacks, flush_erro
 for w in $all; do case ${status[$w]} in failed*) failed=1 ;; esac; done
 
 # ---------------------------------------------------------------- facts
-read -r cpu_t1 steal_t1 < <(cpu_stat)
-steal=$(awk -v a="$cpu_t0" -v b="$cpu_t1" -v s="$steal_t0" -v t="$steal_t1" 'BEGIN { printf "%.1f", (b > a) ? 100 * (t - s) / (b - a) : 0 }')
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_facts_end
 # CPU seconds (user + sys) each master spent over the run
 redis_cpu=$(for p in $("$rctl" masters | tr , ' '); do
 	"$rctl" node-cli "$p" INFO cpu | tr -d '\r' | awk -F: -v p="$p" '/^used_cpu_(sys|user):/ { t += $2 } END { printf "%s %.1f s; ", p, t }'
 done)
-finished=$(date -u '+%Y-%m-%d %H:%M UTC')
 rinfo() { "$rctl" cli INFO server | tr -d '\r' | sed -n "s/^$1://p" | head -1; }	# the first master
 rconf() { "$rctl" cli CONFIG GET "$1" | tail -1; }
-cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
-virt=$(systemd-detect-virt 2>/dev/null || true)
 pg_settings=$(q "SELECT string_agg(name || ' = ' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
 	WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_sync_method', 'max_connections', 'jit',
 	               'distkit.connect_timeout', 'distkit.command_timeout', 'distkit.default_mode', 'distkit.prefix',
@@ -635,13 +622,7 @@ report="$out/$stamp.md"
 	echo
 	echo "| fact | value |"
 	echo "| --- | --- |"
-	echo "| CPUs (nproc) | $(nproc) |"
-	echo "| CPU model | ${cpu_model:-unknown} |"
-	echo "| virtualisation | ${virt:-unknown} |"
-	echo "| memory | $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |"
-	echo "| kernel | $(uname -sr) |"
-	echo "| load average before / after | $load_before / $load_after |"
-	echo "| CPU steal during the run | $steal % |"
+	bench_machine_rows
 	echo "| PostgreSQL | $(q 'SHOW server_version') |"
 	echo "| pgbench | $(pgbench --version | sed 's/^pgbench //') |"
 	echo "| PostgreSQL settings | $pg_settings (otherwise initdb defaults) |"
