@@ -20,6 +20,14 @@
  * heartbeats; the worker runs them between flush cycles, each in its own
  * error boundary.
  *
+ * Interrupts are served as core's background processes serve them, between
+ * cycles (WorkerHandleInterrupts) and, through redis.c, while a cycle waits
+ * on Redis: procsignal barriers (DROP DATABASE, DROP TABLESPACE and ALTER
+ * DATABASE ... SET TABLESPACE wait for every process, replicas' startup
+ * process too), pg_log_backend_memory_contexts, reloads.  A cancel
+ * (pg_cancel_backend) abandons the current Redis wait; it never kills the
+ * worker.
+ *
  * Errors never kill it: a failed cycle is logged once per outage, counted,
  * and retried with capped exponential back-off and full jitter, while the
  * deltas stay in shared memory.  On SIGTERM (shutdown, or
@@ -419,6 +427,60 @@ FinalFlush(MemoryContext cycle_ctx)
 				 errdetail("Redis could not be reached within %d ms of the shutdown request.", SHUTDOWN_FLUSH_MS)));
 }
 
+/*
+ * SIGINT (pg_cancel_backend): our own flag instead of core's
+ * QueryCancelPending, which CHECK_FOR_INTERRUPTS -- also run by every log
+ * message -- would turn into an ERROR outside any handler, killing the
+ * worker.  A cancel abandons the Redis request the worker waits for (see
+ * TakeCancel), and is otherwise ignored.
+ */
+static volatile sig_atomic_t cancel_requested = false;
+
+static void
+WorkerCancelHandler(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	cancel_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* redis.c's cancel check in this process: true, once, after a cancel. */
+static bool
+TakeCancel(void)
+{
+	if (!cancel_requested)
+		return false;
+	cancel_requested = false;
+	return true;
+}
+
+/*
+ * Serve interrupts between cycles, as core's background processes do
+ * (HandleMainLoopInterrupts, which we cannot use: it exits with status 0
+ * on SIGTERM, and the postmaster would not restart us):
+ *	- procsignal barriers: DROP DATABASE, DROP TABLESPACE and ALTER
+ *	  DATABASE ... SET TABLESPACE wait until every process has absorbed
+ *	  theirs (redis.c absorbs them during Redis waits too);
+ *	- pg_log_backend_memory_contexts;
+ *	- configuration reload;
+ *	- a cancel while not waiting for Redis: nothing to abandon.
+ * Returns true when a shutdown was requested.
+ */
+static bool
+WorkerHandleInterrupts(void)
+{
+	(void) TakeCancel();
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	return ShutdownRequestPending;
+}
+
 /* on_shmem_exit callback: unregister the latch. */
 static void
 FlusherExit(int code, Datum arg)
@@ -435,12 +497,14 @@ DkFlusherMain(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGINT, WorkerCancelHandler);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("distkit flusher");
 
 	DkLaxWorkerAttach();
 	on_shmem_exit(FlusherExit, (Datum) 0);
+	DkRedisSetCancelCheck(TakeCancel);
 	cycle_ctx = AllocSetContextCreate(TopMemoryContext, "distkit flush cycle",
 									  ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG, (errmsg("distkit flusher started (instance %s)", DkLaxInstanceId())));
@@ -450,12 +514,7 @@ DkFlusherMain(Datum main_arg)
 		int			n;
 		long		task_ms;
 
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		if (ShutdownRequestPending)
+		if (WorkerHandleInterrupts())
 			break;
 
 		pgstat_report_activity(STATE_RUNNING, NULL);

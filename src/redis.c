@@ -175,6 +175,9 @@ static char last_endpoint[600] = "";
 
 static bool EnsureNode(int ni, DkErr *err);
 
+/* The worker's cancel flag: returns and clears it (DkRedisSetCancelCheck). */
+static bool (*cancel_check) (void) = NULL;
+
 /* Decode %XX escapes of src[0..len) into dst; false if malformed. */
 static bool
 PercentDecode(const char *src, size_t len, char *dst, size_t dstsize)
@@ -681,6 +684,17 @@ ConnectFailed(int ni, DkErr *err, const char *why)
 	return false;
 }
 
+/*
+ * Let a process with its own cancel flag (the distkit worker, which must
+ * not die of a cancel) make a cancel abandon the Redis request it waits
+ * for: check returns true, and clears the flag, when a cancel arrived.
+ */
+void
+DkRedisSetCancelCheck(bool (*check) (void))
+{
+	cancel_check = check;
+}
+
 /* Milliseconds left until deadline (0 if passed). */
 static long
 MsLeft(TimestampTz deadline)
@@ -691,17 +705,38 @@ MsLeft(TimestampTz deadline)
 }
 
 /*
- * A pending cancel or termination: drop every connection, then throw.
- * Not while interrupts are held off (e.g. in a commit callback, after the
- * commit record): the request then runs to its end or its timeout, as
- * PostgreSQL's own waits do.
+ * Interrupts that arrive while we wait for Redis.
+ *
+ * A cancel or termination: drop every connection (their state is
+ * unknown), then throw.  The distkit worker has its own cancel flag
+ * (DkRedisSetCancelCheck): for it a cancel means "abandon this Redis
+ * wait", an ERROR its cycle catches before retrying later.  (Core's
+ * QueryCancelPending would make the worker's next log message throw
+ * "canceling statement due to user request" outside any handler, and die.)
+ *
+ * Anything else (procsignal barriers of DROP DATABASE, DROP TABLESPACE
+ * and ALTER DATABASE SET TABLESPACE; pg_log_backend_memory_contexts;
+ * parallel messages) is absorbed here with CHECK_FOR_INTERRUPTS, so a
+ * process blocked on Redis never holds up a barrier until its timeout.
+ * The request stays in flight meanwhile; if that processing throws (or a
+ * cancel arrives just then), every connection is dropped first.
+ *
+ * Nothing while interrupts are held off (e.g. in a commit callback, after
+ * the commit record, or in an exit callback): the request then runs to its
+ * end or its timeout, as PostgreSQL's own waits do.
  */
 static void
 HandleInterrupt(void)
 {
-	if (!INTERRUPTS_CAN_BE_PROCESSED())
-		return;
-	if (InterruptPending && (QueryCancelPending || ProcDiePending))
+	if (cancel_check != NULL && cancel_check())
+	{
+		DkRedisDisconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("Redis request canceled by a cancel request to the distkit worker"),
+				 errdetail("The worker abandons the current Redis request and retries it later.")));
+	}
+	if (QueryCancelPending || ProcDiePending)
 	{
 		DkRedisDisconnect();
 		CHECK_FOR_INTERRUPTS();
@@ -709,13 +744,24 @@ HandleInterrupt(void)
 				(errcode(ERRCODE_QUERY_CANCELED),
 				 errmsg("Redis request canceled")));
 	}
+	PG_TRY();
+	{
+		CHECK_FOR_INTERRUPTS();
+	}
+	PG_CATCH();
+	{
+		/* e.g. a cancel that arrived just now: the connections' state is unknown */
+		DkRedisDisconnect();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
 
 /*
  * Wait until node ni's socket is readable/writable or the deadline passes.
- * Returns false on timeout.  Handles interrupts: a pending cancel or
- * termination drops the connections first (their state is unknown) and
- * then lets CHECK_FOR_INTERRUPTS throw.
+ * Returns false on timeout.  Interrupts are handled before and during the
+ * wait (HandleInterrupt): one may be pending whose latch was already reset
+ * by an earlier wait.
  */
 static bool
 WaitSocket(int ni, bool for_write, TimestampTz deadline)
@@ -724,6 +770,7 @@ WaitSocket(int ni, bool for_write, TimestampTz deadline)
 
 	ModifyWaitEvent(wes, nodes[ni].sock_pos,
 					for_write ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE, NULL);
+	HandleInterrupt();
 	for (;;)
 	{
 		WaitEvent	ev;
