@@ -111,12 +111,36 @@ SELECT dk_error($$SELECT distkit_inc('lax:max', 1, 'lax')$$);
 SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT distkit_get('lax:max', 'strict');
 
+-- the first lax touch of a key this server holds no total for reads the
+-- total from Redis once, so the value returned and the overflow check rest
+-- on it (whoever wrote it: this server strictly, or another program)
+SELECT distkit_set('lax:seed', 100);
+SELECT distkit_inc('lax:seed', 1, 'lax') AS seeded;
+\set raw `"$DISTKIT_REDIS_CTL" cli SET 'distkit:c:{lax:seed2}' 41`
+SELECT distkit_inc('lax:seed2', 1, 'lax') AS seeded;
+SELECT distkit_flush() IS NOT NULL AS flushed;
+SELECT distkit_get('lax:seed', 'strict') AS seed, distkit_get('lax:seed2', 'strict') AS seed2;
+-- an increment that would overflow the real total is refused at the call,
+-- never acknowledged and then dropped by the flush
+SELECT dropped_deltas AS dropped_before FROM distkit_stats \gset
+SELECT distkit_set('lax:ov', 9223372036854775806);
+SELECT dk_error($$SELECT distkit_inc('lax:ov', 2, 'lax')$$);
+SELECT distkit_inc('lax:ov', 1, 'lax') AS at_max;
+SELECT distkit_flush() IS NOT NULL AS flushed;
+SELECT distkit_get('lax:ov', 'strict') AS in_redis,
+       (SELECT dropped_deltas FROM distkit_stats) - :dropped_before AS dropped;
+
 -- Redis down: lax increments keep succeeding; flush times out with a
 -- clear error; once Redis is back everything arrives exactly once
 SELECT distkit_set('lax:outage', 0);
 SELECT distkit_get('lax:outage', 'lax');
+\set raw `"$DISTKIT_REDIS_CTL" cli SET 'distkit:c:{lax:outage-new}' 10`
 \! "$DISTKIT_REDIS_CTL" stop
 SELECT count(distkit_inc('lax:outage', 1, 'lax')) FROM generate_series(1, 1000);
+-- a key this server holds no total for is counted too (lax counting needs
+-- no Redis), but its total cannot be read: the view is this server's
+-- increments only, until Redis is back
+SELECT distkit_inc('lax:outage-new', 3, 'lax') AS without_total;
 -- a lax read answers with this server's view while Redis is unreachable
 -- (the key's total was read before); a strict read fails
 \! sleep 0.05
@@ -133,6 +157,7 @@ FROM distkit_stats;
 -- about 2 s to start; the totals below are what matters)
 SELECT distkit_flush('10 s') IS NOT NULL AS flushed;
 SELECT distkit_get('lax:outage', 'strict');
+SELECT distkit_get('lax:outage-new', 'strict') AS strict, distkit_get('lax:outage-new', 'lax') AS lax;
 SELECT redis_connected, pending_keys, pending_delta FROM distkit_stats;
 
 -- a flush batch of many keys (the batch array grows while the flusher takes

@@ -318,7 +318,7 @@ SELECT distkit_inc('t:ok1', 5), distkit_inc('t:bad', 5), distkit_inc('t:ok2', 5)
 \set raw `"$DISTKIT_REDIS_CTL" cli SET 'distkit:c:{t:bad}' 9223372036854775807`
 COMMIT;
 SELECT * FROM distkit_get_many(ARRAY['t:ok1', 't:bad', 't:ok2']);
--- (the lax view of a key this server has never read or flushed starts at 0)
+-- (a lax key this server holds no total for is read from Redis once: 1 + 5)
 SELECT distkit_set('t:bad', 1);
 BEGIN;
 SELECT distkit_inc('t:ok1', 5), distkit_inc('t:bad', 5), distkit_inc('t:ok2', 5, 'lax');

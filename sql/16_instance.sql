@@ -61,6 +61,22 @@ SELECT * FROM distkit_instance_get('inst:lax');
 SELECT (distkit_instance_inc('inst:lax', 4, 'lax')).total;
 SELECT * FROM distkit_instance_del('inst:lax');
 
+-- the first lax touch of a key this server holds no total for reads it
+-- once: strict 5, then lax 2 is (7, 7), not (2, 2)
+SELECT * FROM distkit_instance_inc('inst:seed', 5, 'strict');
+SELECT * FROM distkit_instance_inc('inst:seed', 2, 'lax');
+-- Redis unreachable: a lax read answers with this server's view (as for
+-- simple counters), a strict read fails
+\! "$DISTKIT_REDIS_CTL" stop
+SELECT * FROM distkit_instance_inc('inst:seed', 1, 'lax');
+\! sleep 0.05
+SELECT * FROM distkit_instance_get('inst:seed', 'lax');
+SELECT dk_error($$SELECT * FROM distkit_instance_get('inst:seed', 'strict')$$);
+\! "$DISTKIT_REDIS_CTL" start
+SELECT distkit_flush('10 s') IS NOT NULL AS flushed;
+SELECT * FROM distkit_instance_get('inst:seed', 'strict');
+SELECT * FROM distkit_instance_del('inst:seed');
+
 -- exact 64-bit arithmetic at the limits, overflow refused without change
 SELECT * FROM distkit_instance_set('inst:big', 9223372036854775806);
 SELECT * FROM distkit_instance_inc('inst:big');

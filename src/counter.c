@@ -171,10 +171,26 @@ GetCommand(text *key, const char *argname)
 	return cmd;
 }
 
+/* DkLaxSeedFn: a counter's value in Redis (arg: the key as text); false if unreachable. */
+static bool
+CounterSeed(const char *key, size_t keylen, void *arg, DkLaxView *value)
+{
+	text	   *k = (text *) arg;
+	DkCmd	   *cmd = GetCommand(k, "key");
+	DkReply   **replies;
+
+	if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
+		return false;
+	value->total = DkReplyInt64(replies[0], CounterWhat(k));
+	value->slice = 0;
+	return true;
+}
+
 /*
  * distkit.transactional: defer the increment to commit (txn.c); returns
- * the value the transaction then sees.  Lax: the buffer's view, no I/O
- * (Redis is read only if the buffer cannot hold the key); strict: Redis's.
+ * the value the transaction then sees.  Lax: the buffer's view (Redis is
+ * read once for a key this server holds no total for, and when the buffer
+ * cannot hold the key); strict: Redis's.
  */
 static int64
 CounterDefer(text *key, int64 delta, DkMode mode)
@@ -185,10 +201,9 @@ CounterDefer(text *key, int64 delta, DkMode mode)
 
 	if (mode == DK_MODE_LAX)
 	{
-		DkLaxReadTicket ticket;
 		DkLaxView	view;
 
-		if (DkLaxLookupForRead(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, &view, &ticket) != DK_LAX_NO_ENTRY)
+		if (DkLaxViewSeeded(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, CounterSeed, key, &view))
 		{
 			DkTxnAdd(DK_TXN_COUNTER, key, delta, mode, true, &view.total, 1);
 			return view.total;
@@ -211,7 +226,7 @@ CounterAdd(text *key, int64 delta, DkMode mode)
 		size_t		keylen = DkKeyCheck(key, "key");
 		DkLaxView	view;
 
-		if (DkLaxAdd(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, delta, &view))
+		if (DkLaxAddSeeded(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, delta, CounterSeed, key, &view))
 			return DkTxnSeen(DK_TXN_COUNTER, key, view.total);
 		DkLaxCountStrictFallback();
 	}
@@ -246,36 +261,6 @@ distkit_dec(PG_FUNCTION_ARGS)
 }
 
 
-/*
- * Run reads for a lax read; false (error discarded) if Redis cannot be
- * reached (SQLSTATE class 08), so the caller can answer with this server's
- * view instead.  Other errors propagate.
- */
-static bool
-TryLaxReads(DkCmd **cmds, int n, DkReply ***replies)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	volatile bool ok = true;
-
-	PG_TRY();
-	{
-		*replies = DkRedisRun(cmds, n, DK_IDEMPOTENT);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
-}
-
 /* The current value of a counter, 0 for a missing key (lax: this server's view). */
 static int64
 CounterGet(text *key, DkMode mode)
@@ -296,7 +281,7 @@ CounterGet(text *key, DkMode mode)
 			DkCmd	   *cmd = GetCommand(key, "key");
 			DkReply   **replies;
 
-			if (!TryLaxReads(&cmd, 1, &replies))
+			if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
 				return view.total;
 			view.total = DkReplyInt64(replies[0], CounterWhat(key));
 			view = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
@@ -390,7 +375,7 @@ distkit_get_many(PG_FUNCTION_ARGS)
 				tickets[readidx[j]].known_valid;
 		if (!all_have_views)
 			replies = DkRedisRun(cmds, nread, DK_IDEMPOTENT);
-		else if (!TryLaxReads(cmds, nread, &replies))
+		else if (!DkRedisRunIfReachable(cmds, nread, DK_IDEMPOTENT, &replies))
 			nread = 0;			/* Redis unreachable: every key has a view */
 		for (int j = 0; j < nread; j++)
 		{

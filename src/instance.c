@@ -289,6 +289,19 @@ StrictOp(text *key, const char *op, int64 value, DkSafety safety)
 	return ParseView(DkRedisRunOne(cmd, safety), InstanceWhat(key));
 }
 
+/* DkLaxSeedFn: an instance-aware counter's view in Redis (arg: the key as text); false if unreachable. */
+static bool
+InstanceSeed(const char *key, size_t keylen, void *arg, DkLaxView *value)
+{
+	DkCmd	   *cmd = InstanceCommand(DkKeyPrefix(), key, keylen, "get", 0, "0");
+	DkReply   **replies;
+
+	if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
+		return false;
+	*value = ParseView(replies[0], InstanceWhat((text *) arg));
+	return true;
+}
+
 /* Return (total, this_instance) as a row. */
 static Datum
 ViewRow(FunctionCallInfo fcinfo, DkLaxView v)
@@ -336,8 +349,9 @@ TxnSeen(text *key, DkLaxView v)
 
 /*
  * distkit.transactional: defer the increment to commit (txn.c); returns
- * what the transaction then sees.  Lax: the buffer's view, no I/O (Redis
- * is read only if the buffer cannot hold the key); strict: Redis's.
+ * what the transaction then sees.  Lax: the buffer's view (Redis is read
+ * once for a key this server holds no total for, and when the buffer
+ * cannot hold the key); strict: Redis's.
  */
 static DkLaxView
 InstanceDefer(text *key, int64 delta, DkMode mode)
@@ -347,13 +361,8 @@ InstanceDefer(text *key, int64 delta, DkMode mode)
 	DkLaxView	view;
 
 	if (mode == DK_MODE_LAX)
-	{
-		DkLaxReadTicket ticket;
-
-		if (DkLaxLookupForRead(DK_LAX_INSTANCE, VARDATA_ANY(key), DkKeyCheck(key, "key"),
-							   &view, &ticket) == DK_LAX_NO_ENTRY)
-			buffered = false;
-	}
+		buffered = DkLaxViewSeeded(DK_LAX_INSTANCE, VARDATA_ANY(key), DkKeyCheck(key, "key"),
+								   InstanceSeed, key, &view);
 	if (mode != DK_MODE_LAX || !buffered)
 		view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
 	values[0] = view.total;
@@ -375,7 +384,7 @@ InstanceAdd(text *key, int64 delta, DkMode mode)
 		size_t		keylen = DkKeyCheck(key, "key");
 		DkLaxView	view;
 
-		if (DkLaxAdd(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, delta, &view))
+		if (DkLaxAddSeeded(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, delta, InstanceSeed, key, &view))
 			return TxnSeen(key, view);
 		DkLaxCountStrictFallback();
 	}
@@ -430,9 +439,18 @@ distkit_instance_get(PG_FUNCTION_ARGS)
 			PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
 		if (state == DK_LAX_STALE)
 		{
-			view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
+			DkLaxView	redis_view;
+
+			/* Redis unreachable: a lax read answers with this server's view, if it has one */
+			if (ticket.known_valid)
+			{
+				if (!InstanceSeed(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), key, &redis_view))
+					PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
+			}
+			else
+				redis_view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
 			view = DkLaxStoreRead(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-								  &ticket, view);
+								  &ticket, redis_view);
 			PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
 		}
 	}

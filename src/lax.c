@@ -103,6 +103,7 @@ typedef struct DkLaxShared
 	pg_atomic_uint64 flush_requested;
 	pg_atomic_uint64 flush_completed;
 	ConditionVariable flush_cv;
+	pg_atomic_uint64 seed_paused_until;	/* TimestampTz: no seeding reads before */
 
 	/* statistics */
 	pg_atomic_uint64 flushes;
@@ -115,6 +116,8 @@ typedef struct DkLaxShared
 	bool		redis_ok;
 	char		last_error[256];
 } DkLaxShared;
+
+#define SEED_PAUSE_MS 1000		/* no seeding reads this long after Redis failed */
 
 /* GUCs */
 static int	lax_capacity = 65536;
@@ -207,6 +210,7 @@ LaxShmemStartup(void)
 		pg_atomic_init_u64(&lax->flush_requested, 0);
 		pg_atomic_init_u64(&lax->flush_completed, 0);
 		ConditionVariableInit(&lax->flush_cv);
+		pg_atomic_init_u64(&lax->seed_paused_until, 0);
 		pg_atomic_init_u64(&lax->flushes, 0);
 		pg_atomic_init_u64(&lax->keys_flushed, 0);
 		pg_atomic_init_u64(&lax->flush_errors, 0);
@@ -542,13 +546,22 @@ MarkDirty(DkLaxEntry *e, int32 idx)
 	WakeFlusher(false);
 }
 
+/* What AddToEntry did. */
+typedef enum LaxAddResult
+{
+	LAX_ADDED,
+	LAX_FULL,					/* no room, or key too long: count it strictly */
+	LAX_UNKNOWN					/* require_known, and no Redis total is known yet */
+} LaxAddResult;
+
 /*
- * Add delta to key in the buffer and set *view to this server's view.
- * Returns false (nothing done) if the key cannot be buffered: the caller
- * then counts it strictly.  No Redis I/O.
+ * Add delta to key in the buffer and set *view to this server's view.  With
+ * require_known, nothing is added to an entry that has never had a total
+ * from Redis (LAX_UNKNOWN).  No Redis I/O.
  */
-bool
-DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView *view)
+static LaxAddResult
+AddToEntry(DkLaxKind kind, const char *key, size_t keylen, int64 delta, bool require_known,
+		   DkLaxView *view)
 {
 	int32		idx;
 	DkLaxEntry *e;
@@ -560,9 +573,14 @@ DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView 
 	if (idx < 0)
 	{
 		LWLockRelease(lax->lock);
-		return false;
+		return LAX_FULL;
 	}
 	e = &entries[idx];
+	if (require_known && !e->known_valid)
+	{
+		LWLockRelease(lax->lock);
+		return LAX_UNKNOWN;
+	}
 	before = ReadView(e);
 	if (pg_add_s64_overflow(before.total, delta, &sum) ||
 		(kind == DK_LAX_INSTANCE && pg_add_s64_overflow(before.slice, delta, &sum)) ||
@@ -582,6 +600,101 @@ DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView 
 	MarkDirty(e, idx);
 	*view = ReadView(e);
 	LWLockRelease(lax->lock);
+	return LAX_ADDED;
+}
+
+/*
+ * Add delta to key in the buffer as it is (no Redis I/O at all: used at
+ * commit, after the transaction already read the key).  Returns false
+ * (nothing done) if the key cannot be buffered: the caller then counts it
+ * strictly.
+ */
+bool
+DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView *view)
+{
+	return AddToEntry(kind, key, keylen, delta, false, view) == LAX_ADDED;
+}
+
+/*
+ * Seeding reads stop for SEED_PAUSE_MS after one failed or a flush cycle
+ * did (Redis unreachable): lax calls must stay fast during an outage, not
+ * each wait for a connect or command timeout.
+ */
+static void
+PauseSeeding(void)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SEED_PAUSE_MS);
+
+	pg_atomic_write_u64(&lax->seed_paused_until, (uint64) until);
+}
+
+/*
+ * Give key's entry a Redis total if it has none yet: read it through seed
+ * (one round trip, no lock held) and store it, unless a flush of the key
+ * raced with the read (then the flush's reply is the total).  Nothing
+ * happens if Redis cannot be reached (seed returns false) or was not
+ * reachable a moment ago (PauseSeeding).
+ */
+static void
+SeedEntry(DkLaxKind kind, const char *key, size_t keylen, DkLaxSeedFn seed, void *arg)
+{
+	DkLaxReadTicket ticket;
+	DkLaxView	view;
+	DkLaxView	value;
+
+	if ((TimestampTz) pg_atomic_read_u64(&lax->seed_paused_until) > GetCurrentTimestamp())
+		return;
+	if (DkLaxLookupForRead(kind, key, keylen, &view, &ticket) == DK_LAX_NO_ENTRY ||
+		ticket.known_valid)
+		return;
+	if (seed(key, keylen, arg, &value))
+		(void) DkLaxStoreRead(kind, key, keylen, &ticket, value);
+	else
+		PauseSeeding();
+}
+
+/*
+ * A lax call's increment.  The first touch of a key that this server holds
+ * no Redis total for (new to it, evicted, or read only while Redis was
+ * down) reads the total once (SeedEntry), so that the value returned and
+ * the overflow check rest on the real total: after distkit_set('k', 100),
+ * a lax increment of 1 returns 101, and one that would overflow is refused
+ * here instead of being dropped at flush.  Every later increment of the
+ * key is shared-memory work only.  When Redis cannot be reached the
+ * increment is buffered anyway (lax counting works without Redis) and the
+ * view rests on this server's increments until a flush or a read succeeds.
+ * Returns false (nothing done) if the key cannot be buffered.
+ */
+bool
+DkLaxAddSeeded(DkLaxKind kind, const char *key, size_t keylen, int64 delta,
+			   DkLaxSeedFn seed, void *arg, DkLaxView *view)
+{
+	LaxAddResult r = AddToEntry(kind, key, keylen, delta, true, view);
+
+	if (r != LAX_UNKNOWN)
+		return r == LAX_ADDED;
+	SeedEntry(kind, key, keylen, seed, arg);
+	return AddToEntry(kind, key, keylen, delta, false, view) == LAX_ADDED;
+}
+
+/*
+ * This server's view of key for a transactional lax increment (the
+ * increment itself is added at commit), seeded like DkLaxAddSeeded.
+ * Returns false if the key cannot be buffered.
+ */
+bool
+DkLaxViewSeeded(DkLaxKind kind, const char *key, size_t keylen, DkLaxSeedFn seed, void *arg,
+				DkLaxView *view)
+{
+	DkLaxReadTicket ticket;
+
+	if (DkLaxLookupForRead(kind, key, keylen, view, &ticket) == DK_LAX_NO_ENTRY)
+		return false;
+	if (!ticket.known_valid)
+	{
+		SeedEntry(kind, key, keylen, seed, arg);
+		(void) DkLaxLookupForRead(kind, key, keylen, view, &ticket);
+	}
 	return true;
 }
 
@@ -1058,6 +1171,7 @@ DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error)
 	if (!ok)
 	{
 		pg_atomic_fetch_add_u64(&lax->flush_errors, 1);
+		PauseSeeding();
 		return;
 	}
 	lax->inflight_seq = 0;

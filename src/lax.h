@@ -56,8 +56,18 @@ typedef struct DkLaxReadTicket
 extern void DkLaxInit(void);
 extern int	DkFlushIntervalMs(void);
 
+/*
+ * Reads key's Redis value for the buffer's view (DkLaxAddSeeded); false if
+ * Redis cannot be reached.  arg is the caller's.
+ */
+typedef bool (*DkLaxSeedFn) (const char *key, size_t keylen, void *arg, DkLaxView *value);
+
 /* used by SQL functions */
 extern bool DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView *view);
+extern bool DkLaxAddSeeded(DkLaxKind kind, const char *key, size_t keylen, int64 delta,
+						   DkLaxSeedFn seed, void *arg, DkLaxView *view);
+extern bool DkLaxViewSeeded(DkLaxKind kind, const char *key, size_t keylen, DkLaxSeedFn seed,
+							void *arg, DkLaxView *view);
 extern DkLaxReadState DkLaxLookupForRead(DkLaxKind kind, const char *key, size_t keylen,
 										 DkLaxView *view, DkLaxReadTicket *ticket);
 extern DkLaxView DkLaxStoreRead(DkLaxKind kind, const char *key, size_t keylen,

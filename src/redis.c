@@ -73,6 +73,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "storage/procsignal.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -721,13 +722,22 @@ MsLeft(TimestampTz deadline)
  * The request stays in flight meanwhile; if that processing throws (or a
  * cancel arrives just then), every connection is dropped first.
  *
- * Nothing while interrupts are held off (e.g. in a commit callback, after
- * the commit record, or in an exit callback): the request then runs to its
- * end or its timeout, as PostgreSQL's own waits do.
+ * While interrupts are held off (e.g. in a commit callback, after the
+ * commit record, or in an exit callback) only barriers are absorbed; a
+ * cancel waits, and the request runs to its end or its timeout, as
+ * PostgreSQL's own waits do.
  */
 static void
 HandleInterrupt(void)
 {
+	/*
+	 * A barrier even while interrupts are held off (a commit or exit
+	 * callback): absorbing PG 15's only barrier (SMGRRELEASE) just closes
+	 * files, which is safe outside a critical section, and the commands
+	 * waiting for it must not wait for our timeout.
+	 */
+	if (ProcSignalBarrierPending && InterruptHoldoffCount > 0 && CritSectionCount == 0)
+		ProcessProcSignalBarrier();
 	if (cancel_check != NULL && cancel_check())
 	{
 		DkRedisDisconnect();
@@ -1923,6 +1933,37 @@ DkReply *
 DkRedisRunOne(DkCmd *cmd, DkSafety safety)
 {
 	return DkRedisRun(&cmd, 1, safety)[0];
+}
+
+/*
+ * DkRedisRun, but false (the error discarded) when Redis cannot be reached
+ * (SQLSTATE class 08), so that a lax call can answer from this server's
+ * buffer instead.  Other errors propagate.
+ */
+bool
+DkRedisRunIfReachable(DkCmd **cmds, int ncmds, DkSafety safety, DkReply ***replies)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		*replies = DkRedisRun(cmds, ncmds, safety);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 /*

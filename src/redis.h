@@ -69,6 +69,7 @@ extern void DkCmdArgInt(DkCmd *cmd, int64 value);
 extern DkReply **DkRedisRunInto(DkCmd **cmds, int ncmds, DkSafety safety, DkReply **replies);
 extern DkReply **DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety);
 extern DkReply *DkRedisRunOne(DkCmd *cmd, DkSafety safety);
+extern bool DkRedisRunIfReachable(DkCmd **cmds, int ncmds, DkSafety safety, DkReply ***replies);
 extern void DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *what);
 extern int64 DkRedisUnlinkKeys(const DkReply *keys, const char *what);
 extern int	DkRedisKeySlot(const char *key, size_t len);
