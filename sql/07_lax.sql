@@ -129,6 +129,11 @@ SELECT distkit_inc('lax:ov', 1, 'lax') AS at_max;
 SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT distkit_get('lax:ov', 'strict') AS in_redis,
        (SELECT dropped_deltas FROM distkit_stats) - :dropped_before AS dropped;
+-- a key that holds no integer is refused at the call too
+\set raw `"$DISTKIT_REDIS_CTL" cli SET 'distkit:c:{lax:notint}' 'abc'`
+SELECT dk_error($$SELECT distkit_inc('lax:notint', 1, 'lax')$$);
+\set raw `"$DISTKIT_REDIS_CTL" cli DEL 'distkit:c:{lax:notint}'`
+SELECT distkit_inc('lax:notint', 1, 'lax') AS after_del;
 
 -- Redis down: lax increments keep succeeding; flush times out with a
 -- clear error; once Redis is back everything arrives exactly once

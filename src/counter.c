@@ -171,19 +171,14 @@ GetCommand(text *key, const char *argname)
 	return cmd;
 }
 
-/* DkLaxSeedFn: a counter's value in Redis (arg: the key as text); false if unreachable. */
-static bool
+/* DkLaxSeedFn: a counter's value in Redis (arg: the key as text). */
+static void
 CounterSeed(const char *key, size_t keylen, void *arg, DkLaxView *value)
 {
 	text	   *k = (text *) arg;
-	DkCmd	   *cmd = GetCommand(k, "key");
-	DkReply   **replies;
 
-	if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
-		return false;
-	value->total = DkReplyInt64(replies[0], CounterWhat(k));
+	value->total = DkReplyInt64(DkRedisRunOne(GetCommand(k, "key"), DK_IDEMPOTENT), CounterWhat(k));
 	value->slice = 0;
-	return true;
 }
 
 /*

@@ -289,16 +289,26 @@ StrictOp(text *key, const char *op, int64 value, DkSafety safety)
 	return ParseView(DkRedisRunOne(cmd, safety), InstanceWhat(key));
 }
 
-/* DkLaxSeedFn: an instance-aware counter's view in Redis (arg: the key as text); false if unreachable. */
-static bool
+/* DkLaxSeedFn: an instance-aware counter's view in Redis (arg: the key as text). */
+static void
 InstanceSeed(const char *key, size_t keylen, void *arg, DkLaxView *value)
 {
 	DkCmd	   *cmd = InstanceCommand(DkKeyPrefix(), key, keylen, "get", 0, "0");
+
+	*value = ParseView(DkRedisRunOne(cmd, DK_IDEMPOTENT), InstanceWhat((text *) arg));
+}
+
+/* A lax read's Redis view of key; false if Redis cannot be reached. */
+static bool
+TryInstanceRead(text *key, DkLaxView *value)
+{
+	DkCmd	   *cmd = InstanceCommand(DkKeyPrefix(), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+									  "get", 0, "0");
 	DkReply   **replies;
 
 	if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
 		return false;
-	*value = ParseView(replies[0], InstanceWhat((text *) arg));
+	*value = ParseView(replies[0], InstanceWhat(key));
 	return true;
 }
 
@@ -444,7 +454,7 @@ distkit_instance_get(PG_FUNCTION_ARGS)
 			/* Redis unreachable: a lax read answers with this server's view, if it has one */
 			if (ticket.known_valid)
 			{
-				if (!InstanceSeed(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), key, &redis_view))
+				if (!TryInstanceRead(key, &redis_view))
 					PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
 			}
 			else

@@ -629,6 +629,43 @@ PauseSeeding(void)
 }
 
 /*
+ * Run seed; false if it failed for a reason that is not the key's content:
+ * Redis unreachable, an ACL refusal, Redis loading or out of memory.  The
+ * increment is then buffered without a total, as lax increments always
+ * could be, and the flusher reports the problem.  A key that holds another
+ * type or a non-integer raises its error here, at the call, instead of
+ * being acknowledged and then dropped at flush.
+ */
+static bool
+TrySeed(DkLaxSeedFn seed, const char *key, size_t keylen, void *arg, DkLaxView *value)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		seed(key, keylen, arg, value);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_WRONG_OBJECT_TYPE ||
+			edata->sqlerrcode == ERRCODE_INVALID_TEXT_REPRESENTATION ||
+			edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			ProcDiePending)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
  * Give key's entry a Redis total if it has none yet: read it through seed
  * (one round trip, no lock held) and store it, unless a flush of the key
  * raced with the read (then the flush's reply is the total).  Nothing
@@ -647,7 +684,7 @@ SeedEntry(DkLaxKind kind, const char *key, size_t keylen, DkLaxSeedFn seed, void
 	if (DkLaxLookupForRead(kind, key, keylen, &view, &ticket) == DK_LAX_NO_ENTRY ||
 		ticket.known_valid)
 		return;
-	if (seed(key, keylen, arg, &value))
+	if (TrySeed(seed, key, keylen, arg, &value))
 		(void) DkLaxStoreRead(kind, key, keylen, &ticket, value);
 	else
 		PauseSeeding();

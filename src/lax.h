@@ -57,10 +57,10 @@ extern void DkLaxInit(void);
 extern int	DkFlushIntervalMs(void);
 
 /*
- * Reads key's Redis value for the buffer's view (DkLaxAddSeeded); false if
- * Redis cannot be reached.  arg is the caller's.
+ * Reads key's Redis value for the buffer's view (DkLaxAddSeeded), raising
+ * the read's error if it fails.  arg is the caller's.
  */
-typedef bool (*DkLaxSeedFn) (const char *key, size_t keylen, void *arg, DkLaxView *value);
+typedef void (*DkLaxSeedFn) (const char *key, size_t keylen, void *arg, DkLaxView *value);
 
 /* used by SQL functions */
 extern bool DkLaxAdd(DkLaxKind kind, const char *key, size_t keylen, int64 delta, DkLaxView *view);

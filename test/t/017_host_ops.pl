@@ -140,7 +140,14 @@ host_ops($primary, 'idle');
 
 # 4. a session waits in distkit_lease_acquire while another holds the lease
 {
-	$pg->(q{SELECT distkit_lease_acquire('ops:lease', '60 s') IS NOT NULL});
+	# the holder stays connected (a session's leases are released when it ends)
+	my ($hout, $herr) = ('', '');
+	my $holder = IPC::Run::start([ 'psql', '-XAt', '-d', $primary->connstr('postgres'), '-c',
+		q{SELECT distkit_lease_acquire('ops:lease', '60 s') IS NOT NULL, pg_sleep(60)} ],
+		'>', \$hout, '2>', \$herr);
+	wait_for(sub {
+		$pg->(q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'
+			AND query LIKE '%ops:lease%'}) eq '1' }, 'the lease holder to hold the lease');
 	my ($out, $err) = ('', '');
 	my $h = IPC::Run::start([ 'psql', '-XAt', '-d', $primary->connstr('postgres'), '-c',
 		q{SELECT distkit_lease_acquire('ops:lease', '60 s', '20 s') IS NULL} ], '>', \$out, '2>', \$err);
@@ -152,6 +159,8 @@ host_ops($primary, 'idle');
 	ok($h->pumpable, 'the lease waiter is still waiting');
 	$h->kill_kill;
 	$h->finish;
+	$holder->kill_kill;
+	$holder->finish;
 }
 
 # 5. a streaming standby with distkit preloaded replays the barrier commands
