@@ -52,7 +52,7 @@ SELECT count((distkit_instance_inc('inst:lax', 1, 'lax')).total) FROM generate_s
 SELECT * FROM distkit_instance_get('inst:lax', 'lax');
 SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT * FROM distkit_instance_get('inst:lax', 'strict');
--- strict and lax mixed
+-- strict and lax mixed: a strict increment on this server becomes its lax view at once
 SELECT (distkit_instance_inc('inst:lax', 10, 'strict')).total;
 SELECT (distkit_instance_inc('inst:lax', 1, 'lax')).this_instance;
 SELECT distkit_flush() IS NOT NULL AS flushed;

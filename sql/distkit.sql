@@ -94,6 +94,8 @@ CREATE FUNCTION distkit_stats(
     OUT flush_errors bigint,
     OUT strict_fallbacks bigint,
     OUT dropped_deltas bigint,
+    OUT seed_reads bigint,
+    OUT evictions bigint,
     OUT last_flush timestamptz,
     OUT last_error text)
 RETURNS record

@@ -146,17 +146,27 @@ TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
 	return cmd;
 }
 
-/* Add delta to a counter in Redis; returns the new value. */
+/*
+ * Add delta to a counter in Redis; returns the new value, which also
+ * becomes this server's lax view of the key (DkLaxAfterStrictAdd).
+ */
 static int64
 StrictAdd(text *key, int64 delta)
 {
 	size_t		klen;
 	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, "key", &klen);
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_INC, 1);
+	DkLaxReadTicket ticket;
+	bool		buffered;
+	DkLaxView	v = {0, 0};
 
 	DkCmdArg(cmd, rkey, klen);
 	DkCmdArgInt(cmd, delta);
-	return DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
+	buffered = DkLaxStrictAddTicket(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket);
+	v.total = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
+	DkLaxAfterStrictAdd(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+						buffered ? &ticket : NULL, v);
+	return v.total;
 }
 
 /* The command reading a counter's value from Redis. */

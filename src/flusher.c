@@ -397,6 +397,18 @@ BackoffMs(int failures)
 	return (long) (pg_prng_double(&pg_global_prng_state) * cap) + 1;
 }
 
+static bool WorkerHandleInterrupts(void);
+
+/* A short sleep of the final flush that still serves interrupts (barriers). */
+static void
+ShutdownSleep(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+					 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	(void) WorkerHandleInterrupts();
+}
+
 /* Final flush at shutdown, bounded in time. */
 static void
 FinalFlush(MemoryContext cycle_ctx)
@@ -414,12 +426,12 @@ FinalFlush(MemoryContext cycle_ctx)
 			/* let backends that are finishing an increment land it */
 			if (++quiet >= 2)
 				return;
-			pg_usleep(20 * 1000L);
+			ShutdownSleep(20);
 			continue;
 		}
 		quiet = 0;
 		if (n < 0)
-			pg_usleep(Min(BackoffMs(failures), 200) * 1000L);
+			ShutdownSleep(Min(BackoffMs(failures), 200));
 	}
 	if (DkLaxAnythingPending())
 		ereport(WARNING,

@@ -383,6 +383,19 @@ InstanceDefer(text *key, int64 delta, DkMode mode)
 	return view;
 }
 
+/* A strict increment; its result also becomes this server's lax view (DkLaxAfterStrictAdd). */
+static DkLaxView
+StrictInc(text *key, int64 delta)
+{
+	size_t		keylen = DkKeyCheck(key, "key");
+	DkLaxReadTicket ticket;
+	bool		buffered = DkLaxStrictAddTicket(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, &ticket);
+	DkLaxView	v = StrictOp(key, "inc", delta, DK_NOT_IDEMPOTENT);
+
+	DkLaxAfterStrictAdd(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, buffered ? &ticket : NULL, v);
+	return v;
+}
+
 /* Add delta to this instance's slice. */
 static DkLaxView
 InstanceAdd(text *key, int64 delta, DkMode mode)
@@ -398,7 +411,7 @@ InstanceAdd(text *key, int64 delta, DkMode mode)
 			return TxnSeen(key, view);
 		DkLaxCountStrictFallback();
 	}
-	return TxnSeen(key, StrictOp(key, "inc", delta, DK_NOT_IDEMPOTENT));
+	return TxnSeen(key, StrictInc(key, delta));
 }
 
 /* distkit_instance_inc(key, delta, mode): add to this instance's slice. */

@@ -84,6 +84,25 @@ typedef struct DkLaxEntry
 	char		name[DK_LAX_NAME_MAX];
 } DkLaxEntry;
 
+/*
+ * The Redis total of an evicted key, remembered so that the key's next
+ * touch needs no seeding read (see DkLaxAddSeeded).  A direct-mapped table
+ * of LAX_REMEMBER_FACTOR x capacity slots, found by a 64-bit hash of the
+ * entry's name (0: empty); the next eviction mapping to a slot overwrites
+ * it.  Written at eviction and taken at insertion, both under the
+ * exclusive lock; this server's strict writes and clears forget the totals
+ * they make wrong (hash set to 0, atomically, under the shared lock).  A
+ * remembered total is only ever a view: it never reaches Redis.
+ */
+typedef struct DkLaxRemembered
+{
+	pg_atomic_uint64 hash;
+	int64		total;
+	int64		slice;
+} DkLaxRemembered;
+
+#define LAX_REMEMBER_FACTOR 2
+
 typedef struct DkLaxShared
 {
 	LWLock	   *lock;			/* guards the index and free list */
@@ -111,6 +130,8 @@ typedef struct DkLaxShared
 	pg_atomic_uint64 flush_errors;
 	pg_atomic_uint64 strict_fallbacks;
 	pg_atomic_uint64 dropped;
+	pg_atomic_uint64 seed_reads;	/* first-touch reads of a total (DkLaxAddSeeded) */
+	pg_atomic_uint64 evictions;
 	slock_t		stats_mutex;
 	TimestampTz last_flush;
 	bool		redis_ok;
@@ -128,6 +149,7 @@ static DkLaxShared *lax = NULL;
 static pg_atomic_uint64 *dirty_bits = NULL;
 static int32 *buckets = NULL;
 static DkLaxEntry *entries = NULL;
+static DkLaxRemembered *remembered = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -147,7 +169,9 @@ LaxShmemSize(void)
 	size = MAXALIGN(sizeof(DkLaxShared));
 	size = add_size(size, MAXALIGN(sizeof(pg_atomic_uint64) * ((lax_capacity + 63) / 64)));
 	size = add_size(size, MAXALIGN(sizeof(int32) * nbuckets));
-	size = add_size(size, mul_size(sizeof(DkLaxEntry), lax_capacity));
+	size = add_size(size, MAXALIGN(mul_size(sizeof(DkLaxEntry), lax_capacity)));
+	size = add_size(size, mul_size(sizeof(DkLaxRemembered),
+								   mul_size(LAX_REMEMBER_FACTOR, lax_capacity)));
 	return size;
 }
 
@@ -216,6 +240,8 @@ LaxShmemStartup(void)
 		pg_atomic_init_u64(&lax->flush_errors, 0);
 		pg_atomic_init_u64(&lax->strict_fallbacks, 0);
 		pg_atomic_init_u64(&lax->dropped, 0);
+		pg_atomic_init_u64(&lax->seed_reads, 0);
+		pg_atomic_init_u64(&lax->evictions, 0);
 		SpinLockInit(&lax->stats_mutex);
 		for (int i = 0; i < nwords; i++)
 			pg_atomic_init_u64(&dirty_bits[i], 0);
@@ -223,8 +249,16 @@ LaxShmemStartup(void)
 	buckets = (int32 *) base;
 	base += MAXALIGN(sizeof(int32) * lax->nbuckets);
 	entries = (DkLaxEntry *) base;
+	base += MAXALIGN(sizeof(DkLaxEntry) * lax->capacity);
+	remembered = (DkLaxRemembered *) base;
 	if (!found)
 	{
+		for (int i = 0; i < LAX_REMEMBER_FACTOR * lax->capacity; i++)
+		{
+			pg_atomic_init_u64(&remembered[i].hash, 0);
+			remembered[i].total = 0;
+			remembered[i].slice = 0;
+		}
 		for (int i = 0; i < lax->nbuckets; i++)
 			buckets[i] = -1;
 		for (int i = 0; i < lax->capacity; i++)
@@ -336,6 +370,78 @@ FindEntry(const char *name, int namelen, uint32 hash)
 	}
 }
 
+/* The remembered-table hash of a name (never 0). */
+static uint64
+NameHash64(const char *name, int namelen)
+{
+	return hash_bytes_extended((const unsigned char *) name, namelen, 0) | 1;
+}
+
+/* The remembered-table slot of a name hash. */
+static DkLaxRemembered *
+RememberedSlot(uint64 h)
+{
+	return &remembered[h % (uint64) (LAX_REMEMBER_FACTOR * lax->capacity)];
+}
+
+/* Keep an evicted entry's Redis total; exclusive lock held. */
+static void
+Remember(DkLaxEntry *e)
+{
+	uint64		h;
+	DkLaxRemembered *r;
+
+	if (!e->known_valid)
+		return;
+	h = NameHash64(e->name, e->namelen);
+	r = RememberedSlot(h);
+	r->total = I64(pg_atomic_read_u64(&e->known));
+	r->slice = I64(pg_atomic_read_u64(&e->known_slice));
+	pg_atomic_write_u64(&r->hash, h);
+}
+
+/*
+ * Take the total remembered for a name out of the table (so that the
+ * eviction that makes room for it cannot overwrite it first); false if
+ * none.  Exclusive lock held.
+ */
+static bool
+TakeRemembered(const char *name, int namelen, uint64 *hash, DkLaxView *view)
+{
+	uint64		h = NameHash64(name, namelen);
+	DkLaxRemembered *r = RememberedSlot(h);
+
+	if (pg_atomic_read_u64(&r->hash) != h)
+		return false;
+	*hash = h;
+	view->total = r->total;
+	view->slice = r->slice;
+	pg_atomic_write_u64(&r->hash, 0);
+	return true;
+}
+
+/* Put back a total TakeRemembered took (no room for the key after all). */
+static void
+PutBackRemembered(uint64 hash, DkLaxView view)
+{
+	DkLaxRemembered *r = RememberedSlot(hash);
+
+	r->total = view.total;
+	r->slice = view.slice;
+	pg_atomic_write_u64(&r->hash, hash);
+}
+
+/* Forget the total remembered for a name (it changed here); lock held, any mode. */
+static void
+Forget(const char *name, int namelen)
+{
+	uint64		h = NameHash64(name, namelen);
+	DkLaxRemembered *r = RememberedSlot(h);
+
+	if (pg_atomic_read_u64(&r->hash) == h)
+		pg_atomic_write_u64(&r->hash, 0);
+}
+
 /* Remove entry idx from the index (backward-shift deletion); exclusive lock held. */
 static void
 RemoveEntry(int32 idx)
@@ -387,7 +493,9 @@ EvictSome(void)
 			pg_atomic_read_u64(&e->pending) == 0 &&
 			pg_atomic_read_u64(&e->inflight) == 0)
 		{
+			Remember(e);
 			RemoveEntry(idx);
+			pg_atomic_fetch_add_u64(&lax->evictions, 1);
 			freed++;
 		}
 	}
@@ -402,10 +510,18 @@ InsertEntry(const char *name, int namelen, int keyoff, uint32 hash)
 	DkLaxEntry *e;
 	uint32		b;
 
+	uint64		taken_hash = 0;
+	DkLaxView	taken = {0, 0};
+	bool		recalled = TakeRemembered(name, namelen, &taken_hash, &taken);
+
 	if (lax->free_head < 0)
 		EvictSome();
 	if (lax->free_head < 0)
+	{
+		if (recalled)
+			PutBackRemembered(taken_hash, taken);
 		return -1;
+	}
 	idx = lax->free_head;
 	e = &entries[idx];
 	lax->free_head = e->next_free;
@@ -426,6 +542,13 @@ InsertEntry(const char *name, int namelen, int keyoff, uint32 hash)
 	pg_atomic_write_u64(&e->known, 0);
 	pg_atomic_write_u64(&e->known_slice, 0);
 	pg_atomic_write_u32(&e->dirty, 0);
+	if (recalled)
+	{
+		/* the view rests on the total the key had when it was evicted */
+		pg_atomic_write_u64(&e->known, U64(taken.total));
+		pg_atomic_write_u64(&e->known_slice, U64(taken.slice));
+		e->known_valid = true;
+	}
 
 	for (b = hash & mask; buckets[b] >= 0; b = (b + 1) & mask)
 		;
@@ -684,6 +807,7 @@ SeedEntry(DkLaxKind kind, const char *key, size_t keylen, DkLaxSeedFn seed, void
 	if (DkLaxLookupForRead(kind, key, keylen, &view, &ticket) == DK_LAX_NO_ENTRY ||
 		ticket.known_valid)
 		return;
+	pg_atomic_fetch_add_u64(&lax->seed_reads, 1);
 	if (TrySeed(seed, key, keylen, arg, &value))
 		(void) DkLaxStoreRead(kind, key, keylen, &ticket, value);
 	else
@@ -831,6 +955,18 @@ DkLaxSettle(DkLaxKind kind, const char *key, size_t keylen)
 		(void) DkLaxFlushWait(2 * DkRedisCommandTimeoutMs() + DkFlushIntervalMs());
 }
 
+/* Forget the total remembered for an evicted key; lock held, any mode. */
+static void
+ForgetKey(DkLaxKind kind, const char *key, size_t keylen)
+{
+	char		name[DK_LAX_NAME_MAX];
+	int			namelen;
+	int			keyoff;
+
+	if (BuildName(kind, key, keylen, name, &namelen, &keyoff))
+		Forget(name, namelen);
+}
+
 /* After a strict write of key: remember its new Redis value. */
 void
 DkLaxAfterStrictWrite(DkLaxKind kind, const char *key, size_t keylen, DkLaxView value)
@@ -849,6 +985,58 @@ DkLaxAfterStrictWrite(DkLaxKind kind, const char *key, size_t keylen, DkLaxView 
 		e->strict_gen++;
 		WriteEnd(e);
 	}
+	else
+		ForgetKey(kind, key, keylen);
+	LWLockRelease(lax->lock);
+}
+
+/*
+ * Before a strict increment of key: a ticket for DkLaxAfterStrictAdd.
+ * Returns false when this server does not buffer the key (no entry is
+ * created: strict calls do not fill the buffer).
+ */
+bool
+DkLaxStrictAddTicket(DkLaxKind kind, const char *key, size_t keylen, DkLaxReadTicket *ticket)
+{
+	int32		idx;
+
+	if (lax == NULL)
+		return false;
+	idx = LookupLocked(kind, key, keylen, false);
+	if (idx >= 0)
+	{
+		DkLaxEntry *e = &entries[idx];
+
+		SpinLockAcquire(&e->mutex);
+		ticket->idx = idx;
+		ticket->flush_gen = e->flush_gen;
+		ticket->known_valid = e->known_valid;
+		SpinLockRelease(&e->mutex);
+	}
+	LWLockRelease(lax->lock);
+	return idx >= 0;
+}
+
+/*
+ * After a strict increment of key (ticket: from DkLaxStrictAddTicket, or
+ * NULL when it returned false): the total Redis returned becomes this
+ * server's view of the key, unless a flush of the key raced with the call
+ * (then the flush's reply will); a remembered total is forgotten.  So a
+ * lax call after a strict one on this server sees it.
+ */
+void
+DkLaxAfterStrictAdd(DkLaxKind kind, const char *key, size_t keylen,
+					const DkLaxReadTicket *ticket, DkLaxView value)
+{
+	if (lax == NULL)
+		return;
+	if (ticket != NULL)
+	{
+		(void) DkLaxStoreRead(kind, key, keylen, ticket, value);
+		return;
+	}
+	LWLockAcquire(lax->lock, LW_SHARED);
+	ForgetKey(kind, key, keylen);
 	LWLockRelease(lax->lock);
 }
 
@@ -887,6 +1075,9 @@ DkLaxAfterClear(DkLaxKind kind, bool only_slice)
 		e->strict_gen++;
 		WriteEnd(e);
 	}
+	/* every remembered total may now be wrong */
+	for (int i = 0; i < LAX_REMEMBER_FACTOR * lax->capacity; i++)
+		pg_atomic_write_u64(&remembered[i].hash, 0);
 	LWLockRelease(lax->lock);
 }
 
@@ -1212,6 +1403,7 @@ DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error)
 		return;
 	}
 	lax->inflight_seq = 0;
+	pg_atomic_write_u64(&lax->seed_paused_until, 0);	/* Redis is back */
 	if (pg_atomic_read_u64(&lax->flush_completed) < target)
 		pg_atomic_write_u64(&lax->flush_completed, target);
 	ConditionVariableBroadcast(&lax->flush_cv);
@@ -1224,8 +1416,8 @@ Datum
 distkit_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13] = {0};
+	Datum		values[15];
+	bool		nulls[15] = {0};
 	int64		pending_keys = 0;
 	int64		pending_delta = 0;
 	int32		used;
@@ -1271,9 +1463,11 @@ distkit_stats(PG_FUNCTION_ARGS)
 	values[8] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flush_errors)));
 	values[9] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->strict_fallbacks)));
 	values[10] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->dropped)));
-	values[11] = TimestampTzGetDatum(last_flush);
-	nulls[11] = last_flush == 0;
-	values[12] = CStringGetTextDatum(last_error);
-	nulls[12] = last_error[0] == '\0';
+	values[11] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->seed_reads)));
+	values[12] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->evictions)));
+	values[13] = TimestampTzGetDatum(last_flush);
+	nulls[13] = last_flush == 0;
+	values[14] = CStringGetTextDatum(last_error);
+	nulls[14] = last_error[0] == '\0';
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

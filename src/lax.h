@@ -74,6 +74,10 @@ extern DkLaxView DkLaxStoreRead(DkLaxKind kind, const char *key, size_t keylen,
 								const DkLaxReadTicket *ticket, DkLaxView redis_value);
 extern void DkLaxSettle(DkLaxKind kind, const char *key, size_t keylen);
 extern void DkLaxAfterStrictWrite(DkLaxKind kind, const char *key, size_t keylen, DkLaxView value);
+extern bool DkLaxStrictAddTicket(DkLaxKind kind, const char *key, size_t keylen,
+								 DkLaxReadTicket *ticket);
+extern void DkLaxAfterStrictAdd(DkLaxKind kind, const char *key, size_t keylen,
+								const DkLaxReadTicket *ticket, DkLaxView value);
 extern void DkLaxAfterClear(DkLaxKind kind, bool only_slice);
 extern void DkLaxCountStrictFallback(void);
 extern int64 DkLaxFlushWait(int timeout_ms);

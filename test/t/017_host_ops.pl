@@ -169,8 +169,11 @@ my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'b', has_streaming => 1);
 $standby->start;
 wait_for(sub { $standby->safe_psql('postgres', $worker_sql) ne '' }, 'the standby worker to start');
-# the standby's worker talks to Redis too (heartbeats): make it wait there
+# counters work on a standby (they write to Redis, not to PostgreSQL); its
+# worker talks to Redis too (flushes, heartbeats)
 $standby->safe_psql('postgres', q{SELECT distkit_inc('ops:standby', 1, 'lax')});
+is($standby->safe_psql('postgres', q{SELECT distkit_inc('ops:standby-strict', 4)}), '4',
+	'a strict increment on the standby (read-only transaction) is applied in Redis');
 
 sub replay_ops
 {

@@ -1,0 +1,116 @@
+# What a lax call returns: this server's view rests on a total read from
+# Redis (docs/lax.md, "What a lax increment returns").  With a tiny buffer
+# (64 entries) keys are evicted by design (see fill_and_evict), so this
+# checks:
+#   1. an evicted key's total is remembered: its next touch needs no read
+#      (seed_reads unchanged) and is right, even with Redis stopped;
+#   2. a strict write on this server while the key is evicted (set) makes
+#      the remembered total be forgotten and read again;
+#   3. a clear forgets every remembered total;
+#   4. a strict increment on this server becomes the view of a buffered key
+#      at once (simple and instance-aware counters);
+#   5. 8 clients over 1,000 keys through the 64-entry buffer: every key exact.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use DistkitTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $port = start_redis('views');
+my $node = new_node('views', "redis://127.0.0.1:$port/0", "distkit.lax_capacity = 64\n");
+my $pg = sub { $node->safe_psql('postgres', $_[0]) };
+my $stat = sub { $pg->("SELECT $_[0] FROM distkit_stats") };
+
+# Evictions made deterministic: after a restart the buffer is empty, its
+# clock hand at entry 0, and entries are handed out in order.  The first
+# key a scenario touches gets entry 0; fill_and_evict then fills the other
+# 63 entries (flushed, so evictable), and one more key makes the sweep
+# clear every entry's use bit and evict entry 0: exactly that key.
+my $filler = 0;
+sub restart_fresh
+{
+	$node->restart;
+	wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}) eq '1' },
+		'the worker after the restart');
+}
+sub fill_and_evict
+{
+	my ($key) = @_;
+	$pg->('SELECT distkit_flush()');
+	$pg->(qq{SELECT count(distkit_inc('fill:' || g, 1, 'lax')) FROM generate_series($filler, $filler + 62) g});
+	$pg->('SELECT distkit_flush()');
+	is($stat->('evictions'), '0', "$key: the buffer is full, nothing evicted yet");
+	$pg->(qq{SELECT distkit_inc('fill:' || @{[ $filler + 63 ]}, 1, 'lax')});
+	$pg->('SELECT distkit_flush()');
+	is($stat->('evictions'), '1', "$key: one more key evicted one entry, ${key}'s");
+	$filler += 64;
+}
+
+# 1. an evicted key's total is remembered
+restart_fresh();
+is($pg->(q{SELECT distkit_set('v:a', 100)}), '100', 'v:a set to 100');
+is($pg->(q{SELECT distkit_inc('v:a', 1, 'lax')}), '101', 'first lax touch reads the total (101)');
+fill_and_evict('v:a');
+my $seeds = $stat->('seed_reads');
+is($pg->(q{SELECT distkit_inc('v:a', 1, 'lax')}), '102', 'the evicted key comes back with its total (102)');
+is($stat->('seed_reads'), $seeds, '... remembered: no read of Redis');
+$pg->('SELECT distkit_flush()');
+is(redis_int('distkit:c:{v:a}'), 102, 'Redis holds 102');
+
+# the same with Redis stopped: only a remembered total can answer right
+restart_fresh();
+is($pg->(q{SELECT distkit_inc('v:b', 5, 'lax')}), '5', 'v:b counted (5)');
+fill_and_evict('v:b');
+redis_ctl('stop');
+is($pg->(q{SELECT distkit_inc('v:b', 1, 'lax')}), '6', 'Redis stopped: the evicted key still returns its total + 1');
+redis_ctl('start');
+$pg->(q{SELECT distkit_flush('10 s')});
+is(redis_int('distkit:c:{v:b}'), 6, 'and Redis got the increment once');
+
+# 2. a strict write while the key is evicted: the remembered total is forgotten
+restart_fresh();
+is($pg->(q{SELECT distkit_inc('v:c', 1, 'lax')}), '1', 'v:c counted');
+fill_and_evict('v:c');
+is($pg->(q{SELECT distkit_set('v:c', 500)}), '500', 'v:c set to 500 while evicted');
+$seeds = $stat->('seed_reads');
+is($pg->(q{SELECT distkit_inc('v:c', 1, 'lax')}), '501', 'the next lax touch sees the set (501)');
+is($stat->('seed_reads'), $seeds + 1, '... read once from Redis');
+
+# 3. a clear forgets every remembered total
+restart_fresh();
+is($pg->(q{SELECT distkit_inc('v:e', 9, 'lax')}), '9', 'v:e counted');
+fill_and_evict('v:e');
+$pg->('SELECT distkit_clear()');
+is($pg->(q{SELECT distkit_inc('v:e', 1, 'lax')}), '1', 'after a clear the evicted key starts again at 1');
+
+# 4. a strict increment on this server becomes the view at once
+is($pg->(q{SELECT distkit_inc('v:d', 1, 'lax')}), '1', 'v:d buffered');
+$pg->('SELECT distkit_flush()');
+is($pg->(q{SELECT distkit_inc('v:d', 5, 'strict')}), '6', 'strict +5 (6)');
+is($pg->(q{SELECT distkit_inc('v:d', 1, 'lax')}), '7', 'the lax call after it sees it (7)');
+is($pg->(q{SELECT (distkit_instance_inc('v:i', 1, 'lax')).total}), '1', 'instance-aware v:i buffered');
+$pg->('SELECT distkit_flush()');
+is($pg->(q{SELECT (distkit_instance_inc('v:i', 5, 'strict')).total}), '6', 'instance-aware strict +5 (6)');
+is($pg->(q{SELECT row(i.*)::text FROM distkit_instance_inc('v:i', 1, 'lax') i}), '(7,7)',
+	'the lax call after it sees it (7, 7)');
+
+# 5. exactness through a buffer far smaller than the key set
+$pg->('SELECT distkit_clear()');
+my $script = "$PostgreSQL::Test::Utils::tmp_check/views.sql";
+open my $fh, '>', $script or die;
+print $fh "\\set k random(1, 1000)\nSELECT distkit_inc('many:' || :k, 1, 'lax');\n";
+close $fh;
+my ($out, $err) = run_command([ 'pgbench', '-n', '-M', 'prepared', '-c', '8', '-j', '8', '-t', '2000',
+	'-f', $script, '-h', $node->host, '-p', $node->port, 'postgres' ]);
+like($out, qr/number of transactions actually processed: 16000/, 'pgbench ran 8 x 2000 increments');
+is($err =~ /error|abort/i ? $err : '', '', 'no pgbench client failed');
+$pg->('SELECT distkit_flush()');
+my $sum = 0;
+$sum += redis_int("distkit:c:{many:$_}") for 1 .. 1000;
+is($sum, 16000, 'Redis holds every increment exactly');
+is($stat->('dropped_deltas'), '0', 'nothing was dropped');
+
+$node->stop;
+done_testing();
