@@ -101,7 +101,7 @@ typedef struct DkLaxRemembered
 	int64		slice;
 } DkLaxRemembered;
 
-#define LAX_REMEMBER_FACTOR 2
+#define LAX_REMEMBER_FACTOR 4
 
 typedef struct DkLaxShared
 {
@@ -288,7 +288,7 @@ DkLaxInit(void)
 	if (DkPreloaded)
 		DefineCustomIntVariable("distkit.lax_capacity",
 								"Number of keys the lax buffer of this server can hold.",
-								"Each entry takes about 256 bytes of shared memory.",
+								"Each entry takes about 352 bytes of shared memory (the entry and the remembered totals of evicted keys).",
 								&lax_capacity,
 								65536, 64, 16 * 1024 * 1024,
 								PGC_POSTMASTER,
