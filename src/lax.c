@@ -18,7 +18,12 @@
  *	inflight	delta the flusher took into the current batch and has not
  *				seen acknowledged yet (kept across worker restarts);
  *	known		the Redis total from the last flush reply or read, and when.
- * This server's view of a counter is known + inflight + pending.  The
+ * This server's view of a counter is known + inflight + pending, and what a
+ * lax call returns.  So that it rests on the real total, an entry gets
+ * known from Redis before its first increment (DkLaxAddSeeded: one read,
+ * skipped while Redis is unreachable); the totals of evicted entries are
+ * remembered in a small hash-addressed table, so a key that comes back
+ * needs no read; this server's strict writes update or forget them.  The
  * flusher is (with the rare strict writes) the only writer of inflight and
  * known; writers serialise on the entry's spinlock and publish through a
  * seqlock (version), so readers never lock.
@@ -509,7 +514,6 @@ InsertEntry(const char *name, int namelen, int keyoff, uint32 hash)
 	int32		idx;
 	DkLaxEntry *e;
 	uint32		b;
-
 	uint64		taken_hash = 0;
 	DkLaxView	taken = {0, 0};
 	bool		recalled = TakeRemembered(name, namelen, &taken_hash, &taken);
