@@ -36,8 +36,9 @@ bench_run_as_user() {
 	(cd "$here" && tar --exclude=./bench/results -cf - bench test lua) | tar -xf - -C "$work"
 	chown -R "$DISTKIT_USER:" "$work"
 	for v in $(compgen -e | grep '^BENCH_'); do settings+=("$v=${!v}"); done
-	runuser -u "$DISTKIT_USER" -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" "${settings[@]}" \
-		BENCH_LOCKED=1 BENCH_RESULTS="$work/results" bash "$work/bench/$script" || rc=$?
+	# from a directory the user can enter (root's home is not one)
+	(cd "$work" && runuser -u "$DISTKIT_USER" -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" "${settings[@]}" \
+		BENCH_LOCKED=1 BENCH_RESULTS="$work/results" bash "$work/bench/$script") || rc=$?
 	out=${BENCH_RESULTS:-$here/bench/results}
 	mkdir -p "$out"
 	if ls "$work/results/"* >/dev/null 2>&1; then

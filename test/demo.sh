@@ -16,6 +16,8 @@ if [ "$(id -u)" = 0 ]; then
 	rm -rf "$work" && mkdir -p "$work"
 	cp -r "$here/test" "$work/"
 	chown -R "$DISTKIT_USER:" "$work"
+	# from a directory the user can enter (root's home is not one)
+	cd "$work"
 	exec runuser -u "$DISTKIT_USER" -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" \
 		DISTKIT_DEMO_KEEP="${DISTKIT_DEMO_KEEP:-}" bash "$work/test/demo.sh"
 fi

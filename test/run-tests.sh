@@ -32,6 +32,7 @@ if [ "$(id -u)" = 0 ]; then
 	mkdir -p "$work"
 	(cd "$here" && tar --exclude=./test/tmp --exclude=./results -cf - .) | tar -xf - -C "$work"
 	chown -R "$DISTKIT_USER:" "$work"
+	cd "$work"	# a directory the user can enter (root's home is not one)
 	exec runuser -u "$DISTKIT_USER" -- env PATH="$PATH" CI="${CI:-}" PG_CONFIG="$PG_CONFIG" \
 		${DISTKIT_REGRESS+DISTKIT_REGRESS="$DISTKIT_REGRESS"} ${DISTKIT_TAP+DISTKIT_TAP="$DISTKIT_TAP"} \
 		${DISTKIT_REDIS_MODES+DISTKIT_REDIS_MODES="$DISTKIT_REDIS_MODES"} \
