@@ -19,6 +19,15 @@ my $get = sub { my ($q, $k) = @_; $q->("SELECT total || ' ' || this_instance FRO
 
 wait_for(sub { $qa->('SELECT count(*) FILTER (WHERE alive) FROM distkit_instances') eq '2' },
 	'both instances to be registered and alive');
+# Each server's live list (what instance-aware totals add up) is refreshed by
+# its worker at its next heartbeat, which may come after the registry shows
+# the other server: wait until each server counts the other's slice.
+$qa->(q{SELECT distkit_instance_inc('probe:a', 1)});
+$qb->(q{SELECT distkit_instance_inc('probe:b', 1)});
+wait_for(sub { $qb->(q{SELECT total FROM distkit_instance_get('probe:a')}) eq '1' },
+	'b to count a');
+wait_for(sub { $qa->(q{SELECT total FROM distkit_instance_get('probe:b')}) eq '1' },
+	'a to count b');
 
 # 1. both servers count into one counter: one total, one slice each
 $qa->(q{SELECT count((distkit_instance_inc('jobs', 1)).total) FROM generate_series(1, 30)});
