@@ -7,7 +7,9 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 LUA_SCRIPTS = $(sort $(wildcard lua/*.lua))
 
 DATA_built = distkit--$(EXTVERSION).sql
-DATA = $(filter-out distkit--$(EXTVERSION).sql,$(wildcard distkit--*--*.sql))
+# upgrade scripts, and the install scripts of earlier versions (sql/old/) so
+# that CREATE EXTENSION distkit VERSION '<old>' + ALTER EXTENSION UPDATE works
+DATA = $(wildcard distkit--*--*.sql) $(wildcard sql/old/distkit--*.sql)
 DOCS = README.md
 
 PG_CPPFLAGS = -Isrc

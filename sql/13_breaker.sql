@@ -30,7 +30,7 @@ SELECT * FROM distkit_breaker_state('b:new');
 -- holds minimum_calls calls
 --
 SELECT distkit_breaker_configure('b:1', failure_rate_threshold => 50, minimum_calls => 4,
-                                 "window" => '60 s', open_for => '1000 s', half_open_calls => 2);
+                                 sliding_window => '60 s', open_for => '1000 s', half_open_calls => 2);
 \set raw `"$DISTKIT_REDIS_CTL" cli --raw HGETALL 'distkit:bc:{b:1}' | tr '\n' ' '`
 SELECT :'raw' AS config;
 SELECT distkit_breaker_record('b:1', true), distkit_breaker_record('b:1', true),
@@ -246,11 +246,11 @@ SELECT dk_error($$SELECT distkit_breaker_configure('b:e', 100.5)$$);
 SELECT dk_error($$SELECT distkit_breaker_configure('b:e', 'NaN')$$);
 SELECT dk_error($$SELECT distkit_breaker_configure('b:e', minimum_calls => 0)$$);
 SELECT dk_error($$SELECT distkit_breaker_configure('b:e', minimum_calls => NULL)$$);
-SELECT dk_error($$SELECT distkit_breaker_configure('b:e', "window" => '0 s')$$);
-SELECT dk_error($$SELECT distkit_breaker_configure('b:e', "window" => '1.5 s')$$);
-SELECT dk_error($$SELECT distkit_breaker_configure('b:e', "window" => '3601 s')$$);
-SELECT dk_error($$SELECT distkit_breaker_configure('b:e', "window" => '1 month')$$);
-SELECT dk_error($$SELECT distkit_breaker_configure('b:e', "window" => NULL)$$);
+SELECT dk_error($$SELECT distkit_breaker_configure('b:e', sliding_window => '0 s')$$);
+SELECT dk_error($$SELECT distkit_breaker_configure('b:e', sliding_window => '1.5 s')$$);
+SELECT dk_error($$SELECT distkit_breaker_configure('b:e', sliding_window => '3601 s')$$);
+SELECT dk_error($$SELECT distkit_breaker_configure('b:e', sliding_window => '1 month')$$);
+SELECT dk_error($$SELECT distkit_breaker_configure('b:e', sliding_window => NULL)$$);
 SELECT dk_error($$SELECT distkit_breaker_configure('b:e', open_for => '0 s')$$);
 SELECT dk_error($$SELECT distkit_breaker_configure('b:e', open_for => '366 days')$$);
 SELECT dk_error($$SELECT distkit_breaker_configure('b:e', open_for => '1 year')$$);

@@ -480,7 +480,7 @@ COMMENT ON FUNCTION distkit_idempotency_abandon(text) IS
 CREATE FUNCTION distkit_breaker_configure(name text,
                                           failure_rate_threshold float8 DEFAULT 50,
                                           minimum_calls int DEFAULT 20,
-                                          "window" interval DEFAULT '60 seconds',
+                                          sliding_window interval DEFAULT '60 seconds',
                                           open_for interval DEFAULT '30 seconds',
                                           half_open_calls int DEFAULT 3,
                                           slow_call_threshold interval DEFAULT NULL)

@@ -219,14 +219,14 @@ distkit_breaker_configure(PG_FUNCTION_ARGS)
 				 errhint("It is a percentage of the calls in the window, e.g. 50.")));
 	min_calls = PositiveInt(fcinfo, 2, "minimum_calls",
 							"The breaker opens only once the window holds at least minimum_calls calls.");
-	window_us = PositiveDuration(fcinfo, 3, "window", (int64) BREAKER_MAX_WINDOW_S * USECS_PER_SEC, "1 hour",
-								 "The window is a whole number of seconds from 1 second to 1 hour.");
+	window_us = PositiveDuration(fcinfo, 3, "sliding_window", (int64) BREAKER_MAX_WINDOW_S * USECS_PER_SEC, "1 hour",
+								 "sliding_window is a whole number of seconds from 1 second to 1 hour.");
 	if (window_us % USECS_PER_SEC != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("window must be a whole number of seconds, not \"%s\"",
+				 errmsg("sliding_window must be a whole number of seconds, not \"%s\"",
 						DkIntervalText(PG_GETARG_INTERVAL_P(3))),
-				 errhint("The window is kept as one bucket per Redis second.")));
+				 errhint("The sliding window is kept as one bucket per Redis second.")));
 	open_us = PositiveDuration(fcinfo, 4, "open_for", BREAKER_MAX_DURATION_US, "365 days",
 							   "open_for is how long an open breaker rejects calls before admitting trials.");
 	half = PositiveInt(fcinfo, 5, "half_open_calls",

@@ -36,6 +36,7 @@
 #include "distkit.h"
 #include "keys.h"
 #include "redis.h"
+#include "version.h"
 
 PG_FUNCTION_INFO_V1(distkit_cache_set);
 PG_FUNCTION_INFO_V1(distkit_cache_set_text);
@@ -422,6 +423,7 @@ distkit_cache_clear(PG_FUNCTION_ARGS)
 {
 	int64		removed = 0;
 
+	DkCheckSqlVersion();
 	DkRedisScan(DkKeyPattern(DK_KIND_CACHE), ClearBatch, &removed, "distkit_cache_clear");
 	PG_RETURN_INT64(removed);
 }

@@ -46,6 +46,7 @@
 #include "lax.h"
 #include "redis.h"
 #include "txn.h"
+#include "version.h"
 
 PG_FUNCTION_INFO_V1(distkit_inc);
 PG_FUNCTION_INFO_V1(distkit_dec);
@@ -461,6 +462,7 @@ distkit_clear(PG_FUNCTION_ARGS)
 {
 	int64		removed = 0;
 
+	DkCheckSqlVersion();
 	if (DkPreloaded && DkLaxAnythingPending())
 		(void) DkLaxFlushWait(2 * DkRedisCommandTimeoutMs() + DkFlushIntervalMs());
 	DkRedisScan(DkKeyPattern(DK_KIND_COUNTER), ClearBatch, &removed, "distkit_clear");
@@ -542,6 +544,7 @@ distkit_flush(PG_FUNCTION_ARGS)
 	int64		us;
 	int64		ms = 0;
 
+	DkCheckSqlVersion();
 	DkRequirePreload("distkit_flush");
 	DkArgNotNull(fcinfo, 0, "timeout");
 	timeout = PG_GETARG_INTERVAL_P(0);

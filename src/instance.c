@@ -47,6 +47,7 @@
 #include "lax.h"
 #include "redis.h"
 #include "txn.h"
+#include "version.h"
 
 #define MAX_LIVE 1024			/* instances kept in the live list */
 #define ID_LEN 37
@@ -613,6 +614,7 @@ distkit_instance_clear(PG_FUNCTION_ARGS)
 {
 	int64		n;
 
+	DkCheckSqlVersion();
 	RequireInstance();
 	n = ScanCounters(UnlinkKeys);
 	DkLaxAfterClear(DK_LAX_INSTANCE, false);
@@ -626,6 +628,7 @@ distkit_instance_clear_here(PG_FUNCTION_ARGS)
 {
 	int64		n;
 
+	DkCheckSqlVersion();
 	RequireInstance();
 	n = ScanCounters(DropOurSlices);
 	DkLaxAfterClear(DK_LAX_INSTANCE, true);
@@ -641,6 +644,7 @@ distkit_instances(PG_FUNCTION_ARGS)
 	DkReply    *r;
 	double		now_ms;
 
+	DkCheckSqlVersion();
 	RequireInstance();
 	InitMaterializedSRF(fcinfo, 0);
 	r = DkRedisRunOne(RegistryCommand("list"), DK_IDEMPOTENT);

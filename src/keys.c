@@ -24,6 +24,7 @@
 #include "utils/guc.h"
 
 #include "keys.h"
+#include "version.h"
 
 static char *key_prefix = NULL;
 
@@ -110,6 +111,7 @@ DkKeyCheck(text *key, const char *argname)
 {
 	size_t		keylen = VARSIZE_ANY_EXHDR(key);
 
+	DkCheckSqlVersion();		/* every function that takes a key comes here */
 	if (keylen == 0 || keylen > DK_MAX_KEY_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

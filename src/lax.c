@@ -66,6 +66,7 @@
 #include "keys.h"
 #include "lax.h"
 #include "redis.h"
+#include "version.h"
 
 typedef struct DkLaxEntry
 {
@@ -1429,9 +1430,17 @@ distkit_stats(PG_FUNCTION_ARGS)
 	bool		redis_ok;
 	char		last_error[256];
 
+	DkCheckSqlVersion();
 	RequireBuffer();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	if (tupdesc->natts != 15 && tupdesc->natts != 13)	/* 0.2.0, 0.1.0 */
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("distkit_stats() is declared with %d columns, which this distkit library does not know",
+						tupdesc->natts),
+				 errhint("Run ALTER EXTENSION distkit UPDATE to get the SQL objects of version %s.",
+						 DkSqlVersionNewest())));
 
 	LWLockAcquire(lax->lock, LW_SHARED);
 	used = lax->used;
@@ -1473,5 +1482,13 @@ distkit_stats(PG_FUNCTION_ARGS)
 	nulls[13] = last_flush == 0;
 	values[14] = CStringGetTextDatum(last_error);
 	nulls[14] = last_error[0] == '\0';
+	if (tupdesc->natts == 13)
+	{
+		/* SQL objects of 0.1.0: no seed_reads and evictions columns */
+		values[11] = values[13];
+		nulls[11] = nulls[13];
+		values[12] = values[14];
+		nulls[12] = nulls[14];
+	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

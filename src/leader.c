@@ -57,6 +57,7 @@
 #include "lax.h"
 #include "lease.h"
 #include "redis.h"
+#include "version.h"
 
 PG_FUNCTION_INFO_V1(distkit_leader_acquire);
 PG_FUNCTION_INFO_V1(distkit_is_leader);
@@ -427,6 +428,7 @@ distkit_leaders(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int64		now;
 
+	DkCheckSqlVersion();
 	RequireTable();
 	InitMaterializedSRF(fcinfo, 0);
 	LWLockAcquire(leaders->lock, LW_SHARED);
