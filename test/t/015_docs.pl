@@ -63,6 +63,7 @@ sub blocks_of
 		{
 			my $reason = $1;
 			$reason =~ s/^\s*:\s*//;
+			$reason =~ s/\s+$//;
 			fail("$file:" . ($i + 1) . ': a "not run" marker needs a reason') if $reason !~ /\S/;
 			fail("$file:$pending_line: a \"not run\" marker not followed by a sql block") if defined $pending_skip;
 			($pending_skip, $pending_line) = ($reason, $i + 1);
