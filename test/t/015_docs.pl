@@ -222,9 +222,10 @@ if ($ENV{DISTKIT_DOCS_DRY})
 	my $fh = Test::More->builder->output;	# STDOUT goes to the test's log
 	for my $file (@files)
 	{
+		(my $name = $file) =~ s{^\Q$root\E/}{};
 		for my $b (blocks_of($file))
 		{
-			print $fh "== $file:$b->{line}" . (defined $b->{skip} ? " (not run: $b->{skip})" : '') . "\n";
+			print $fh "== $name:$b->{line}" . (defined $b->{skip} ? " (not run: $b->{skip})" : '') . "\n";
 			next if defined $b->{skip};
 			for my $s (statements_of($b->{text}))
 			{
