@@ -50,3 +50,12 @@ AS 'MODULE_PATHNAME', 'distkit_breaker_configure'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION distkit_breaker_configure(text, float8, int, interval, interval, int, interval) IS
 'Configure a circuit breaker for every server (unconfigured breakers use these defaults)';
+
+-- distkit_leader_acquire without a ttl keeps the ttl this server leads the
+-- name with (it used to shorten a 30 s leadership to the 10 s default).
+CREATE OR REPLACE FUNCTION distkit_leader_acquire(name text, ttl interval DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_leader_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_leader_acquire(text, interval) IS
+'Make this server the leader of name if nobody else is; the worker renews it while the server lives. A NULL ttl keeps the ttl this server leads with (10 seconds for a new leadership)';

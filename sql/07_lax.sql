@@ -98,6 +98,10 @@ SELECT dk_error($$SELECT distkit_flush(NULL)$$);
 SELECT dk_error($$SELECT distkit_flush('0')$$);
 SELECT dk_error($$SELECT distkit_flush('-1 s')$$);
 SELECT dk_error($$SELECT distkit_flush('1 month')$$);
+-- positive but below the 1 ms the timeout is counted in, and above INT_MAX ms:
+-- the hint says the real bounds
+SELECT dk_error($$SELECT distkit_flush('1 microsecond')$$);
+SELECT dk_error($$SELECT distkit_flush('25 days')$$);
 -- a timeout beyond 2^63 microseconds is refused, not wrapped around to a
 -- valid one ('213503983 days' used to become a wait of 16 hours)
 SET statement_timeout = '5s';

@@ -207,9 +207,27 @@ SELECT term FROM distkit_leaders;
 \c
 SELECT distkit_is_leader('nightly') AS still_leader_after_reconnect;
 SELECT distkit_leader_release('nightly');
+-- without a ttl: a renewal keeps the ttl the server leads with (a periodic
+-- call must not shorten a 30 s leadership to 10 s); a new leadership gets
+-- 10 s; an explicit ttl still changes it
+SELECT distkit_leader_acquire('keep', '30 s') AS leads;
+SELECT distkit_leader_acquire('keep') AS again;
+SELECT distkit_leader_acquire('keep', NULL) AS again_null;
+SELECT ttl FROM distkit_leaders WHERE name = 'keep';
+\set raw `"$DISTKIT_REDIS_CTL" cli PTTL 'distkit:ld:{keep}'`
+SELECT :raw BETWEEN 20000 AND 30000 AS pttl_kept;
+SELECT distkit_leader_acquire('keep', '5 s') AS shortened;
+SELECT ttl FROM distkit_leaders WHERE name = 'keep';
+SELECT distkit_leader_acquire('keep') AS again;
+SELECT ttl FROM distkit_leaders WHERE name = 'keep';
+SELECT distkit_leader_release('keep');
+SELECT distkit_leader_acquire('fresh') AS leads;
+SELECT ttl FROM distkit_leaders WHERE name = 'fresh';
+\set raw `"$DISTKIT_REDIS_CTL" cli PTTL 'distkit:ld:{fresh}'`
+SELECT :raw BETWEEN 5000 AND 10000 AS pttl_default;
+SELECT distkit_leader_release('fresh');
 -- errors
 SELECT dk_error($$SELECT distkit_leader_acquire(NULL)$$);
-SELECT dk_error($$SELECT distkit_leader_acquire('x', NULL)$$);
 SELECT dk_error($$SELECT distkit_leader_acquire('x', '99 ms')$$);
 SELECT dk_error($$SELECT distkit_leader_acquire('x', '1 mon')$$);
 SELECT dk_error($$SELECT distkit_leader_acquire('', '1 s')$$);

@@ -270,12 +270,12 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
 COMMENT ON FUNCTION distkit_lease_holder(text) IS
 'Who holds a lease ("<instance id>/<database>/<pid>"), its token and remaining time; no row when free';
 
-CREATE FUNCTION distkit_leader_acquire(name text, ttl interval DEFAULT '10 seconds')
+CREATE FUNCTION distkit_leader_acquire(name text, ttl interval DEFAULT NULL)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'distkit_leader_acquire'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION distkit_leader_acquire(text, interval) IS
-'Make this server the leader of name if nobody else is; the worker renews it while the server lives';
+'Make this server the leader of name if nobody else is; the worker renews it while the server lives. A NULL ttl keeps the ttl this server leads with (10 seconds for a new leadership)';
 
 CREATE FUNCTION distkit_is_leader(name text)
 RETURNS boolean

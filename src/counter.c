@@ -487,7 +487,7 @@ CheckOperator(text *op)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid comparison operator \"%s\"", s),
-			 errhint("Use one of =, <>, <, <=, >, >=.")));
+			 errhint("Use one of =, <>, !=, <, <=, >, >=.")));
 	pg_unreachable();
 }
 
@@ -542,21 +542,26 @@ distkit_flush(PG_FUNCTION_ARGS)
 {
 	Interval   *timeout;
 	int64		us;
-	int64		ms = 0;
+	int64		ms;
 
 	DkCheckSqlVersion();
 	DkRequirePreload("distkit_flush");
 	DkArgNotNull(fcinfo, 0, "timeout");
 	timeout = PG_GETARG_INTERVAL_P(0);
 	/* days beyond 2^63 us must not wrap around to a valid timeout */
-	if (!pg_mul_s64_overflow((int64) timeout->day, USECS_PER_DAY, &us) &&
-		!pg_add_s64_overflow(us, timeout->time, &us))
-		ms = us / 1000;
-	if (timeout->month != 0 || ms <= 0 || ms > INT_MAX)
+	if (pg_mul_s64_overflow((int64) timeout->day, USECS_PER_DAY, &us) ||
+		pg_add_s64_overflow(us, timeout->time, &us))
+		us = timeout->day < 0 ? PG_INT64_MIN : PG_INT64_MAX;
+	ms = us / 1000;
+	if (timeout->month != 0 || us <= 0 || ms == 0 || ms > INT_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid flush timeout \"%s\"",
 						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(timeout)))),
-				 errhint("Use a positive duration without months, such as '5 seconds'.")));
+				 timeout->month != 0 ?
+				 errhint("Months and years vary in length: use a fixed duration such as '5 seconds'.") :
+				 us <= 0 ? errhint("Use a positive duration such as '5 seconds'.") :
+				 ms == 0 ? errhint("The timeout is counted in whole milliseconds: use at least '1 millisecond'.") :
+				 errhint("Use at most 2147483647 milliseconds (24 days 20:31:23.647).")));
 	PG_RETURN_INT64(DkLaxFlushWait((int) ms));
 }

@@ -67,6 +67,7 @@ PG_FUNCTION_INFO_V1(distkit_leaders);
 
 #define MAX_LEADERSHIPS 64		/* names one instance can lead at once */
 #define MIN_LEADER_TTL_MS 100
+#define DEFAULT_LEADER_TTL_MS 10000	/* a new leadership acquired without a ttl */
 #define RETRY_MAX_US 500000		/* a failed renewal is retried within 0.5 s */
 #define IDLE_INTERVAL_MS 60000	/* the task's interval when nothing is led */
 #define LEADER_LOCK_KEY 0x44534b4c	/* advisory-lock field of the lock below */
@@ -247,13 +248,17 @@ TooMany(void)
 /*
  * distkit_leader_acquire(name, ttl): make this server the leader of name if
  * nobody else is (renewing it if this server already is); the worker then
- * keeps renewing it.  Returns whether this server leads it now.
+ * keeps renewing it.  Returns whether this server leads it now.  A NULL ttl
+ * keeps the ttl this server leads name with, or is DEFAULT_LEADER_TTL_MS for
+ * a new leadership, so that a periodic call without a ttl never shortens a
+ * leadership acquired with a longer one.
  */
 Datum
 distkit_leader_acquire(PG_FUNCTION_ARGS)
 {
 	text	   *name = DkArgText(fcinfo, 0, "name");
-	int64		ttl_ms = DkArgIntervalMs(fcinfo, 1, "ttl", false);
+	bool		keep_ttl = PG_ARGISNULL(1);
+	int64		ttl_ms = keep_ttl ? DEFAULT_LEADER_TTL_MS : DkArgIntervalMs(fcinfo, 1, "ttl", false);
 	size_t		klen;
 	size_t		tklen;
 	char	   *key = DkKeyFromText(DK_KIND_LEADER, name, "name", &klen);
@@ -278,11 +283,15 @@ distkit_leader_acquire(PG_FUNCTION_ARGS)
 	LockLeaderships();
 
 	LWLockAcquire(leaders->lock, LW_SHARED);
-	if (FindEntry(prefix, VARDATA_ANY(name), namelen) < 0 && FreeEntry() < 0)
+	idx = FindEntry(prefix, VARDATA_ANY(name), namelen);
+	if (idx < 0 && FreeEntry() < 0)
 	{
 		LWLockRelease(leaders->lock);
 		TooMany();
 	}
+	/* no ttl: keep the one this server leads with (backends are serialised) */
+	if (keep_ttl && idx >= 0)
+		ttl_ms = leaders->entries[idx].ttl_ms;
 	LWLockRelease(leaders->lock);
 
 	sent = MonoUs();

@@ -60,7 +60,10 @@ NewPermit(void)
 	return s;
 }
 
-/* A permit argument: not NULL (22004), in the form NewPermit makes (22023). */
+/*
+ * A permit argument: not NULL (22004), 32 hexadecimal digits in either case
+ * (22023); returned in lower case, the form NewPermit makes.
+ */
 static char *
 PermitArg(FunctionCallInfo fcinfo, int argno)
 {
@@ -69,13 +72,17 @@ PermitArg(FunctionCallInfo fcinfo, int argno)
 	bool		ok = len == PERMIT_LEN;
 
 	for (size_t i = 0; ok && i < len; i++)
-		ok = (p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f');
+		ok = (p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f') ||
+			(p[i] >= 'A' && p[i] <= 'F');
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid permit \"%s\"", len > 64 ? "(too long)" : p),
 				 errhint("A permit is the value distkit_semaphore_acquire returned: %d hexadecimal digits.",
 						 PERMIT_LEN)));
+	for (size_t i = 0; i < len; i++)
+		if (p[i] >= 'A' && p[i] <= 'F')
+			p[i] += 'a' - 'A';
 	return p;
 }
 
