@@ -81,5 +81,11 @@ extern void DkRedisDisconnect(void);
 extern void DkRedisSetCancelCheck(bool (*check) (void));
 extern char *DkRedisEndpoint(void);
 extern int	DkRedisCommandTimeoutMs(void);
+extern void DkRedisBeginExitWork(void);
+extern void DkRedisEndExitWork(void);
+extern long DkRedisExitWorkLeftMs(void);
+extern int	DkRedisExitTimeoutMs(void);
+extern void DkRedisKeepConnection(void);
+extern bool DkRedisRefusedFull(const ErrorData *edata);
 
 #endif
