@@ -119,6 +119,9 @@ DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void)
 /* Set when the last failed cycle or task was refused by Redis at maxclients. */
 static bool refused_full = false;
 
+/* Set once the final flush has begun: shutdown no longer abandons Redis waits. */
+static bool stopping = false;
+
 /*
  * Run fn, catching errors; true if it succeeded.  The connection is kept:
  * redis.c has already dropped it if its state is unknown.
@@ -388,7 +391,8 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 		LWLockReleaseAll();
 		refused_full = DkRedisRefusedFull(edata);
 		DkLaxEndCycle(0, 0, false, edata->message);
-		if (*failures == 0)
+		/* a wait abandoned for the stop: the final flush follows and reports */
+		if (*failures == 0 && !(ShutdownRequestPending && !stopping))
 			ereport(LOG,
 					(errmsg("distkit flusher cannot flush to Redis: %s", edata->message),
 					 errdetail("Lax increments stay buffered in shared memory and are retried with back-off; this is logged once per outage.")));
@@ -497,14 +501,21 @@ WorkerCancelHandler(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-/* redis.c's cancel check in this process: true, once, after a cancel. */
-static bool
+/*
+ * redis.c's cancel check in this process: why to abandon the current Redis
+ * wait, or NULL.  A cancel (reported once); a shutdown request before the
+ * final flush, so that a wait bounded by the worker's distkit.command_timeout
+ * does not delay the stop (the final flush resends what was in flight).
+ */
+static const char *
 TakeCancel(void)
 {
+	if (ShutdownRequestPending && !stopping)
+		return "the shutdown of the distkit worker";
 	if (!cancel_requested)
-		return false;
+		return NULL;
 	cancel_requested = false;
-	return true;
+	return "a cancel request to the distkit worker";
 }
 
 /*
@@ -571,6 +582,8 @@ DkFlusherMain(Datum main_arg)
 
 		pgstat_report_activity(STATE_RUNNING, NULL);
 		n = TryFlushCycle(cycle_ctx, &failures);
+		if (ShutdownRequestPending)
+			break;
 		task_ms = RunDueTasks(cycle_ctx);
 		pgstat_report_activity(STATE_IDLE, NULL);
 
@@ -582,6 +595,7 @@ DkFlusherMain(Datum main_arg)
 			SleepOnLatch(-1, task_ms);	/* idle: the next increment sets our latch */
 	}
 
+	stopping = true;
 	DkRedisBeginExitWork();
 	FinalFlush(cycle_ctx);
 	RunShutdownTasks(cycle_ctx);

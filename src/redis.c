@@ -219,8 +219,11 @@ static char last_endpoint[600] = "";
 
 static bool EnsureNode(int ni, DkErr *err);
 
-/* The worker's cancel flag: returns and clears it (DkRedisSetCancelCheck). */
-static bool (*cancel_check) (void) = NULL;
+/*
+ * The worker's reason to abandon a Redis wait (a cancel, its shutdown), or
+ * NULL; a cancel is reported once (DkRedisSetCancelCheck).
+ */
+static const char *(*cancel_check) (void) = NULL;
 
 /* Decode %XX escapes of src[0..len) into dst; false if malformed. */
 static bool
@@ -754,11 +757,12 @@ ConnectFailed(int ni, DkErr *err, const char *why)
 
 /*
  * Let a process with its own cancel flag (the distkit worker, which must
- * not die of a cancel) make a cancel abandon the Redis request it waits
- * for: check returns true, and clears the flag, when a cancel arrived.
+ * not die of a cancel) make a cancel, or its shutdown, abandon the Redis
+ * request it waits for: check returns why (e.g. "a cancel request to the
+ * distkit worker"), and clears a cancel flag, or NULL.
  */
 void
-DkRedisSetCancelCheck(bool (*check) (void))
+DkRedisSetCancelCheck(const char *(*check) (void))
 {
 	cancel_check = check;
 }
@@ -994,6 +998,8 @@ DkRedisKeepConnection(void)
 static void
 HandleInterrupt(void)
 {
+	const char *why;
+
 	/*
 	 * A barrier even while interrupts are held off (a commit or exit
 	 * callback): absorbing PG 15's only barrier (SMGRRELEASE) just closes
@@ -1002,12 +1008,12 @@ HandleInterrupt(void)
 	 */
 	if (ProcSignalBarrierPending && InterruptHoldoffCount > 0 && CritSectionCount == 0)
 		ProcessProcSignalBarrier();
-	if (cancel_check != NULL && cancel_check())
+	if (cancel_check != NULL && (why = cancel_check()) != NULL)
 	{
 		DkRedisDisconnect();
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
-				 errmsg("Redis request canceled by a cancel request to the distkit worker"),
+				 errmsg("Redis request canceled by %s", why),
 				 errdetail("The worker abandons the current Redis request and retries it later.")));
 	}
 	if (QueryCancelPending || ProcDiePending)

@@ -78,7 +78,7 @@ extern void DkReplyRaiseError(const DkReply *reply, const char *what) pg_attribu
 extern int64 DkReplyInt64(const DkReply *reply, const char *what);
 extern bool DkRedisConnected(void);
 extern void DkRedisDisconnect(void);
-extern void DkRedisSetCancelCheck(bool (*check) (void));
+extern void DkRedisSetCancelCheck(const char *(*check) (void));
 extern char *DkRedisEndpoint(void);
 extern int	DkRedisCommandTimeoutMs(void);
 extern void DkRedisBeginExitWork(void);
