@@ -176,7 +176,6 @@ static int	idle_timeout_ms = 60000;
  */
 static TimestampTz exit_deadline = 0;
 
-
 /*
  * Idle connections (distkit.idle_connection_timeout): call_depth counts
  * the calls of this file in progress (and is raised while connections are
@@ -808,12 +807,14 @@ BoundText(int guc_ms, const char *guc_label)
 	return psprintf("%d ms%s", guc_ms, guc_label);
 }
 
+/* The connect bound, as a timeout message names it. */
 static char *
 ConnectBoundText(void)
 {
 	return BoundText(connect_timeout_guc, "");
 }
 
+/* The command bound, as a timeout message names it. */
 static char *
 CommandBoundText(void)
 {
@@ -900,7 +901,7 @@ IdleTimeoutHandler(void)
 static void
 ArmIdleTimer(void)
 {
-	if (keep_connections || !IsUnderPostmaster)
+	if (keep_connections || !IsUnderPostmaster || exit_deadline != 0)
 		return;
 	if (idle_timeout_ms <= 0)
 	{
