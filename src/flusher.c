@@ -31,9 +31,19 @@
  * Errors never kill it: a failed cycle is logged once per outage, counted,
  * and retried with capped exponential back-off and full jitter, while the
  * deltas stay in shared memory.  On SIGTERM (shutdown, or
- * pg_terminate_backend) it makes a final flush bounded by
- * SHUTDOWN_FLUSH_MS and exits with status 1, so that the postmaster
- * restarts it when the server is not shutting down.
+ * pg_terminate_backend) it makes a final flush and runs the tasks'
+ * shutdown actions, all of it bounded by distkit.exit_timeout (redis.c's
+ * exit work), and exits with status 1, so that the postmaster restarts it
+ * when the server is not shutting down.
+ *
+ * Its Redis connection is the server's most important one: it is never
+ * closed for idleness (DkRedisKeepConnection) nor after an error reply
+ * (redis.c drops a connection itself whenever its state is unknown).
+ * When Redis refuses it a connection because it is at maxclients (full of
+ * sessions' connections), the worker asks again every FULL_RETRY_MIN_MS
+ * to FULL_RETRY_MAX_MS instead of backing off for seconds, so that it takes
+ * a freed slot before sessions, which only ask when called; the refusal is
+ * logged and shown in distkit_stats.last_error.
  *
  *-------------------------------------------------------------------------
  */
@@ -58,8 +68,9 @@
 #include "redis.h"
 
 #define FLUSH_CHUNK 1000		/* keys per pipelined round trip */
-#define SHUTDOWN_FLUSH_MS 5000	/* bound on the final flush */
 #define BACKOFF_CAP_MS 5000		/* longest sleep between failed attempts */
+#define FULL_RETRY_MIN_MS 10	/* Redis at maxclients: first retry */
+#define FULL_RETRY_MAX_MS 100	/* ... and the longest wait between retries */
 #define FLUSH_RECORD_TTL_MS "604800000"	/* 7 days */
 
 PGDLLEXPORT void DkFlusherMain(Datum main_arg);
@@ -105,7 +116,16 @@ DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void)
 	ntasks++;
 }
 
-/* Run fn, catching errors; true if it succeeded. */
+/* Set when the last failed cycle or task was refused by Redis at maxclients. */
+static bool refused_full = false;
+
+/* Set once the final flush has begun: shutdown no longer abandons Redis waits. */
+static bool stopping = false;
+
+/*
+ * Run fn, catching errors; true if it succeeded.  The connection is kept:
+ * redis.c has already dropped it if its state is unknown.
+ */
 static bool
 RunCaught(DkWorkerTaskFn fn, MemoryContext ctx, char **error)
 {
@@ -115,6 +135,7 @@ RunCaught(DkWorkerTaskFn fn, MemoryContext ctx, char **error)
 	PG_TRY();
 	{
 		fn();
+		refused_full = false;
 	}
 	PG_CATCH();
 	{
@@ -124,13 +145,29 @@ RunCaught(DkWorkerTaskFn fn, MemoryContext ctx, char **error)
 		edata = CopyErrorData();
 		FlushErrorState();
 		LWLockReleaseAll();
-		DkRedisDisconnect();
+		refused_full = DkRedisRefusedFull(edata);
 		*error = edata->message;
 		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 	return ok;
+}
+
+/*
+ * Wait before asking Redis again after it refused a connection at
+ * maxclients: short (FULL_RETRY_MIN_MS doubling to FULL_RETRY_MAX_MS, half
+ * of it jittered), to take a freed slot before sessions do.
+ */
+static long
+FullRetryMs(int failures)
+{
+	long		cap = FULL_RETRY_MIN_MS;
+
+	for (int i = 1; i < failures && cap < FULL_RETRY_MAX_MS; i++)
+		cap *= 2;
+	cap = Min(cap, FULL_RETRY_MAX_MS);
+	return cap / 2 + (long) (pg_prng_double(&pg_global_prng_state) * (cap / 2)) + 1;
 }
 
 /* Run the tasks that are due; returns milliseconds until the next one (-1: none). */
@@ -175,7 +212,11 @@ RunDueTasks(MemoryContext ctx)
 			}
 			MemoryContextReset(ctx);
 			now = GetCurrentTimestamp();
-			t->next_run = TimestampTzPlusMilliseconds(now, Max(1, t->interval_ms()));
+			if (t->failures > 0 && refused_full)
+				t->next_run = TimestampTzPlusMilliseconds(now, Min(FullRetryMs(t->failures),
+																   Max(1, t->interval_ms())));
+			else
+				t->next_run = TimestampTzPlusMilliseconds(now, Max(1, t->interval_ms()));
 		}
 		wait = TimestampDifferenceMilliseconds(now, t->next_run);
 		if (next < 0 || wait < next)
@@ -338,6 +379,7 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 	PG_TRY();
 	{
 		result = FlushCycle();
+		refused_full = false;
 	}
 	PG_CATCH();
 	{
@@ -347,9 +389,10 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 		edata = CopyErrorData();
 		FlushErrorState();
 		LWLockReleaseAll();
-		DkRedisDisconnect();
+		refused_full = DkRedisRefusedFull(edata);
 		DkLaxEndCycle(0, 0, false, edata->message);
-		if (*failures == 0)
+		/* a wait abandoned for the stop: the final flush follows and reports */
+		if (*failures == 0 && !(ShutdownRequestPending && !stopping))
 			ereport(LOG,
 					(errmsg("distkit flusher cannot flush to Redis: %s", edata->message),
 					 errdetail("Lax increments stay buffered in shared memory and are retried with back-off; this is logged once per outage.")));
@@ -409,15 +452,14 @@ ShutdownSleep(long ms)
 	(void) WorkerHandleInterrupts();
 }
 
-/* Final flush at shutdown, bounded in time. */
+/* Final flush at shutdown, within the exit work's time (distkit.exit_timeout). */
 static void
 FinalFlush(MemoryContext cycle_ctx)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SHUTDOWN_FLUSH_MS);
 	int			failures = 0;
 	int			quiet = 0;
 
-	while (GetCurrentTimestamp() < deadline)
+	while (DkRedisExitWorkLeftMs() > 0)
 	{
 		int			n = TryFlushCycle(cycle_ctx, &failures);
 
@@ -431,12 +473,13 @@ FinalFlush(MemoryContext cycle_ctx)
 		}
 		quiet = 0;
 		if (n < 0)
-			ShutdownSleep(Min(BackoffMs(failures), 200));
+			ShutdownSleep(Max(1, Min(Min(BackoffMs(failures), 200), DkRedisExitWorkLeftMs())));
 	}
 	if (DkLaxAnythingPending())
 		ereport(WARNING,
 				(errmsg("distkit flusher stopped with lax increments not yet in Redis"),
-				 errdetail("Redis could not be reached within %d ms of the shutdown request.", SHUTDOWN_FLUSH_MS)));
+				 errdetail("Redis could not be reached within distkit.exit_timeout (%d ms) of the shutdown request.",
+						   DkRedisExitTimeoutMs())));
 }
 
 /*
@@ -458,14 +501,21 @@ WorkerCancelHandler(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-/* redis.c's cancel check in this process: true, once, after a cancel. */
-static bool
+/*
+ * redis.c's cancel check in this process: why to abandon the current Redis
+ * wait, or NULL.  A cancel (reported once); a shutdown request before the
+ * final flush, so that a wait bounded by the worker's distkit.command_timeout
+ * does not delay the stop (the final flush resends what was in flight).
+ */
+static const char *
 TakeCancel(void)
 {
+	if (ShutdownRequestPending && !stopping)
+		return "the shutdown of the distkit worker";
 	if (!cancel_requested)
-		return false;
+		return NULL;
 	cancel_requested = false;
-	return true;
+	return "a cancel request to the distkit worker";
 }
 
 /*
@@ -517,6 +567,7 @@ DkFlusherMain(Datum main_arg)
 	DkLaxWorkerAttach();
 	on_shmem_exit(FlusherExit, (Datum) 0);
 	DkRedisSetCancelCheck(TakeCancel);
+	DkRedisKeepConnection();
 	cycle_ctx = AllocSetContextCreate(TopMemoryContext, "distkit flush cycle",
 									  ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG, (errmsg("distkit flusher started (instance %s)", DkLaxInstanceId())));
@@ -531,18 +582,23 @@ DkFlusherMain(Datum main_arg)
 
 		pgstat_report_activity(STATE_RUNNING, NULL);
 		n = TryFlushCycle(cycle_ctx, &failures);
+		if (ShutdownRequestPending)
+			break;
 		task_ms = RunDueTasks(cycle_ctx);
 		pgstat_report_activity(STATE_IDLE, NULL);
 
 		if (n < 0)
-			SleepOnLatch(BackoffMs(failures), task_ms);
+			SleepOnLatch(refused_full ? FullRetryMs(failures) : BackoffMs(failures), task_ms);
 		else if (n > 0)
 			SleepOnLatch(DkFlushIntervalMs(), task_ms);
 		else if (DkLaxGoIdle())
 			SleepOnLatch(-1, task_ms);	/* idle: the next increment sets our latch */
 	}
 
+	stopping = true;
+	DkRedisBeginExitWork();
 	FinalFlush(cycle_ctx);
 	RunShutdownTasks(cycle_ctx);
+	DkRedisEndExitWork();
 	proc_exit(1);
 }

@@ -24,9 +24,11 @@
  * backend-local memory, added before the request is sent (so that a lost
  * reply still leaves it remembered) and dropped when it is released or
  * found lost.  At session end a before_shmem_exit callback releases all of
- * it in one pipelined round trip bounded by distkit.connect_timeout and
- * distkit.command_timeout, ignoring errors: it never keeps a backend from
- * exiting.  After a crash (or a lost Redis) they expire by their ttl.
+ * it in one pipelined round trip bounded by distkit.exit_timeout (a
+ * superuser setting: a user's own distkit.command_timeout must not delay
+ * pg_terminate_backend or a server stop), ignoring errors: it never keeps
+ * a backend from exiting.  After a crash (or a lost Redis) they expire by
+ * their ttl.
  *
  * Waiting (wait > 0) polls: one attempt, then a latch sleep of jittered,
  * doubling length (2 ms up to 100 ms, never past the holder's remaining ttl
@@ -198,7 +200,8 @@ DkHeldRemove(const char *key, size_t klen, const char *permit)
 
 /*
  * before_shmem_exit callback: release every lease and permit this session
- * holds, in pipelined round trips bounded by the distkit timeouts.
+ * holds, in pipelined round trips bounded as a whole by distkit.exit_timeout
+ * (redis.c's exit work).
  *
  * During proc_exit an ERROR would be promoted to FATAL (and could not be
  * caught); proc_exit_inprogress is cleared for the duration so that any
@@ -222,6 +225,7 @@ ReleaseHeldAtExit(int code, Datum arg)
 								ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(ctx);
 	proc_exit_inprogress = false;
+	DkRedisBeginExitWork();
 	PG_TRY();
 	{
 		for (int start = 0; start < nheld; start += EXIT_CHUNK)
@@ -260,6 +264,7 @@ ReleaseHeldAtExit(int code, Datum arg)
 		DkRedisDisconnect();
 	}
 	PG_END_TRY();
+	DkRedisEndExitWork();
 	/* an ERROR resets the holdoff count: hold interrupts off again */
 	InterruptHoldoffCount = saved_holdoff;
 	proc_exit_inprogress = saved_exiting;

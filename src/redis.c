@@ -58,6 +58,20 @@
  * one: a flush counts as done only once a replica has it, and the batch is
  * otherwise resent, with its sequence number, to the new master.
  *
+ * Connections a session no longer uses are given back: each call (re)arms
+ * a PostgreSQL timeout of distkit.idle_connection_timeout, whose handler
+ * shuts the sockets down when it fires between calls, so that Redis frees
+ * the client at once; the next call opens a new connection.  The distkit
+ * worker keeps its connection (DkRedisKeepConnection).  Redis at maxclients
+ * refuses new connections with "max number of clients reached": SQLSTATE
+ * 08004 (FullRefusal), which the worker answers by asking again quickly.
+ *
+ * Exit work (DkRedisBeginExitWork: a session's release of its leases at
+ * exit, the worker's final flush and shutdown tasks) is bounded by
+ * distkit.exit_timeout, a superuser setting, instead of the connect and
+ * command timeouts a user may raise to an hour: a user cannot delay
+ * pg_terminate_backend or a server stop.
+ *
  * distkit.redis_url is parsed by its check hook into a DkRedisTarget; a
  * malformed URL is accepted there and reported at use time, because the GUC
  * machinery would echo the raw value (and its password) in its own error.
@@ -66,16 +80,20 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <hiredis/hiredis.h>
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/procsignal.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "redis.h"
@@ -147,8 +165,32 @@ typedef struct DkErr
 
 /* GUC variables */
 static char *redis_url = NULL;
-static int	connect_timeout_ms = 1000;
-static int	command_timeout_ms = 1000;
+static int	connect_timeout_guc = 1000;
+static int	command_timeout_guc = 1000;
+static int	exit_timeout_ms = 1000;
+static int	idle_timeout_ms = 60000;
+
+/*
+ * Exit work (DkRedisBeginExitWork): while exit_deadline is set, every
+ * connect and command timeout is capped by the time left until it.
+ */
+static TimestampTz exit_deadline = 0;
+
+/*
+ * Idle connections (distkit.idle_connection_timeout): call_depth counts
+ * the calls of this file in progress (and is raised while connections are
+ * opened or freed); the idle timer's handler only acts when it is zero.
+ * See IdleTimeoutHandler.
+ */
+static volatile sig_atomic_t call_depth = 0;
+static volatile sig_atomic_t idle_closed = false;
+static bool keep_connections = false;	/* the worker: never idle-closed */
+static bool idle_timer_registered = false;
+static TimeoutId idle_timer_id;
+static bool xact_callback_registered = false;
+
+static int	ConnectMs(void);
+static int	CommandMs(void);
 
 /* Active target and a generation that changes whenever it is assigned. */
 static DkRedisTarget *target = NULL;
@@ -176,8 +218,11 @@ static char last_endpoint[600] = "";
 
 static bool EnsureNode(int ni, DkErr *err);
 
-/* The worker's cancel flag: returns and clears it (DkRedisSetCancelCheck). */
-static bool (*cancel_check) (void) = NULL;
+/*
+ * The worker's reason to abandon a Redis wait (a cancel, its shutdown), or
+ * NULL; a cancel is reported once (DkRedisSetCancelCheck).
+ */
+static const char *(*cancel_check) (void) = NULL;
 
 /* Decode %XX escapes of src[0..len) into dst; false if malformed. */
 static bool
@@ -503,7 +548,7 @@ DkRedisInit(void)
 	DefineCustomIntVariable("distkit.connect_timeout",
 							"Time allowed to connect and authenticate to Redis.",
 							NULL,
-							&connect_timeout_ms,
+							&connect_timeout_guc,
 							1000, 1, 3600 * 1000,
 							PGC_USERSET,
 							GUC_UNIT_MS,
@@ -511,18 +556,38 @@ DkRedisInit(void)
 	DefineCustomIntVariable("distkit.command_timeout",
 							"Time allowed for one round trip to Redis.",
 							NULL,
-							&command_timeout_ms,
+							&command_timeout_guc,
 							1000, 1, 3600 * 1000,
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("distkit.exit_timeout",
+							"Time allowed for the Redis work of a session that ends and of the worker's stop.",
+							"Bounds the release of a session's leases and permits when it ends "
+							"(also by pg_terminate_backend) and the distkit worker's final flush "
+							"and shutdown tasks, whatever distkit.connect_timeout and "
+							"distkit.command_timeout say.",
+							&exit_timeout_ms,
+							1000, 1, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("distkit.idle_connection_timeout",
+							"Closes a session's Redis connection after this much time without a distkit call.",
+							"0 keeps it open for the whole session.  The distkit worker keeps its "
+							"connection regardless.",
+							&idle_timeout_ms,
+							60000, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }
 
-/* distkit.command_timeout in milliseconds. */
+/* distkit.command_timeout in milliseconds (in exit work, capped by what is left of it). */
 int
 DkRedisCommandTimeoutMs(void)
 {
-	return command_timeout_ms;
+	return CommandMs();
 }
 
 /* What distkit.redis_url names, without credentials. */
@@ -567,9 +632,13 @@ DisconnectNode(int ni)
 void
 DkRedisDisconnect(void)
 {
+	call_depth++;				/* keeps the idle timer's handler away */
+	pg_compiler_barrier();
 	for (int i = 0; i < nnodes; i++)
 		DisconnectNode(i);
 	slots_stale = true;
+	pg_compiler_barrier();
+	call_depth--;
 }
 
 /* The node for host:port (or a unix socket path), added if new. */
@@ -687,11 +756,12 @@ ConnectFailed(int ni, DkErr *err, const char *why)
 
 /*
  * Let a process with its own cancel flag (the distkit worker, which must
- * not die of a cancel) make a cancel abandon the Redis request it waits
- * for: check returns true, and clears the flag, when a cancel arrived.
+ * not die of a cancel) make a cancel, or its shutdown, abandon the Redis
+ * request it waits for: check returns why (e.g. "a cancel request to the
+ * distkit worker"), and clears a cancel flag, or NULL.
  */
 void
-DkRedisSetCancelCheck(bool (*check) (void))
+DkRedisSetCancelCheck(const char *(*check) (void))
 {
 	cancel_check = check;
 }
@@ -703,6 +773,205 @@ MsLeft(TimestampTz deadline)
 	long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 
 	return ms;
+}
+
+/* A timeout setting's value, capped in exit work by the time left of it. */
+static int
+CapToExit(int ms)
+{
+	if (exit_deadline == 0)
+		return ms;
+	return (int) Min((long) ms, MsLeft(exit_deadline));
+}
+
+/* The connect timeout in force (distkit.connect_timeout, or less in exit work). */
+static int
+ConnectMs(void)
+{
+	return CapToExit(connect_timeout_guc);
+}
+
+/* The command timeout in force (distkit.command_timeout, or less in exit work). */
+static int
+CommandMs(void)
+{
+	return CapToExit(command_timeout_guc);
+}
+
+/* "N ms (setting)" of the bound a timeout message names. */
+static char *
+BoundText(int guc_ms, const char *guc_label)
+{
+	if (exit_deadline != 0 && exit_timeout_ms < guc_ms)
+		return psprintf("%d ms (distkit.exit_timeout)", exit_timeout_ms);
+	return psprintf("%d ms%s", guc_ms, guc_label);
+}
+
+/* The connect bound, as a timeout message names it. */
+static char *
+ConnectBoundText(void)
+{
+	return BoundText(connect_timeout_guc, "");
+}
+
+/* The command bound, as a timeout message names it. */
+static char *
+CommandBoundText(void)
+{
+	return BoundText(command_timeout_guc, " (distkit.command_timeout)");
+}
+
+/*
+ * Begin the Redis work of a process that is ending (a session's exit
+ * callback, the worker's stop): until DkRedisEndExitWork, every connect,
+ * command and retry is bounded by what is left of distkit.exit_timeout,
+ * which only a superuser sets, whatever the session's own
+ * distkit.connect_timeout and distkit.command_timeout say.  Once it has
+ * passed, calls fail at once (SQLSTATE 08006).
+ */
+void
+DkRedisBeginExitWork(void)
+{
+	exit_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), exit_timeout_ms);
+}
+
+/* End the exit work begun by DkRedisBeginExitWork. */
+void
+DkRedisEndExitWork(void)
+{
+	exit_deadline = 0;
+}
+
+/* Milliseconds left of the exit work (0 when it is over or not begun). */
+long
+DkRedisExitWorkLeftMs(void)
+{
+	return exit_deadline == 0 ? 0 : MsLeft(exit_deadline);
+}
+
+/* distkit.exit_timeout in milliseconds. */
+int
+DkRedisExitTimeoutMs(void)
+{
+	return exit_timeout_ms;
+}
+
+/* Refuse a call in exit work whose time is up. */
+static void
+CheckExitWorkLeft(void)
+{
+	if (exit_deadline != 0 && MsLeft(exit_deadline) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("no time left to reach Redis at %s: distkit.exit_timeout (%d ms) has passed",
+						target->endpoint, exit_timeout_ms)));
+}
+
+/*
+ * The idle timer's handler, run in the SIGALRM handler when a session has
+ * made no distkit call for distkit.idle_connection_timeout.
+ *
+ * It only calls shutdown(2) -- async-signal-safe -- on the sockets of this
+ * process's connections, so that Redis sees the client leave at once and
+ * frees it; the hiredis contexts are freed, and the connection opened
+ * again, by the next call (BeginCall, or the probe of a reused connection,
+ * which would see the EOF anyway).  It does nothing while a call of this
+ * file is in progress or connections are being opened or freed
+ * (call_depth > 0): the node table is then changing, and a request may
+ * be in flight; the end of that call arms the timer again.  Outside those
+ * the node table is stable, so reading it here is safe.
+ */
+static void
+IdleTimeoutHandler(void)
+{
+	if (call_depth != 0)
+		return;
+	for (int i = 0; i < nnodes; i++)
+		if (nodes[i].ctx != NULL && nodes[i].ctx->fd >= 0)
+			(void) shutdown(nodes[i].ctx->fd, SHUT_RDWR);
+	idle_closed = true;
+}
+
+/*
+ * (Re)start the idle timer after a call; with the timeout at 0, stop it.
+ * Re-arming an armed timer for a later time costs no system call (the
+ * alarm already set fires early, and timeout.c then sets the next one),
+ * so a busy session pays one clock read per call.
+ */
+static void
+ArmIdleTimer(void)
+{
+	if (keep_connections || !IsUnderPostmaster || exit_deadline != 0)
+		return;
+	if (idle_timeout_ms <= 0)
+	{
+		if (idle_timer_registered && get_timeout_active(idle_timer_id))
+			disable_timeout(idle_timer_id, false);
+		return;
+	}
+	if (!idle_timer_registered)
+	{
+		idle_timer_id = RegisterTimeout(USER_TIMEOUT, IdleTimeoutHandler);
+		idle_timer_registered = true;
+	}
+	enable_timeout_after(idle_timer_id, idle_timeout_ms);
+}
+
+/*
+ * Transaction end: a call cut short by an error (caught or not) left
+ * call_depth raised, which would keep the idle timer from ever closing
+ * the connection; no call of this file is in progress at transaction end.
+ */
+static void
+RedisXactCallback(XactEvent event, void *arg)
+{
+	if (call_depth != 0 &&
+		(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		 event == XACT_EVENT_PREPARE))
+	{
+		call_depth = 0;
+		ArmIdleTimer();
+	}
+}
+
+/* Start a call of this file: connections idle-closed meanwhile are freed first. */
+static inline void
+BeginCall(void)
+{
+	call_depth++;
+	pg_compiler_barrier();
+	if (unlikely(idle_closed))
+	{
+		idle_closed = false;
+		DkRedisDisconnect();
+	}
+	if (unlikely(!xact_callback_registered) && !keep_connections)
+	{
+		RegisterXactCallback(RedisXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/* End a call of this file and (re)start the idle timer. */
+static inline void
+EndCall(void)
+{
+	pg_compiler_barrier();
+	if (call_depth > 0)
+		call_depth--;
+	ArmIdleTimer();
+}
+
+/*
+ * This process keeps its connection however long it stays unused (the
+ * distkit worker: its connection must not be given up to backends when
+ * Redis is at maxclients).
+ */
+void
+DkRedisKeepConnection(void)
+{
+	keep_connections = true;
 }
 
 /*
@@ -730,6 +999,8 @@ MsLeft(TimestampTz deadline)
 static void
 HandleInterrupt(void)
 {
+	const char *why;
+
 	/*
 	 * A barrier even while interrupts are held off (a commit or exit
 	 * callback): absorbing PG 15's only barrier (SMGRRELEASE) just closes
@@ -738,12 +1009,12 @@ HandleInterrupt(void)
 	 */
 	if (ProcSignalBarrierPending && InterruptHoldoffCount > 0 && CritSectionCount == 0)
 		ProcessProcSignalBarrier();
-	if (cancel_check != NULL && cancel_check())
+	if (cancel_check != NULL && (why = cancel_check()) != NULL)
 	{
 		DkRedisDisconnect();
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
-				 errmsg("Redis request canceled by a cancel request to the distkit worker"),
+				 errmsg("Redis request canceled by %s", why),
 				 errdetail("The worker abandons the current Redis request and retries it later.")));
 	}
 	if (QueryCancelPending || ProcDiePending)
@@ -969,6 +1240,52 @@ NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline, const char *
 	return replies;
 }
 
+/*
+ * Redis at maxclients: it accepts the connection, writes this error and
+ * closes it.  SQLSTATE 08004 (the server rejected the connection): class
+ * 08 like every "Redis cannot be reached", so that lax reads fall back to
+ * this server's view and callers' retry logic for connection errors
+ * applies; not 53300, which names PostgreSQL's own max_connections and
+ * would send a DBA to the wrong server.
+ */
+static void
+FullRefusal(int ni, DkErr *err, const char *msg)
+{
+	err->sqlstate = ERRCODE_SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION;
+	err->msg = psprintf("Redis at %s refused the connection: max number of clients reached",
+						nodes[ni].endpoint);
+	err->detail = psprintf("Redis replied: %s", msg);
+	err->hint = pstrdup("Raise maxclients in Redis, or lower distkit.idle_connection_timeout so that idle "
+						"sessions give their Redis connections back sooner: each PostgreSQL server needs one "
+						"connection for its distkit worker and one per session that used distkit within "
+						"distkit.idle_connection_timeout.");
+}
+
+/* SQLSTATE 08004 of FullRefusal: Redis is at maxclients. */
+bool
+DkRedisRefusedFull(const ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION;
+}
+
+/*
+ * After a handshake that failed on I/O (a write can fail with EPIPE on a
+ * socket Redis already closed): whether Redis left its maxclients
+ * refusal unread in the socket.
+ */
+static bool
+PeekFullRefusal(int ni)
+{
+	static const char full[] = "-ERR max number of clients reached";
+	char		buf[sizeof(full)];
+	ssize_t		n;
+
+	if (nodes[ni].ctx == NULL || nodes[ni].ctx->fd < 0)
+		return false;
+	n = recv(nodes[ni].ctx->fd, buf, sizeof(full) - 1, MSG_DONTWAIT | MSG_PEEK);
+	return n == (ssize_t) sizeof(full) - 1 && memcmp(buf, full, n) == 0;
+}
+
 /* A Redis error reply to the handshake as an error of node ni. */
 static bool
 HandshakeFailed(int ni, const DkReply *r, DkErr *err)
@@ -985,6 +1302,8 @@ HandshakeFailed(int ni, const DkReply *r, DkErr *err)
 		err->msg = psprintf("authentication to Redis at %s failed", endpoint);
 		err->hint = "Check the user name and password in distkit.redis_url.";
 	}
+	else if (strncmp(msg, "ERR max number of clients reached", 33) == 0)
+		FullRefusal(ni, err, msg);
 	else if (strncmp(msg, "NOAUTH", 6) == 0)
 	{
 		err->sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
@@ -1045,7 +1364,7 @@ DiscoverMaster(DkErr *err)
 		DkCmdArgStr(q[1], "replicas");
 		DkCmdArgStr(q[1], target->master_name);
 		r = NodeExchange(ni, q, 2,
-						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), connect_timeout_ms),
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs()),
 						 &why, &sent);
 		DisconnectNode(ni);		/* discovery is rare: do not keep sentinel connections */
 		if (r == NULL)
@@ -1053,7 +1372,7 @@ DiscoverMaster(DkErr *err)
 			if (!have_first)
 			{
 				ConnectFailed(ni, &first, strcmp(why, "timeout") == 0 ?
-							  psprintf("no reply within %d ms", connect_timeout_ms) : why);
+							  psprintf("no reply within %s", ConnectBoundText()) : why);
 				have_first = true;
 			}
 			continue;
@@ -1131,7 +1450,7 @@ ConnectNode(int ni, DkErr *err)
 	if (check_role && !DiscoverMaster(err))
 		return false;
 
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), connect_timeout_ms);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs());
 	if (nodes[ni].is_unix)
 		c = redisConnectUnixNonBlock(nodes[ni].path);
 	else
@@ -1148,7 +1467,7 @@ ConnectNode(int ni, DkErr *err)
 	nodes[ni].sock_pos = AddWaitEventToSet(nodes[ni].wes, WL_SOCKET_WRITEABLE, c->fd, NULL, NULL);
 
 	if (!WaitSocket(ni, true, deadline))
-		return ConnectFailed(ni, err, psprintf("timed out after %d ms", connect_timeout_ms));
+		return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
 	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &slen) != 0)
 		soerr = errno;
 	if (soerr != 0)
@@ -1177,9 +1496,15 @@ ConnectNode(int ni, DkErr *err)
 	/* the AUTH command holds the password: wipe it */
 	if (target->has_auth)
 		explicit_bzero((void *) hs[0]->argv[hs[0]->argc - 1], hs[0]->argvlen[hs[0]->argc - 1]);
+	if (r == NULL && strcmp(why, "timeout") != 0 && PeekFullRefusal(ni))
+	{
+		FullRefusal(ni, err, "ERR max number of clients reached");
+		DisconnectNode(ni);
+		return false;
+	}
 	if (r == NULL)
 		return ConnectFailed(ni, err, strcmp(why, "timeout") == 0 ?
-							 psprintf("no reply within %d ms", connect_timeout_ms) : why);
+							 psprintf("no reply within %s", ConnectBoundText()) : why);
 	for (int i = 0; i < nhs; i++)
 		if (r[i]->type == DK_REPLY_ERROR)
 			return HandshakeFailed(ni, r[i], err);
@@ -1220,7 +1545,7 @@ EnsureNode(int ni, DkErr *err)
 		return true;
 	if (target->mode != DK_MODE_SENTINEL || n->is_sentinel)
 		return ConnectNode(ni, err);
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), connect_timeout_ms);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs());
 	for (;;)
 	{
 		if (ConnectNode(ni, err))
@@ -1357,7 +1682,7 @@ RefreshSlots(DkErr *err)
 	int			no = 0;
 	/* bounded even when every node is paused: stop asking after this */
 	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													  connect_timeout_ms + command_timeout_ms);
+													  ConnectMs() + CommandMs());
 
 	for (int i = 0; i < ncand; i++)
 		if (nodes[i].ctx != NULL && !nodes[i].busy)
@@ -1388,7 +1713,7 @@ RefreshSlots(DkErr *err)
 			continue;
 		}
 		r = NodeExchange(ni, &cmd, 1,
-						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms),
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs()),
 						 &why, &sent);
 		if (r == NULL)
 		{
@@ -1397,7 +1722,7 @@ RefreshSlots(DkErr *err)
 				err->sqlstate = ERRCODE_CONNECTION_FAILURE;
 				err->msg = psprintf("lost connection to Redis at %s: %s", nodes[ni].endpoint,
 									strcmp(why, "timeout") == 0 ?
-									psprintf("no reply within %d ms (distkit.command_timeout)", command_timeout_ms) :
+									psprintf("no reply within %s", CommandBoundText()) :
 									why);
 				err->detail = NULL;
 				err->hint = NULL;
@@ -1480,7 +1805,7 @@ ExchangeFailed(int ni, DkSafety safety, bool sent, const char *why)
 {
 	char		endpoint[600];
 	char	   *whycopy = strcmp(why, "timeout") == 0 ?
-		psprintf("no reply within %d ms (distkit.command_timeout)", command_timeout_ms) :
+		psprintf("no reply within %s", CommandBoundText()) :
 		pstrdup(why);
 
 	strlcpy(endpoint, nodes[ni].endpoint, sizeof(endpoint));
@@ -1580,9 +1905,10 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply
 	int			io_retries = 0;
 	long		backoff = BACKOFF_FIRST_MS;
 	TimestampTz retry_deadline =
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms);
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs());
 	bool		durable = safety == DK_IDEMPOTENT_DURABLE && target->mode == DK_MODE_SENTINEL;
 
+	CheckExitWorkLeft();
 	for (int i = 0; i < ncmds; i++)
 		ask[i] = -1;
 	if (safety == DK_IDEMPOTENT_DURABLE)
@@ -1669,7 +1995,7 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply
 		}
 
 		/* write every node's share */
-		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), command_timeout_ms);
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs());
 		for (int g = 0; g < ngroups; g++)
 		{
 			DkGroup    *gr = &groups[g];
@@ -1721,7 +2047,7 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply
 				gr->wants_wait = true;
 
 				DkCmdArgInt(wait, nodes[ni].wait_replicas);
-				DkCmdArgInt(wait, Max(1, command_timeout_ms / 2));
+				DkCmdArgInt(wait, Max(1, CommandMs() / 2));
 				AppendCmd(ni, wait);
 				gr->kind[gr->nslots] = SK_WAIT;
 				gr->which[gr->nslots++] = -1;
@@ -1813,7 +2139,7 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("no replica of Redis at %s confirmed the write within %d ms",
-								endpoint, Max(1, command_timeout_ms / 2)),
+								endpoint, Max(1, CommandMs() / 2)),
 						 errdetail("The write is retried later with the same identity, so it is applied exactly once.")));
 			}
 			for (int j = 0; j < gr->ncmds; j++)
@@ -1910,8 +2236,13 @@ RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply
 DkReply **
 DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety)
 {
+	DkReply   **replies;
+
+	BeginCall();
 	EnsureTopology();
-	return RunCommands(cmds, ncmds, safety, NULL, NULL);
+	replies = RunCommands(cmds, ncmds, safety, NULL, NULL);
+	EndCall();
+	return replies;
 }
 
 /*
@@ -1924,8 +2255,11 @@ DkRedisRun(DkCmd **cmds, int ncmds, DkSafety safety)
 DkReply **
 DkRedisRunInto(DkCmd **cmds, int ncmds, DkSafety safety, DkReply **replies)
 {
+	BeginCall();
 	EnsureTopology();
-	return RunCommands(cmds, ncmds, safety, NULL, replies);
+	replies = RunCommands(cmds, ncmds, safety, NULL, replies);
+	EndCall();
+	return replies;
 }
 
 /* Run one command; see DkRedisRun. */
@@ -1954,6 +2288,7 @@ DkRedisRunIfReachable(DkCmd **cmds, int ncmds, DkSafety safety, DkReply ***repli
 	{
 		ErrorData  *edata;
 
+		EndCall();				/* DkRedisRun's, cut short by the error */
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION)
@@ -1977,6 +2312,7 @@ DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *wha
 	int		   *masters;
 	int			nmasters = 0;
 
+	BeginCall();
 	EnsureTopology();
 	if (target->mode == DK_MODE_CLUSTER)
 	{
@@ -2046,6 +2382,7 @@ DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *wha
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextDelete(batch_cxt);
 	}
+	EndCall();
 }
 
 /*

@@ -78,8 +78,14 @@ extern void DkReplyRaiseError(const DkReply *reply, const char *what) pg_attribu
 extern int64 DkReplyInt64(const DkReply *reply, const char *what);
 extern bool DkRedisConnected(void);
 extern void DkRedisDisconnect(void);
-extern void DkRedisSetCancelCheck(bool (*check) (void));
+extern void DkRedisSetCancelCheck(const char *(*check) (void));
 extern char *DkRedisEndpoint(void);
 extern int	DkRedisCommandTimeoutMs(void);
+extern void DkRedisBeginExitWork(void);
+extern void DkRedisEndExitWork(void);
+extern long DkRedisExitWorkLeftMs(void);
+extern int	DkRedisExitTimeoutMs(void);
+extern void DkRedisKeepConnection(void);
+extern bool DkRedisRefusedFull(const ErrorData *edata);
 
 #endif
