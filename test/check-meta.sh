@@ -10,9 +10,10 @@
 # every file under distkit-<version>/, with META.json, distkit.control and
 # the Makefile at that top, and the META.json checks must hold inside it.
 set -euo pipefail
+zip=${1:-}
+if [ -n "$zip" ]; then zip=$(realpath "$zip"); fi
 cd "$(dirname "$0")/.."
 version=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" distkit.control)
-zip=${1:-}
 
 perl -MJSON::PP -MIO::Uncompress::Unzip=\$UnzipError -e '
 	use strict;
