@@ -17,12 +17,15 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initi
 SHLIB_LINK = -lhiredis
 
 # pg_regress suite: run through test/run-tests.sh, which starts a
-# redis-server on a free loopback port and a temporary PostgreSQL.
-REGRESS = $(sort $(basename $(notdir $(filter-out sql/distkit.sql,$(wildcard sql/*.sql)))))
-REGRESS_OPTS = --encoding=UTF8 --no-locale --temp-instance=$(DISTKIT_TMP)/pg --temp-config=$(DISTKIT_TMP)/postgresql.conf
+# redis-server on a free loopback port and a temporary PostgreSQL.  The
+# Debian build runs it against pg_virtualenv's server instead
+# (debian/run-regress: DISTKIT_REGRESS_INSTANCE= and REGRESS_SKIP=...).
+REGRESS = $(filter-out $(REGRESS_SKIP),$(sort $(basename $(notdir $(filter-out sql/distkit.sql,$(wildcard sql/*.sql))))))
+REGRESS_OPTS = --encoding=UTF8 --no-locale $(DISTKIT_REGRESS_INSTANCE)
+DISTKIT_REGRESS_INSTANCE ?= --temp-instance=$(DISTKIT_TMP)/pg --temp-config=$(DISTKIT_TMP)/postgresql.conf
 DISTKIT_TMP ?= $(CURDIR)/test/tmp
 
-EXTRA_CLEAN = src/lua_scripts.h distkit--$(EXTVERSION).sql
+EXTRA_CLEAN = src/lua_scripts.h distkit--$(EXTVERSION).sql distkit-$(EXTVERSION).zip
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -36,7 +39,7 @@ $(OBJS): src/lua_scripts.h $(wildcard src/*.h)
 distkit--$(EXTVERSION).sql: sql/distkit.sql distkit.control
 	( echo "-- Generated from sql/distkit.sql; do not edit."; cat $< ) > $@
 
-.PHONY: test demo bench
+.PHONY: test demo bench dist
 test:
 	test/run-tests.sh
 demo:
@@ -44,3 +47,9 @@ demo:
 # benchmarks (bench/run.sh; BENCH_QUICK=1 for a smoke run): report in bench/results/
 bench:
 	bench/run.sh
+# PGXN release archive of the committed HEAD: distkit-<version>.zip with
+# every file under distkit-<version>/, its META.json checked first
+dist:
+	test/check-meta.sh
+	git archive --format=zip --prefix=distkit-$(EXTVERSION)/ -o distkit-$(EXTVERSION).zip HEAD
+	test/check-meta.sh distkit-$(EXTVERSION).zip

@@ -5,13 +5,25 @@
 # fresh Debian bookworm machine (it re-runs itself as the unprivileged user
 # "distkit"), or as a user who has already installed distkit.
 # Servers are stopped at the end; DISTKIT_DEMO_KEEP=1 leaves them running.
+# DISTKIT_INSTALLED=1 runs it against an installed distkit (the Debian
+# package postgresql-15-distkit): no build, no build tools, no apt-get;
+# as root it only creates the unprivileged user.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 DISTKIT_USER=${DISTKIT_USER:-distkit}
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
+if [ -n "${DISTKIT_INSTALLED:-}" ]; then
+	for f in "$("$PG_CONFIG" --pkglibdir)/distkit.so" "$("$PG_CONFIG" --sharedir)/extension/distkit.control"; do
+		[ -f "$f" ] || { echo "demo: DISTKIT_INSTALLED is set but $f is missing" >&2; exit 1; }
+	done
+fi
 if [ "$(id -u)" = 0 ]; then
-	"$here/test/setup.sh"
+	if [ -n "${DISTKIT_INSTALLED:-}" ]; then
+		id -u "$DISTKIT_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$DISTKIT_USER"
+	else
+		"$here/test/setup.sh"
+	fi
 	work=/tmp/distkit-demo-src
 	rm -rf "$work" && mkdir -p "$work"
 	cp -r "$here/test" "$work/"
@@ -19,7 +31,7 @@ if [ "$(id -u)" = 0 ]; then
 	# from a directory the user can enter (root's home is not one)
 	cd "$work"
 	exec runuser -u "$DISTKIT_USER" -- env PATH="$PATH" PG_CONFIG="$PG_CONFIG" \
-		DISTKIT_DEMO_KEEP="${DISTKIT_DEMO_KEEP:-}" bash "$work/test/demo.sh"
+		DISTKIT_DEMO_KEEP="${DISTKIT_DEMO_KEEP:-}" DISTKIT_INSTALLED="${DISTKIT_INSTALLED:-}" bash "$work/test/demo.sh"
 fi
 
 base=/tmp/distkit-demo-$(id -un)
