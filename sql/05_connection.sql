@@ -55,48 +55,94 @@ RESET distkit.connect_timeout;
 RESET distkit.command_timeout;
 SELECT distkit_get('conn');
 
--- invalid URLs: reported at use, without echoing the URL (it may hold a password)
-SET distkit.redis_url = 'http://127.0.0.1';
+-- distkit.redis_url is server-wide: a session cannot change it
+SELECT dk_error($$SET distkit.redis_url = 'redis://127.0.0.1:1/0'$$);
+SELECT dk_error($$SELECT set_config('distkit.redis_url', 'redis://127.0.0.1:1/0', false)$$);
+
+-- invalid URLs: reported at use, without echoing the URL (it may hold a
+-- password).  Each is set with ALTER SYSTEM + pg_reload_conf(); a new
+-- connection (\c) starts after the postmaster has reloaded, so it sees it.
+ALTER SYSTEM SET distkit.redis_url = 'http://127.0.0.1';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'rediss://127.0.0.1';
+ALTER SYSTEM SET distkit.redis_url = 'rediss://127.0.0.1';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis://user:secretpw@127.0.0.1:99999/0';
+ALTER SYSTEM SET distkit.redis_url = 'redis://user:secretpw@127.0.0.1:99999/0';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis://secretpw@127.0.0.1/0';
+ALTER SYSTEM SET distkit.redis_url = 'redis://secretpw@127.0.0.1/0';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis://127.0.0.1:6379/x';
+ALTER SYSTEM SET distkit.redis_url = 'redis://127.0.0.1:6379/x';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis://:6379/0';
+ALTER SYSTEM SET distkit.redis_url = 'redis://:6379/0';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'unix://relative.sock';
+ALTER SYSTEM SET distkit.redis_url = 'unix://relative.sock';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'unix:///tmp/none.sock?database=1';
+ALTER SYSTEM SET distkit.redis_url = 'unix:///tmp/none.sock?database=1';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'unix:///nonexistent/redis.sock';
+ALTER SYSTEM SET distkit.redis_url = 'unix:///nonexistent/redis.sock';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis://[::1:6379/0';
+ALTER SYSTEM SET distkit.redis_url = 'redis://[::1:6379/0';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
 -- Redis Cluster and Sentinel URLs
-SET distkit.redis_url = 'redis-cluster://';
+ALTER SYSTEM SET distkit.redis_url = 'redis-cluster://';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis-cluster://u:secretpw@127.0.0.1:1,,127.0.0.1:2';
+ALTER SYSTEM SET distkit.redis_url = 'redis-cluster://u:secretpw@127.0.0.1:1,,127.0.0.1:2';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis-cluster://127.0.0.1:1,127.0.0.1:x';
+ALTER SYSTEM SET distkit.redis_url = 'redis-cluster://127.0.0.1:1,127.0.0.1:x';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis-cluster://127.0.0.1:7000/1';
+ALTER SYSTEM SET distkit.redis_url = 'redis-cluster://127.0.0.1:7000/1';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis-sentinel://:secretpw@127.0.0.1:26379';
+ALTER SYSTEM SET distkit.redis_url = 'redis-sentinel://:secretpw@127.0.0.1:26379';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis-sentinel://127.0.0.1:26379/x#main';
+ALTER SYSTEM SET distkit.redis_url = 'redis-sentinel://127.0.0.1:26379/x#main';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis-sentinel://127.0.0.1:26379,[::1:1#main';
+ALTER SYSTEM SET distkit.redis_url = 'redis-sentinel://127.0.0.1:26379,[::1:1#main';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
 -- well-formed, but nothing listens there: 08001 naming the seed / sentinel
-SET distkit.redis_url = 'redis-cluster://u:secretpw@127.0.0.1:1,127.0.0.1:2';
+ALTER SYSTEM SET distkit.redis_url = 'redis-cluster://u:secretpw@127.0.0.1:1,127.0.0.1:2';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-SET distkit.redis_url = 'redis-sentinel://:secretpw@127.0.0.1:1,127.0.0.1:2/3#main';
+ALTER SYSTEM SET distkit.redis_url = 'redis-sentinel://:secretpw@127.0.0.1:1,127.0.0.1:2/3#main';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-RESET distkit.redis_url;
+ALTER SYSTEM RESET distkit.redis_url;
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 SELECT distkit_get('conn');
 
 -- timeouts are validated GUCs

@@ -17,7 +17,11 @@ SELECT :'raw' AS counters_in_redis;
 SELECT :'raw' = :'raw2' AS same_slot;
 -- a plain redis:// URL naming one node of the cluster: a clear error for
 -- the keys of other nodes (some of 20 keys are elsewhere)
-SELECT set_config('distkit.redis_url', 'redis://127.0.0.1:' || dk_port() || '/0', false) IS NOT NULL AS url_set;
+\getenv redis_port DISTKIT_REDIS_PORT
+\set url 'redis://127.0.0.1:' :redis_port '/0'
+ALTER SYSTEM SET distkit.redis_url = :'url';
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 CREATE FUNCTION dk_first_error() RETURNS text LANGUAGE plpgsql AS $$
 DECLARE r text;
 BEGIN
@@ -29,7 +33,9 @@ BEGIN
 END $$;
 SELECT dk_first_error();
 DROP FUNCTION dk_first_error();
-RESET distkit.redis_url;
+ALTER SYSTEM RESET distkit.redis_url;
+SELECT pg_reload_conf() AS reloaded \gset
+\c
 -- scripts are loaded per node: after SCRIPT FLUSH on every node, a call
 -- touching every master (NOSCRIPT on each) and the flusher load them again
 \set raw `"$DISTKIT_REDIS_CTL" cli SCRIPT FLUSH`

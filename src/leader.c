@@ -35,12 +35,18 @@
  * or another server holds it) drops the entry and logs it: this server no
  * longer leads until a new distkit_leader_acquire.
  *
+ * A server in recovery (a standby) is refused a leadership unless
+ * distkit.allow_standby_leader is on: a leader is usually elected to run a
+ * job that writes, and a standby cannot write.  Leaderships a standby took
+ * with the setting on stay its own after a promotion (same instance id).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <time.h>
 
+#include "access/xlog.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -50,6 +56,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "distkit.h"
@@ -94,6 +101,7 @@ typedef struct DkLeaderShared
 } DkLeaderShared;
 
 static DkLeaderShared *leaders = NULL;
+static bool allow_standby_leader = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -159,10 +167,19 @@ LeaderShmemStartup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* When preloaded: shared memory and the worker's renewal task. */
+/* distkit.allow_standby_leader; when preloaded: shared memory and the worker's renewal task. */
 void
 DkLeaderInit(void)
 {
+	DefineCustomBoolVariable("distkit.allow_standby_leader",
+							 "Lets a server in recovery (a standby) acquire leaderships.",
+							 "off: distkit_leader_acquire on a standby raises an error, since a leader "
+							 "elected there cannot write to its database.",
+							 &allow_standby_leader,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 	if (!DkPreloaded)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;
@@ -278,6 +295,12 @@ distkit_leader_acquire(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ttl of a leadership must be at least %d ms", MIN_LEADER_TTL_MS),
 				 errhint("The worker renews a leadership every ttl / 3.")));
+	if (!allow_standby_leader && RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot acquire %s on a server in recovery", what),
+				 errdetail("This server is a standby: a leader elected here could not write to its database."),
+				 errhint("Acquire it on the primary, or let standbys lead with distkit.allow_standby_leader = on (superuser).")));
 	RequireTable();
 	instance = DkLaxInstanceId();
 	LockLeaderships();

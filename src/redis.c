@@ -499,21 +499,16 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 
 /*
  * GUC check hook: parse into *extra; never rejects a malformed URL (see
- * file header).  It does reject credentials in a value that is about to be
- * stored in a catalog every user can read: ALTER DATABASE/ROLE ... SET and
- * a function's SET clause are validated with source PGC_S_TEST.
+ * file header).  The URL is PGC_SIGHUP: PostgreSQL itself refuses it as a
+ * session, database, role or function setting (where every user could
+ * read a password), so it only ever comes from postgresql.conf or ALTER
+ * SYSTEM, both readable by superusers only.
  */
 static bool
 CheckRedisUrl(char **newval, void **extra, GucSource source)
 {
 	DkRedisTarget *t;
 
-	if (source == PGC_S_TEST && *newval && strchr(*newval, '@'))
-	{
-		GUC_check_errdetail("A distkit.redis_url with a user name or password cannot be stored as a database, role or function setting: every user can read those.");
-		GUC_check_errhint("Set it in postgresql.conf or with ALTER SYSTEM, which only superusers can read.");
-		return false;
-	}
 	t = malloc(sizeof(DkRedisTarget));	/* GUC extra: malloc, not palloc */
 	if (t == NULL)
 		return false;
@@ -539,10 +534,11 @@ DkRedisInit(void)
 							   "redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
 							   "redis-cluster://[user:password@]host:port[,host:port...] or "
 							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]#master-name. "
-							   "Readable by superusers only.",
+							   "Readable by superusers only.  Server-wide: set it in postgresql.conf or with "
+							   "ALTER SYSTEM, then reload.",
 							   &redis_url,
 							   "redis://127.0.0.1:6379/0",
-							   PGC_SUSET,
+							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   CheckRedisUrl, AssignRedisUrl, NULL);
 	DefineCustomIntVariable("distkit.connect_timeout",

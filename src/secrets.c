@@ -12,6 +12,13 @@
  * of any redis:// or unix:// URL in a message to "***" and hides the
  * statement text of a query that contains one.
  *
+ * The same hook adds a hint to PostgreSQL's own refusal to change a
+ * server-wide distkit setting (distkit.redis_url, the worker's intervals)
+ * in a session, a database, a role or a function: core's "cannot be
+ * changed now" says no more.  It only reaches messages that are emitted
+ * (to the client or the log); an error caught by an exception block keeps
+ * core's text.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -105,10 +112,51 @@ HasSecret(const char *text)
 	return found;
 }
 
-/* emit_log_hook: redact before the message reaches the log or the client. */
+/*
+ * A hint for core's refusal to change a server-wide distkit setting, or
+ * NULL if edata is something else.  Matched on the untranslated message
+ * and the SQLSTATE, so it works in any lc_messages.
+ */
+static char *
+SettingScopeHint(const ErrorData *edata)
+{
+	const char *name;
+	int			len = 0;
+	bool		reload;
+
+	if (edata->sqlerrcode != ERRCODE_CANT_CHANGE_RUNTIME_PARAM || edata->hint != NULL ||
+		edata->message_id == NULL || edata->message == NULL)
+		return NULL;
+	if (strcmp(edata->message_id, "parameter \"%s\" cannot be changed now") == 0)
+		reload = true;
+	else if (strcmp(edata->message_id,
+					"parameter \"%s\" cannot be changed without restarting the server") == 0)
+		reload = false;
+	else
+		return NULL;
+	name = strstr(edata->message, "distkit.");
+	if (name == NULL)
+		return NULL;
+	while (isalnum((unsigned char) name[len]) || name[len] == '_' || name[len] == '.')
+		len++;
+	if (reload)
+		return psprintf("%.*s is a server-wide setting: set it in postgresql.conf or with ALTER SYSTEM, "
+						"then reload with SELECT pg_reload_conf().", len, name);
+	return psprintf("%.*s is a server-wide setting: set it in postgresql.conf or with ALTER SYSTEM, "
+					"then restart the server.", len, name);
+}
+
+/*
+ * emit_log_hook: redact before the message reaches the log or the client;
+ * explain a refused server-wide setting.
+ */
 static void
 RedactLogMessage(ErrorData *edata)
 {
+	char	   *scope_hint = SettingScopeHint(edata);
+
+	if (scope_hint)
+		edata->hint = scope_hint;
 	edata->message = RedactUrls(edata->message);
 	edata->detail = RedactUrls(edata->detail);
 	edata->detail_log = RedactUrls(edata->detail_log);

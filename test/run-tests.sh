@@ -108,8 +108,9 @@ CONF
 		echo "FAILED: a test password appears in the PostgreSQL log ($mode)"
 		failed=$((failed + 1))
 	elif [[ " $tests " == *" 06_auth "* ]] &&
-		! grep -q 'parameter "distkit.redis_url" changed to "redis://:\*\*\*@' log/postmaster.log; then
-		echo "FAILED: the reload of distkit.redis_url was not logged (redacted) as expected ($mode)"
+		! { grep -qE 'parameter "distkit.redis_url" changed to "redis[a-z-]*://alice:\*\*\*@' log/postmaster.log &&
+			grep -qE 'statement: ALTER SYSTEM SET distkit.redis_url = .redis[a-z-]*://:\*\*\*@' log/postmaster.log; }; then
+		echo "FAILED: ALTER SYSTEM SET distkit.redis_url and its reload were not logged (redacted) as expected ($mode)"
 		failed=$((failed + 1))
 	else
 		echo "ok: no password in the server log ($mode)"

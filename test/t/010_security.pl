@@ -1,6 +1,7 @@
 # Security (issue 8): the Redis password never reaches a non-superuser —
 # settings views, catalogs, errors, distkit_stats, pg_stat_activity, the
-# server log; non-superusers cannot change distkit.redis_url or
+# server log; nobody can set distkit.redis_url per session, role, database
+# or function (it is server-wide), non-superusers cannot change
 # distkit.prefix; namespace-wide destructive functions are not executable
 # by PUBLIC; distkit works with a Redis ACL user restricted to its prefix
 # and to the commands docs/reliability.md lists, and each of those commands
@@ -80,31 +81,32 @@ unlike($as->('plain', 'SHOW ALL'), qr/redis_url|\Q$pw\E/, 'SHOW ALL hides it too
 is($as->('settings_reader', q{SELECT current_setting('distkit.redis_url')}), $url,
 	'members of pg_read_all_settings read it (PostgreSQL grants them every setting)');
 
-for my $q (q{SET distkit.redis_url = 'redis://127.0.0.1:1/0'},
-	q{SELECT set_config('distkit.redis_url', 'redis://127.0.0.1:1/0', false)},
-	q{ALTER ROLE plain SET distkit.redis_url = 'redis://127.0.0.1:1/0'},
-	q{ALTER SYSTEM SET distkit.redis_url = 'redis://127.0.0.1:1/0'},
-	q{SET distkit.prefix = 'other'}, q{SELECT set_config('distkit.prefix', 'other', false)},
-	q{ALTER ROLE plain SET distkit.prefix = 'other'}, q{ALTER SYSTEM SET distkit.prefix = 'other'},
-	q{CREATE FUNCTION f() RETURNS int LANGUAGE sql SET distkit.prefix = 'other' AS 'SELECT 1'})
+# distkit.redis_url is server-wide (55P02 wherever a session, role or
+# database would set it); ALTER SYSTEM and distkit.prefix need a superuser
+for my $c ([ q{SET distkit.redis_url = 'redis://127.0.0.1:1/0'}, '55P02' ],
+	[ q{SELECT set_config('distkit.redis_url', 'redis://127.0.0.1:1/0', false)}, '55P02' ],
+	[ q{ALTER ROLE plain SET distkit.redis_url = 'redis://127.0.0.1:1/0'}, '55P02' ],
+	[ q{ALTER SYSTEM SET distkit.redis_url = 'redis://127.0.0.1:1/0'}, '42501' ],
+	[ q{SET distkit.prefix = 'other'}, '42501' ], [ q{SELECT set_config('distkit.prefix', 'other', false)}, '42501' ],
+	[ q{ALTER ROLE plain SET distkit.prefix = 'other'}, '42501' ], [ q{ALTER SYSTEM SET distkit.prefix = 'other'}, '42501' ],
+	[ q{CREATE FUNCTION f() RETURNS int LANGUAGE sql SET distkit.prefix = 'other' AS 'SELECT 1'}, '42501' ])
 {
-	is($code->('plain', $q), '42501', "a plain role cannot: $q");
+	my ($q, $want) = @$c;
+	is($code->('plain', $q), $want, "a plain role cannot ($want): $q");
 }
 
-# every user can read database, role and function settings: a URL with a
-# password is refused there, even from a superuser; one without is fine
+# every user can read database, role and function settings: none can hold
+# the URL, with or without a password, even when a superuser sets it
 for my $q (qq{ALTER DATABASE postgres SET distkit.redis_url = 'redis://:s3cret-db\@127.0.0.1:$port/0'},
 	qq{ALTER ROLE plain SET distkit.redis_url = 'redis://u:s3cret-role\@127.0.0.1:$port/0'},
-	qq{CREATE FUNCTION leak() RETURNS int LANGUAGE sql SET distkit.redis_url = 'unix://u:s3cret-fn\@/tmp/r.sock' AS 'SELECT 1'})
+	qq{CREATE FUNCTION leak() RETURNS int LANGUAGE sql SET distkit.redis_url = 'unix://u:s3cret-fn\@/tmp/r.sock' AS 'SELECT 1'},
+	qq{ALTER ROLE plain SET distkit.redis_url = 'redis://127.0.0.1:$port/1'})
 {
 	my ($rc, $out, $err) = $node->psql('postgres', $q, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	like($err, qr/ERROR:  22023: invalid value for parameter "distkit.redis_url"/,
+	like($err, qr/ERROR:  55P02: parameter "distkit.redis_url" cannot be changed now/,
 		'refused: ' . substr($q, 0, 36) . '...');
 	unlike($err, qr/s3cret/, '... and the error the client sees does not show the password');
 }
-is($pg->(qq{SELECT dk_err(\$q\$ALTER ROLE plain SET distkit.redis_url = 'redis://127.0.0.1:$port/1'\$q\$)}), 'ok',
-	'a URL without credentials may be a role setting');
-$pg->('ALTER ROLE plain RESET distkit.redis_url');
 is($as->('plain', q{SELECT count(*) FROM pg_db_role_setting, unnest(setconfig) c WHERE c LIKE '%s3' || 'cret%'})
 	  . $as->('plain', q{SELECT count(*) FROM pg_proc, unnest(proconfig) c WHERE c LIKE '%s3' || 'cret%'}), '00',
 	'no password in pg_db_role_setting or pg_proc, which every user can read');
@@ -265,8 +267,14 @@ redis_cli('ACL', 'SETUSER', 'dkacl', 'resetpass', ">$pw");
 for my $u ("redis://dkacl:$pw\@127.0.0.1:1/0", "redis://dkacl:$pw\@127.0.0.1:99999/0",
 	"redis://dkacl:$pw\@[::1:$port/0", "rediss://dkacl:$pw\@127.0.0.1:$port/0", "unix://dkacl:$pw\@/nonexistent.sock")
 {
-	push @errs, $pg->("SET distkit.redis_url = '$u'; SELECT dk_err('SELECT distkit_get(''c'')')");
+	# server-wide: ALTER SYSTEM + reload; a new connection starts after the reload
+	$pg->("ALTER SYSTEM SET distkit.redis_url = '$u'");
+	$pg->('SELECT pg_reload_conf()');
+	push @errs, $pg->(q{SELECT dk_err('SELECT distkit_get(''c'')')});
 }
+$pg->('ALTER SYSTEM RESET distkit.redis_url');
+$pg->('SELECT pg_reload_conf()');
+is($pg->(q{SELECT current_setting('distkit.redis_url')}), $url, 'back to the URL of postgresql.conf');
 acl_user(grep { $_ ne 'incrby' } @needed);
 push @errs, $pg->(q{SELECT dk_err('SELECT distkit_inc(''c'')')});
 like($errs[-1], qr/^42501\|Redis refused counter "c": permission denied\|Redis replied: NOPERM/, 'NOPERM in a script: 42501');
@@ -333,7 +341,9 @@ is(join(' ', @load), '"LOAD" DkLuaScripts[s].source', 'SCRIPT LOAD sends only an
 unlike($src, qr/"EVAL"/, 'no EVAL');
 
 $node->stop;
-like(slurp_file($node->logfile), qr/statement: SET distkit.redis_url = 'redis:\/\/dkacl:\*\*\*\@/,
+like(slurp_file($node->logfile), qr/statement: ALTER SYSTEM SET distkit.redis_url = 'redis:\/\/dkacl:\*\*\*\@/,
 	'the log has the statements (log_statement = all), redacted');
+like(slurp_file($node->logfile), qr/parameter "distkit.redis_url" changed to "redis:\/\/dkacl:\*\*\*\@/,
+	"the log has the postmaster's reload line, redacted");
 unlike(slurp_file($node->logfile), qr/\Q$pw\E|s3cret/, 'the server log never shows a password');
 done_testing();
