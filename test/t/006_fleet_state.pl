@@ -210,7 +210,7 @@ is(sql_b(q{SELECT distkit_idempotency_complete('dies', '"b finished"')}), 'f',
 ### (a boolean concatenated to text reads true / false)
 ###
 sql_a(q{SELECT distkit_breaker_configure('svc', failure_rate_threshold => 50, minimum_calls => 4,
-	"window" => '10 s', open_for => '2 s', half_open_calls => 3)});
+	sliding_window => '10 s', open_for => '2 s', half_open_calls => 3)});
 is(sql_b(q{SELECT state || ' ' || calls FROM distkit_breaker_state('svc')}), 'closed 0', 'breaker: closed for b');
 is(sql_a(q{SELECT distkit_breaker_record('svc', true)}), 'closed', 'breaker: a records a success');
 is(sql_b(q{SELECT distkit_breaker_record('svc', false)}), 'closed', 'breaker: b records a failure');
