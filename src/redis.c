@@ -78,6 +78,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "metrics.h"
 #include "redis.h"
 
 #define DK_SLOTS 16384
@@ -828,6 +829,7 @@ FlushOutput(int ni, TimestampTz deadline, const char **why)
 {
 	int			done = 0;
 
+	DkRoundTrips++;				/* one request to one node (metrics.c) */
 	for (;;)
 	{
 		if (redisBufferWrite(nodes[ni].ctx, &done) != REDIS_OK)
