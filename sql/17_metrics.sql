@@ -47,7 +47,7 @@ FROM distkit_stat_calls WHERE calls > 0 AND operation <> 'flush/batch'
 ORDER BY operation, mode;
 SELECT count(*) AS untouched_rows_are_null
 FROM distkit_stat_calls
-WHERE calls = 0 AND total_time = 0 AND mean_time IS NULL AND p50 IS NULL AND p99 IS NULL;
+WHERE operation <> 'flush/batch' AND calls = 0 AND total_time = 0 AND mean_time IS NULL AND p50 IS NULL AND p99 IS NULL;
 
 -- failed calls, one per SQLSTATE class: 22 (NULL key), 42 (a Redis key of
 -- another type), 54 counts as other (a value over 512 kB), 57 (cancelled
@@ -60,7 +60,7 @@ SELECT dk_error($$SELECT distkit_inc('m:alien')$$);
 SELECT dk_error($$SELECT distkit_cache_set_text('m:big', repeat('x', 600000))$$);
 \set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:l:{m:held}' owner someone token 41 holder elsewhere`
 SET statement_timeout = '300ms';
-SELECT dk_error($$SELECT distkit_lease_acquire('m:held', '10 s', '1 min')$$);
+SELECT distkit_lease_acquire('m:held', '10 s', '1 min');
 RESET statement_timeout;
 SET distkit.redis_url = 'redis://127.0.0.1:1/0';
 SELECT dk_error($$SELECT distkit_get('m:a')$$);
@@ -91,12 +91,19 @@ SELECT calls >= 1 AS batches, errors_connection + errors_other = 0 AS no_errors,
        round_trips >= calls AS round_trips
 FROM distkit_stat_calls WHERE operation = 'flush/batch';
 
--- the reset is revoked from PUBLIC; the view is readable by everyone
+-- the reset is revoked from PUBLIC; the views are readable by pg_monitor
 CREATE ROLE dk_metrics_user;
 SET ROLE dk_metrics_user;
 SELECT dk_error($$SELECT distkit_stat_calls_reset()$$);
-SELECT count(*) > 0 AS readable FROM distkit_stat_calls;
+SELECT dk_error($$SELECT count(*) FROM distkit_stat_calls$$);
+RESET ROLE;
+GRANT pg_monitor TO dk_metrics_user;
+SET ROLE dk_metrics_user;
+SELECT count(*) AS rows FROM distkit_stat_calls;
+SELECT count(*) AS buckets FROM distkit_stat_calls_buckets;
 RESET ROLE;
 DROP ROLE dk_metrics_user;
 
-SELECT distkit_del('m:a') >= 0 AS cleaned, distkit_del('m:alien') IS NOT NULL AS cleaned;
+SELECT distkit_del('m:a') >= 0 AS cleaned;
+\set raw `"$DISTKIT_REDIS_CTL" cli DEL 'distkit:c:{m:alien}'`
+\set raw `"$DISTKIT_REDIS_CTL" cli DEL 'distkit:l:{m:held}'`

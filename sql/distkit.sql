@@ -577,3 +577,5 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION distkit_stat_calls_reset() IS
 'Start distkit_stat_calls from zero again (for every backend of this server)';
 REVOKE ALL ON FUNCTION distkit_stat_calls_reset() FROM PUBLIC;
+-- monitoring roles (e.g. the Prometheus exporter's) read the views
+GRANT SELECT ON distkit_stat_calls, distkit_stat_calls_buckets TO pg_monitor;
