@@ -436,7 +436,7 @@ ErrorClass(int sqlerrcode)
 	return DK_ERR_OTHER;
 }
 
-/* Entry of an operation in a mode (-1: none). */
+/* Counter row of an operation in a mode (mode -1: the operation has none). */
 static inline int
 EntryOf(int op, int mode)
 {
