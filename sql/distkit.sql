@@ -526,3 +526,56 @@ AS 'MODULE_PATHNAME', 'distkit_breaker_trip'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION distkit_breaker_trip(text) IS
 'Force a circuit breaker open until distkit_breaker_reset (a kill switch)';
+
+-- Call metrics (RED: rate, errors, duration), per operation and mode, of
+-- this server since its start or the last distkit_stat_calls_reset();
+-- collected in shared memory (needs shared_preload_libraries), switched
+-- off with distkit.track_calls = off.  See docs/monitoring.md.
+
+CREATE FUNCTION distkit_stat_calls(
+    OUT operation text,
+    OUT mode text,
+    OUT calls bigint,
+    OUT errors_connection bigint,
+    OUT errors_data bigint,
+    OUT errors_privilege bigint,
+    OUT errors_resources bigint,
+    OUT errors_operator bigint,
+    OUT errors_other bigint,
+    OUT round_trips bigint,
+    OUT total_time double precision,
+    OUT mean_time double precision,
+    OUT histogram bigint[],
+    OUT p50 double precision,
+    OUT p95 double precision,
+    OUT p99 double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'distkit_stat_calls'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION distkit_stat_calls() IS
+'Calls, errors by SQLSTATE class, Redis round trips and latencies (ms) of distkit''s operations on this server';
+
+CREATE VIEW distkit_stat_calls AS SELECT * FROM distkit_stat_calls();
+COMMENT ON VIEW distkit_stat_calls IS
+'Calls, errors by SQLSTATE class, Redis round trips and latencies (ms) of distkit''s operations on this server, one row per operation and mode';
+
+CREATE FUNCTION distkit_stat_calls_buckets(OUT bucket int, OUT le double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'distkit_stat_calls_buckets'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION distkit_stat_calls_buckets() IS
+'Buckets of distkit_stat_calls.histogram: position in the array and upper bound in ms (inclusive)';
+
+CREATE VIEW distkit_stat_calls_buckets AS SELECT * FROM distkit_stat_calls_buckets();
+COMMENT ON VIEW distkit_stat_calls_buckets IS
+'Buckets of distkit_stat_calls.histogram: position in the array and upper bound in ms (inclusive; the last is unbounded)';
+
+CREATE FUNCTION distkit_stat_calls_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'distkit_stat_calls_reset'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_stat_calls_reset() IS
+'Start distkit_stat_calls from zero again (for every backend of this server)';
+REVOKE ALL ON FUNCTION distkit_stat_calls_reset() FROM PUBLIC;
+-- monitoring roles (e.g. the Prometheus exporter's) read the views
+GRANT SELECT ON distkit_stat_calls, distkit_stat_calls_buckets TO pg_monitor;

@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "distkit.h"
+#include "metrics.h"
 
 /* Raise 22004 naming argname if argument argno is NULL. */
 void
@@ -51,8 +52,8 @@ DkArgInt64(FunctionCallInfo fcinfo, int argno, const char *argname)
  * A distkit_mode argument; NULL means default_mode.  The enum value's OID is
  * mapped to its label once per OID and remembered.
  */
-DkMode
-DkArgMode(FunctionCallInfo fcinfo, int argno, int default_mode)
+static DkMode
+ArgMode(FunctionCallInfo fcinfo, int argno, int default_mode)
 {
 	static Oid	strict_oid = InvalidOid;
 	static Oid	lax_oid = InvalidOid;
@@ -82,6 +83,16 @@ DkArgMode(FunctionCallInfo fcinfo, int argno, int default_mode)
 		mode = DK_MODE_STRICT;
 	}
 	ReleaseSysCache(tup);
+	return mode;
+}
+
+/* A distkit_mode argument (ArgMode), told to the call metrics. */
+DkMode
+DkArgMode(FunctionCallInfo fcinfo, int argno, int default_mode)
+{
+	DkMode		mode = ArgMode(fcinfo, argno, default_mode);
+
+	DkMetricsSetMode(mode);
 	return mode;
 }
 

@@ -26,6 +26,8 @@
  *	breaker.c	circuit breakers shared by the fleet (distkit_breaker_*)
  *	txn.c		transactional counting (distkit.transactional): increments
  *				applied at commit, discarded on rollback
+ *	metrics.c	call metrics per operation (distkit_stat_calls), through
+ *				the function manager's hooks
  * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
@@ -41,6 +43,7 @@
 #include "distkit.h"
 #include "keys.h"
 #include "lax.h"
+#include "metrics.h"
 #include "redis.h"
 
 PG_MODULE_MAGIC;
@@ -64,6 +67,7 @@ _PG_init(void)
 	DkLeaderInit();
 	DkIdempotencyInit();
 	DkTxnInit();
+	DkMetricsInit();
 	if (DkPreloaded)
 		DkFlusherRegister();
 

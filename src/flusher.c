@@ -65,6 +65,7 @@
 #include "distkit.h"
 #include "keys.h"
 #include "lax.h"
+#include "metrics.h"
 #include "redis.h"
 
 #define FLUSH_CHUNK 1000		/* keys per pipelined round trip */
@@ -375,7 +376,9 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 {
 	volatile int result = -1;
 	MemoryContext old = MemoryContextSwitchTo(cycle_ctx);
+	DkMetricsCall batch;		/* flush/batch in distkit_stat_calls */
 
+	DkMetricsFlushBegin(&batch);
 	PG_TRY();
 	{
 		result = FlushCycle();
@@ -388,6 +391,7 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 		MemoryContextSwitchTo(cycle_ctx);
 		edata = CopyErrorData();
 		FlushErrorState();
+		DkMetricsEnd(&batch, edata->sqlerrcode);
 		LWLockReleaseAll();
 		refused_full = DkRedisRefusedFull(edata);
 		DkLaxEndCycle(0, 0, false, edata->message);
@@ -400,6 +404,8 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 		result = -1;
 	}
 	PG_END_TRY();
+	if (result > 0)
+		DkMetricsEnd(&batch, 0);	/* a cycle with nothing to send is no batch */
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(cycle_ctx);
 	if (result >= 0 && *failures > 0)

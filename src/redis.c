@@ -96,6 +96,7 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
+#include "metrics.h"
 #include "redis.h"
 
 #define DK_SLOTS 16384
@@ -1095,6 +1096,7 @@ FlushOutput(int ni, TimestampTz deadline, const char **why)
 {
 	int			done = 0;
 
+	DkRoundTrips++;				/* one request to one node (metrics.c) */
 	for (;;)
 	{
 		if (redisBufferWrite(nodes[ni].ctx, &done) != REDIS_OK)

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES="build-essential postgresql-15 postgresql-server-dev-15 postgresql-client-15 libhiredis-dev redis-server libipc-run-perl"
+# prometheus-postgres-exporter: test/t/024_prometheus.pl scrapes it
+PACKAGES="build-essential postgresql-15 postgresql-server-dev-15 postgresql-client-15 libhiredis-dev redis-server libipc-run-perl prometheus-postgres-exporter"
 DISTKIT_USER=${DISTKIT_USER:-distkit}
 
 if [ "$(id -u)" = 0 ]; then
@@ -21,6 +22,12 @@ if [ "$(id -u)" = 0 ]; then
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get update -qq
 		apt-get install -y -qq --no-install-recommends $missing >/dev/null
+		# the tests start their own exporter on loopback; the packaged
+		# service (all interfaces, port 9187) stays off where systemd runs
+		if [[ " $missing " == *" prometheus-postgres-exporter "* ]] && command -v systemctl >/dev/null &&
+			systemctl is-active --quiet prometheus-postgres-exporter 2>/dev/null; then
+			systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true
+		fi
 	fi
 	id -u "$DISTKIT_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$DISTKIT_USER"
 fi

@@ -115,14 +115,16 @@ is($as->('plain', q{SELECT count(*) FROM pg_db_role_setting, unnest(setconfig) c
 is($code->('plain', 'SELECT distkit_clear()'), '42501',
 	'distkit_clear is not executable by PUBLIC');
 # every function that clears a whole namespace must be revoked from PUBLIC
-# (a later distkit_instance_clear too); every other function is for all
+# (a later distkit_instance_clear too), and the reset of the call metrics
+# (distkit_stat_calls_reset); every other function is for all
 is($as->('plain', q{
 	SELECT coalesce(string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1), '')
 	FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
 	JOIN pg_extension e ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid
 	WHERE e.extname = 'distkit'
-	  AND has_function_privilege('plain', p.oid, 'EXECUTE') = (p.proname LIKE '%clear%')}), '',
-	'only the namespace-wide clear functions are revoked from PUBLIC');
+	  AND has_function_privilege('plain', p.oid, 'EXECUTE')
+	      = (p.proname LIKE '%clear%' OR p.proname = 'distkit_stat_calls_reset')}), '',
+	'only the namespace-wide clear functions and the metrics reset are revoked from PUBLIC');
 $pg->('GRANT EXECUTE ON FUNCTION distkit_clear() TO plain');
 like($as->('plain', 'SELECT distkit_clear()'), qr/^\d+$/, 'GRANT EXECUTE ON FUNCTION distkit_clear() TO a role lets it clear');
 $pg->('REVOKE EXECUTE ON FUNCTION distkit_clear() FROM plain');

@@ -18,7 +18,8 @@ $node->safe_psql('postgres', 'CREATE EXTENSION distkit');
 is($node->safe_psql('postgres', q{SELECT distkit_inc('np', 2)}), '2', 'strict increments work without preload');
 is($node->safe_psql('postgres', q{SELECT distkit_rate_allow('np', 10)}), 't', 'rate limiting works without preload');
 for my $sql (q{SELECT distkit_inc('np', 1, 'lax')}, q{SELECT distkit_flush()}, q{SELECT * FROM distkit_stats},
-	q{SELECT * FROM distkit_instance_inc('np')})
+	q{SELECT * FROM distkit_instance_inc('np')}, q{SELECT * FROM distkit_stat_calls},
+	q{SELECT distkit_stat_calls_reset()})
 {
 	my ($ret, $out, $err) = $node->psql('postgres', $sql, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 	like($err, qr/ERROR:  55000: .* needs distkit to be loaded at server start/, "needs preload: $sql");
