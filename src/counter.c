@@ -14,7 +14,7 @@
  * (lax.c) and the flusher worker sends them; reads return this server's
  * view (last known Redis total + what is buffered), refreshed from Redis
  * when older than distkit.flush_interval.  A key the buffer cannot hold
- * (full, or "<prefix>\0<key>" longer than DK_LAX_NAME_MAX bytes) is
+ * (full, or "<kind><prefix>\0<key>" longer than DK_LAX_NAME_MAX bytes) is
  * counted strictly and the fallback counted in distkit_stats.
  *
  * set, del, clear and inc_if are always strict; they first wait for this

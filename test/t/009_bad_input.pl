@@ -58,7 +58,7 @@ my %domain;
 $domain{$_} = 'strict' for @strict_keys;
 $domain{$_} = 'lax' for @lax_keys;
 my %long;	# lax keys the buffer cannot hold
-$long{$_} = 1 for grep { length($_) + length('distkit') + 1 > 160 } @lax_keys;
+$long{$_} = 1 for grep { length($_) + length('distkit') + 2 > 160 } @lax_keys;	# kind byte + prefix + NUL + key (lax.c BuildName)
 die 'key sets overlap' if keys(%domain) != @strict_keys + @lax_keys;
 
 # rate limiters with fixed parameters (emission interval of an hour or
@@ -634,6 +634,9 @@ my ($ran, @mismatch, %errs, %byf) = (0);
 for (my $start = 0; $start < $ncalls; $start += $chunk)
 {
 	my @calls = map { gen_call($_) } $start + 1 .. ($start + $chunk < $ncalls ? $start + $chunk : $ncalls);
+	# a clear that ends the chunk runs after the model has replayed the rest,
+	# so that a count the model does not expect names the keys Redis held
+	my $final_clear = $calls[-1][0] eq 'clear' ? pop @calls : undef;
 	open my $fh, '>:raw', "$dir/sweep.sql" or die;
 	print $fh "SET statement_timeout = '60s';\n";
 	for (my $b = 0; $b < @calls; $b += $batch)
@@ -658,6 +661,12 @@ for (my $start = 0; $start < $ncalls; $start += $chunk)
 		last if $i > $#got;
 		$ran++;
 		my $m = step($calls[$i], $got[$i]);
+		# DISTKIT_SWEEP_TRACE=<prefix of a key>: every call on such keys
+		if (defined $ENV{DISTKIT_SWEEP_TRACE} && grep { defined $_ && !ref $_ && index($_, $ENV{DISTKIT_SWEEP_TRACE}) == 0 } @{ $calls[$i] }[1 .. 5])
+		{
+			my ($f, $k, @r) = @{ $calls[$i] };
+			diag("trace call " . ($start + $i + 1) . ": $f(" . join(', ', map { ref $_ ? 'ARRAY' : lit($_) } @r) . ") on key of length " . length($k // '') . " -> $got[$i]");
+		}
 		$byf{ $calls[$i][0] }++;
 		$errs{$1}++ if $got[$i] =~ /^err:(\w+)/;
 		next if $m eq '';
@@ -671,6 +680,27 @@ for (my $start = 0; $start < $ncalls; $start += $chunk)
 		push @mismatch, 'call ' . ($start + $i + 1) . ": $f($args): got $got[$i], $m";
 	}
 	last if @got < @calls;
+	if ($final_clear)
+	{
+		$node->safe_psql('sweep', 'SELECT distkit_flush()');
+		my @held = grep {
+			my $k = $_; $k =~ s/%/%25/g; $k =~ s/\}/%7D/g;
+			redis_cli('EXISTS', "distkit:c:{$k}") eq '1'
+		} (@strict_keys, @lax_keys);
+		my $got = $node->safe_psql('sweep', q{SELECT dk_call('clear', NULL, NULL, NULL, NULL, NULL)});
+		$ran++;
+		$byf{clear}++;
+		my $m = step($final_clear, $got);
+		if ($m ne '')
+		{
+			my @unexpected = grep { !exists $cexists{$_} } @held;
+			push @mismatch, 'call ' . ($start + @calls + 1) . ": clear(): got $got, $m; keys Redis held that the model "
+			  . 'did not expect: ' . join(', ', map { lit($_) } @unexpected);
+			%cval = ();
+			%cexists = ();
+			settle_all();
+		}
+	}
 }
 my $secs = time() - $t0;
 is($ran, $ncalls, sprintf('all %d calls ran (%.1f s, %.0f calls/s)', $ncalls, $secs, $ran / $secs));
