@@ -62,9 +62,13 @@ SELECT dk_error($$SELECT distkit_cache_set_text('m:big', repeat('x', 600000))$$)
 SET statement_timeout = '300ms';
 SELECT distkit_lease_acquire('m:held', '10 s', '1 min');
 RESET statement_timeout;
-SET distkit.redis_url = 'redis://127.0.0.1:1/0';
-SELECT dk_error($$SELECT distkit_get('m:a')$$);
-RESET distkit.redis_url;
+-- a connection error (08): Redis paused, a short command timeout
+SET distkit.command_timeout = '200ms';
+\! "$DISTKIT_REDIS_CTL" pause
+SELECT left(dk_error($$SELECT distkit_get('m:a')$$), 5) AS sqlstate;
+\! "$DISTKIT_REDIS_CTL" resume
+RESET distkit.command_timeout;
+\! sleep 0.2
 SELECT distkit_get('m:a');
 \! for p in $("$DISTKIT_REDIS_CTL" ports | tr , ' '); do "$DISTKIT_REDIS_CTL" node-cli "$p" CONFIG SET maxmemory 1 >/dev/null; done
 SELECT dk_error($$SELECT distkit_set('m:a', 1)$$);
