@@ -10,7 +10,8 @@ DATA_built = distkit--$(EXTVERSION).sql
 # upgrade scripts, and the install scripts of earlier versions (sql/old/) so
 # that CREATE EXTENSION distkit VERSION '<old>' + ALTER EXTENSION UPDATE works
 DATA = $(wildcard distkit--*--*.sql) $(wildcard sql/old/distkit--*.sql)
-DOCS = README.md
+# installed into $(pg_config --docdir)/extension/ (the exporter query file too)
+DOCS = README.md contrib/prometheus/distkit.yaml
 
 PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare

@@ -136,6 +136,8 @@ check "no build tools installed (gcc, make, postgresql-server-dev-15, libhiredis
 check "distkit.so resolves every library it needs (ldd)" inroot "
 	ldd /usr/lib/postgresql/15/lib/distkit.so | tee /tmp/pkg/ldd.out | grep -q libhiredis.so.0.14 &&
 	! grep -q 'not found' /tmp/pkg/ldd.out"
+check "the exporter query file is installed (docdir/extension/distkit.yaml)" inroot "
+	grep -q distkit_stat_calls /usr/share/doc/postgresql-doc-15/extension/distkit.yaml"
 echo "== DISTKIT_INSTALLED=1 ./test/demo.sh (fresh root)"
 inroot "cd /root/project && DISTKIT_INSTALLED=1 ./test/demo.sh" 2>&1 | tee "$dir/demo.out" || true
 check "demo against the installed package ran to the end" grep -qx 'demo: done' "$dir/demo.out"
