@@ -346,7 +346,7 @@ pgbench_run() {
 # distkit_stats; after the run the CPU time at once (CPU during the load),
 # then distkit_flush() (the rest of the run's increments reach Redis) and
 # the counts again.
-flusher_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher' LIMIT 1"; }
+flusher_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker' LIMIT 1"; }
 proc_cpu_ns() {
 	if [ -r "/proc/$1/schedstat" ]; then
 		awk '{print $1}' "/proc/$1/schedstat"
@@ -713,7 +713,7 @@ report="$out/$stamp.md"
 		echo "EVALSHA = Redis \`INFO commandstats\` calls of EVALSHA (+ EVAL; each flush EVALSHA of lua/lax_flush.lua runs 5 commands inside) from the start of the run until a"
 		echo "\`distkit_flush()\` after it; strict fallbacks (increments the buffer could not take, counted by"
 		echo "a strict EVALSHA instead) are subtracted from both before dividing; flusher CPU = CPU time of"
-		echo "the \`distkit flusher\` process (/proc/PID/schedstat) during the run, per second of run; Redis CPU the same for redis-server (all its work, strict fallbacks included). Medians"
+		echo "the \`distkit worker\` process (/proc/PID/schedstat) during the run, per second of run; Redis CPU the same for redis-server (all its work, strict fallbacks included). Medians"
 		echo "over the $BENCH_REPS repetitions."
 		echo
 		echo "| workload | clients | increments/s | increments per flush EVALSHA | flush EVALSHA/s | flush cycles/s | keys per cycle | strict fallbacks | flusher CPU ms per s | flusher CPU µs per 1000 incs | Redis CPU ms per s |"

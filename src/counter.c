@@ -11,7 +11,7 @@
  * values beyond 2^53.
  *
  * In lax mode increments only touch this server's shared-memory buffer
- * (lax.c) and the flusher worker sends them; reads return this server's
+ * (lax.c) and the distkit worker sends them; reads return this server's
  * view (last known Redis total + what is buffered), refreshed from Redis
  * when older than distkit.flush_interval.  A key the buffer cannot hold
  * (full, or "<kind><prefix>\0<key>" longer than DK_LAX_NAME_MAX bytes) is

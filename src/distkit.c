@@ -15,7 +15,7 @@
  *	secrets.c	keeps the Redis password out of logs (emit_log_hook)
  *	counter.c	counters (distkit_inc, distkit_get, ...), strict and lax
  *	lax.c		the shared-memory buffer of lax counters, distkit_stats
- *	flusher.c	the background worker that flushes the buffer to Redis
+ *	worker.c	the background worker: flushes the lax buffer, runs the periodic tasks
  *	instance.c	instance-aware counters, heartbeats and the live list
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
  *	lease.c		leases with fencing tokens; what a session holds, released at its end
@@ -69,7 +69,7 @@ _PG_init(void)
 	DkTxnInit();
 	DkMetricsInit();
 	if (DkPreloaded)
-		DkFlusherRegister();
+		DkWorkerRegister();
 
 	MarkGUCPrefixReserved("distkit");
 }

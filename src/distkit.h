@@ -23,13 +23,13 @@ extern void DkCounterInit(void);
 extern int	DkCounterDefaultMode(void);
 extern void DkInstanceInit(void);
 extern void DkSecretsInit(void);
-extern void DkFlusherRegister(void);
+extern void DkWorkerRegister(void);
 extern void DkLeaderInit(void);
 extern void DkTxnInit(void);	/* txn.c: distkit.transactional */
 
-/* periodic work run by the background worker (flusher.c) */
+/* periodic work run by the background worker (worker.c) */
 typedef void (*DkWorkerTaskFn) (void);
-extern void DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void),
+extern void DkWorkerAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void),
 							 DkWorkerTaskFn at_shutdown);
 
 /* argument helpers (args.c) */

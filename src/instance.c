@@ -197,7 +197,7 @@ DkInstanceInit(void)
 	shmem_request_hook = LiveShmemRequest;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = LiveShmemStartup;
-	DkFlusherAddTask("heartbeat", Heartbeat, HeartbeatIntervalMs, LeaveRegistry);
+	DkWorkerAddTask("heartbeat", Heartbeat, HeartbeatIntervalMs, LeaveRegistry);
 }
 
 /* Append the live list (count, then ids) to a counter command. */

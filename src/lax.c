@@ -1147,7 +1147,7 @@ DkLaxFlushWait(int timeout_ms)
 					 errmsg("buffered lax increments were not flushed to Redis within %d ms", timeout_ms),
 					 running ?
 					 errdetail("The flusher's last error: %s", error[0] ? error : "(none)") :
-					 errdetail("The distkit flusher worker is not running."),
+					 errdetail("The distkit worker worker is not running."),
 					 errhint("The increments stay buffered and are sent as soon as Redis is reachable.")));
 		}
 		/* wake the flusher again in case it is in a back-off sleep */

@@ -1,6 +1,6 @@
 /*
  * lax.h — the shared-memory buffer of lax counters, used by the SQL
- * functions (counter.c) and by the flusher worker (flusher.c).
+ * functions (counter.c) and by the flusher worker (worker.c).
  */
 #ifndef DISTKIT_LAX_H
 #define DISTKIT_LAX_H

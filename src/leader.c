@@ -9,7 +9,7 @@
  * kinds, <prefix>:ld:{name} with its term counter <prefix>:ldt:{name},
  * owned by this PostgreSQL instance (its instance id) rather than by a
  * session.  A backend acquires it; then the background worker renews it
- * (a DkFlusherAddTask task) every ttl / 3 while the server lives, and
+ * (a DkWorkerAddTask task) every ttl / 3 while the server lives, and
  * releases it when the server stops cleanly.  A crashed server stops
  * renewing, and its leadership expires after ttl.
  *
@@ -186,7 +186,7 @@ DkLeaderInit(void)
 	shmem_request_hook = LeaderShmemRequest;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = LeaderShmemStartup;
-	DkFlusherAddTask("leader renewal", LeaderRenewTask, LeaderRenewIntervalMs,
+	DkWorkerAddTask("leader renewal", LeaderRenewTask, LeaderRenewIntervalMs,
 					 LeaderReleaseAll);
 }
 

@@ -10,7 +10,7 @@
  *    slot map read with CLUSTER SLOTS from any reachable node;
  *  - a master found through Redis Sentinel (redis-sentinel://...#name).
  *
- * Each process (backend or the flusher worker) keeps a table of nodes with
+ * Each process (backend or the distkit worker) keeps a table of nodes with
  * at most one hiredis context each, opened lazily on first use and reused
  * across calls.  Sockets are non-blocking: every wait goes through the
  * node's WaitEventSet holding our latch, the socket and postmaster death,

@@ -40,7 +40,7 @@ $node->restart;	# fast mode
 my $burst = 0;
 $burst += redis_int("distkit:c:{burst:$_}") for 0 .. 9;
 is($burst, 20000, 'fast restart: all 20000 buffered increments reached Redis');
-wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}) eq '1' },
+wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'}) eq '1' },
 	'the flusher after restart');
 $pg->(q{SELECT count(distkit_inc('burst:' || (g % 10), 1, 'lax')) FROM generate_series(1, 5000) g});
 $node->stop('smart');
@@ -50,20 +50,20 @@ $burst += redis_int("distkit:c:{burst:$_}") for 0 .. 9;
 is($burst, 25000, 'smart stop: the next 5000 reached Redis too');
 
 # 3. the flusher terminated (pg_terminate_backend) comes back; nothing lost
-wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}) eq '1' },
+wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'}) eq '1' },
 	'the flusher');
-my $pid1 = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'});
+my $pid1 = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 my $acked = 0;
 for my $round (1 .. 5)
 {
 	$pg->(q{SELECT count(distkit_inc('term', 1, 'lax')) FROM generate_series(1, 1000)});
 	$acked += 1000;
-	$pg->(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'});
+	$pg->(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 	wait_for(sub {
-		my $p = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'});
+		my $p = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 		$p ne '' && $p ne $pid1;
 	}, 'a new flusher process');
-	$pid1 = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'});
+	$pid1 = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 }
 $pg->('SELECT distkit_flush()');
 is(redis_int('distkit:c:{term}'), $acked, 'terminated 5 times during load: every increment arrived once');
@@ -71,12 +71,12 @@ is(redis_int('distkit:c:{term}'), $acked, 'terminated 5 times during load: every
 # 4. SIGKILL of the flusher: crash restart of the server; flushing resumes
 $pg->('SELECT distkit_flush()');
 my $before_id = $pg->('SELECT instance_id FROM distkit_stats');
-my $fpid = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'});
+my $fpid = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 kill 'KILL', $fpid;
 wait_for(sub {
 	my ($ok, $res) = (0, '');
 	eval { $res = $node->safe_psql('postgres',
-		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}); $ok = 1; };
+		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'}); $ok = 1; };
 	$ok && $res eq '1';
 }, 'the server and its flusher after a crash restart');
 isnt($pg->('SELECT instance_id FROM distkit_stats'), $before_id, 'a crash restart starts a new instance');
@@ -88,7 +88,7 @@ is(redis_int('distkit:c:{term}'), $acked, 'nothing flushed before the crash was 
 # 5. an idle server's flusher uses no CPU: its CPU time does not grow
 $pg->('SELECT distkit_flush()');
 sleep 1;
-my $wpid = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'});
+my $wpid = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 my $ticks = sub { open my $s, '<', "/proc/$wpid/stat" or return -1; my @f = split ' ', <$s>; $f[13] + $f[14] };
 my $t0 = $ticks->();
 sleep 2;

@@ -70,9 +70,9 @@ for my $round (1 .. 6)
 $pg->(q{SELECT distkit_flush('15 s')});
 is(redis_int('distkit:c:{kill}'), $killed, 'Redis SIGKILLed and restarted: every acknowledged increment arrived once');
 my $log = slurp_file($node->logfile);
-my $outages = () = $log =~ /distkit flusher cannot flush to Redis/g;
+my $outages = () = $log =~ /distkit worker cannot flush to Redis/g;
 ok($outages >= 1, "the outage was logged ($outages times, once per outage)");
-like($log, qr/distkit flusher reached Redis again/, 'the recovery was logged');
+like($log, qr/distkit worker reached Redis again/, 'the recovery was logged');
 
 # 4. a full buffer (64 entries): new keys are counted strictly, never dropped
 my $before = $pg->('SELECT strict_fallbacks FROM distkit_stats');

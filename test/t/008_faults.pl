@@ -167,7 +167,7 @@ install_load($pnode);
 			}, 'the backend of client 1 killed (SIGKILL)' ] ]);
 	wait_for(sub {
 		my ($rc, $n) = $node->psql('postgres',
-			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'");
+			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'");
 		$rc == 0 && $n eq '1';
 	}, 'the server and its flusher after the crash restart', 60);
 	like(slurp_file($node->logfile), qr/server process \(PID \d+\) was terminated by signal 9/,
@@ -209,7 +209,7 @@ install_load($pnode);
 # a new one 1 s later, and that one is terminated in turn.
 {
 	my $id_before = $pg->('SELECT instance_id FROM distkit_stats');
-	my $flusher = sub { $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}) };
+	my $flusher = sub { $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'}) };
 	my (%sent, %terminated);
 	my $signal = sub {
 		my ($sig) = @_;

@@ -308,7 +308,7 @@ is($as->('plain', q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%s3'
 	'no text a plain role sees in pg_stat_activity holds the password');
 like($as->('stats_reader', q{SELECT query FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()}),
 	qr/\Q$pw\E/, 'members of pg_read_all_stats see the query text of every session (PostgreSQL grants it)');
-is($pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher' AND (coalesce(query, '') <> '' OR application_name LIKE '%s3' || 'cret%')}),
+is($pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker' AND (coalesce(query, '') <> '' OR application_name LIKE '%s3' || 'cret%')}),
 	'0', "distkit's own worker shows no query text");
 $pg->(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()});
 $bg->finish;

@@ -61,7 +61,7 @@ is($qa->(q{SELECT alive FROM distkit_instances WHERE instance_id = '} . $b_id . 
 
 # 4. a restarted server is a new instance
 $b->start;
-wait_for(sub { $qb->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}) eq '1' },
+wait_for(sub { $qb->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'}) eq '1' },
 	'b to restart');
 isnt($qb->('SELECT instance_id FROM distkit_stats'), $b_id, 'the restarted server is a new instance');
 wait_for(sub { $qa->('SELECT count(*) FILTER (WHERE alive) FROM distkit_instances') eq '2' }, 'two live instances');
@@ -88,7 +88,7 @@ $qb->(q{SELECT distkit_instance_inc('paused', 9)});
 $qa->(q{SELECT distkit_instance_inc('paused', 1)});
 wait_for(sub { $get->($qa, 'paused') eq '10 1' }, "a's live list to include the restarted b", 10);
 is($get->($qa, 'paused'), '10 1', 'before the pause: 10');
-my $wpid = $qb->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'});
+my $wpid = $qb->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 kill 'STOP', $wpid;
 wait_for(sub { $get->($qa, 'paused') eq '1 1' }, "the paused server's slice to stop counting", 15);
 pass('paused past the threshold: its slice no longer counts');

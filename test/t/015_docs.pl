@@ -291,7 +291,7 @@ for my $file (@files)
 	$node->start;
 	wait_for(sub {
 		$node->safe_psql('postgres',
-			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'") eq '1';
+			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'") eq '1';
 	}, 'the flusher worker to start');
 	my $db = 'docs' . ++$db_n;
 	$node->safe_psql('postgres', "CREATE DATABASE $db");

@@ -44,7 +44,7 @@ log_min_messages = info
 $primary->start;
 my $pg = sub { $primary->safe_psql('postgres', $_[0]) };
 $pg->('CREATE EXTENSION distkit');
-my $worker_sql = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit flusher'};
+my $worker_sql = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'};
 wait_for(sub { $pg->($worker_sql) ne '' }, 'the worker to start');
 
 # Run the three commands on $node, each timed; returns the slowest time.

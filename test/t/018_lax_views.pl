@@ -32,7 +32,7 @@ my $filler = 0;
 sub restart_fresh
 {
 	$node->restart;
-	wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}) eq '1' },
+	wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'}) eq '1' },
 		'the worker after the restart');
 }
 sub fill_and_evict

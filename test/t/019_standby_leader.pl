@@ -27,7 +27,7 @@ $primary->start;
 my $pg = sub { $primary->safe_psql('postgres', $_[0]) };
 $pg->('CREATE EXTENSION distkit');
 $pg->('CREATE ROLE app LOGIN');
-my $worker_sql = q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'};
+my $worker_sql = q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'};
 wait_for(sub { $pg->($worker_sql) eq '1' }, 'the primary worker to start');
 
 $primary->backup('b');

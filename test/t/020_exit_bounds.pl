@@ -102,7 +102,7 @@ sub terminate_timed
 	is(redis_cli('EXISTS', 'distkit:ld:{exit_leader}'), '0', 'healthy: the stop released the leadership');
 	$s->{run}->kill_kill;
 	$node->start;
-	wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'}) eq '1' },
+	wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'}) eq '1' },
 		'the worker to start again');
 }
 
@@ -142,7 +142,7 @@ distkit.connect_timeout = '30s'
 	ok($secs < $EXIT + $MARGIN,
 		sprintf('frozen: fast stop with 30 s timeouts everywhere took %.2f s (bound %.1f s)', $secs, $EXIT + $MARGIN));
 	like(slurp_file($node->logfile, $log_offset),
-		qr/distkit flusher stopped with lax increments not yet in Redis.*\n.*DETAIL:  Redis could not be reached within distkit.exit_timeout \(1000 ms\)/,
+		qr/distkit worker stopped with lax increments not yet in Redis.*\n.*DETAIL:  Redis could not be reached within distkit.exit_timeout \(1000 ms\)/,
 		'frozen: the worker says what it could not flush and why');
 	$s->{run}->kill_kill;
 	redis_ctl('resume');

@@ -146,7 +146,7 @@ is($pg->(q{SELECT last_error FROM distkit_stats}),
 	"Redis at 127.0.0.1:$port refused the connection: max number of clients reached",
 	'distkit_stats.last_error says Redis is full');
 my @lines = slurp_file($node->logfile, $log_offset) =~
-  /distkit flusher cannot flush to Redis: Redis at 127\.0\.0\.1:$port refused the connection: max number of clients reached/g;
+  /distkit worker cannot flush to Redis: Redis at 127\.0\.0\.1:$port refused the connection: max number of clients reached/g;
 is(scalar(@lines), 1, 'so does the log, once for the outage');
 is(rint('distkit:c:{full_lax}'), 7, 'the 3 stay buffered');
 my $t0 = time();
@@ -155,7 +155,7 @@ wait_for(sub { rint('distkit:c:{full_lax}') == 10 }, 'the worker to flush again'
 my $back = time() - $t0;
 ok($back < 1, sprintf('the worker took the free slot and flushed %.2f s later (it asks every 10-100 ms)', $back));
 is(nothers(), 4, 'Redis is full again, with the worker in');
-ok($node->log_contains(qr/distkit flusher reached Redis again after \d+ failed attempts/, $log_offset),
+ok($node->log_contains(qr/distkit worker reached Redis again after \d+ failed attempts/, $log_offset),
 	'the log says the worker is back');
 is($pg->(q{SELECT distkit_is_leader('conn_leader')}), 't', 'this server still leads conn_leader');
 is(mon('HGET', 'distkit:ld:{conn_leader}', 'token'), $term, '... in the same term');

@@ -141,7 +141,7 @@ log_min_messages = info
 	$node->safe_psql('postgres', 'CREATE EXTENSION distkit');
 	wait_for(sub {
 		$node->safe_psql('postgres',
-			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit flusher'") eq '1';
+			"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'") eq '1';
 	}, 'the flusher worker to start');
 	return $node;
 }

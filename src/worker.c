@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
- * flusher.c
- *		The "distkit flusher" background worker.
+ * worker.c
+ *		The "distkit worker" background worker: one per server, for every
+ *		database.  Flushing the lax buffer is its main task; the heartbeat
+ *		(instance.c) and leader renewal (leader.c) are periodic tasks.
  *
- * It sends the lax buffer's deltas to Redis (see lax.c for the buffer):
+ * The flush sends the lax buffer's deltas to Redis (see lax.c for the buffer):
  * each cycle first resends the batch still in flight, if any, with its
  * original sequence number, then takes a new batch from the dirty entries
  * and sends it as pipelined EVALSHAs of lua/lax_flush.lua (one per key,
@@ -16,7 +18,7 @@
  * latch until the first increment wakes it (zero CPU when idle).  Flush
  * requests (distkit_flush, strict writes) always wake it.
  *
- * Other subsystems register periodic tasks (DkFlusherAddTask), e.g.
+ * Other subsystems register periodic tasks (DkWorkerAddTask), e.g.
  * heartbeats; the worker runs them between flush cycles, each in its own
  * error boundary.
  *
@@ -74,9 +76,9 @@
 #define FULL_RETRY_MAX_MS 100	/* ... and the longest wait between retries */
 #define FLUSH_RECORD_TTL_MS "604800000"	/* 7 days */
 
-PGDLLEXPORT void DkFlusherMain(Datum main_arg);
+PGDLLEXPORT void DkWorkerMain(Datum main_arg);
 
-/* Periodic tasks other subsystems run in the worker (DkFlusherAddTask). */
+/* Periodic tasks other subsystems run in the worker (DkWorkerAddTask). */
 #define MAX_TASKS 16
 typedef struct DkWorkerTask
 {
@@ -103,7 +105,7 @@ static int	ntasks = 0;
  * record when it runs).
  */
 void
-DkFlusherAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void),
+DkWorkerAddTask(const char *name, DkWorkerTaskFn run, int (*interval_ms) (void),
 				 DkWorkerTaskFn at_shutdown)
 {
 	if (ntasks >= MAX_TASKS)
@@ -242,9 +244,9 @@ RunShutdownTasks(MemoryContext ctx)
 	}
 }
 
-/* Registers the flusher worker (from _PG_init, when preloaded). */
+/* Registers the distkit worker (from _PG_init, when preloaded). */
 void
-DkFlusherRegister(void)
+DkWorkerRegister(void)
 {
 	BackgroundWorker worker;
 
@@ -253,9 +255,9 @@ DkFlusherRegister(void)
 	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = 1;
 	strlcpy(worker.bgw_library_name, "distkit", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "DkFlusherMain", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "distkit flusher", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "distkit flusher", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "DkWorkerMain", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "distkit worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "distkit worker", BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -337,7 +339,7 @@ SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
 										   it->keylen, it->key, r->str);
 
 				ereport(WARNING,
-						(errmsg("distkit flusher %s", why),
+						(errmsg("distkit worker %s", why),
 						 errhint("Lax increments are checked against this server's view only; Redis refused this one.")));
 				DkLaxDropFlushed(it, why);
 				continue;
@@ -398,7 +400,7 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 		/* a wait abandoned for the stop: the final flush follows and reports */
 		if (*failures == 0 && !(ShutdownRequestPending && !stopping))
 			ereport(LOG,
-					(errmsg("distkit flusher cannot flush to Redis: %s", edata->message),
+					(errmsg("distkit worker cannot flush to Redis: %s", edata->message),
 					 errdetail("Lax increments stay buffered in shared memory and are retried with back-off; this is logged once per outage.")));
 		(*failures)++;
 		result = -1;
@@ -411,7 +413,7 @@ TryFlushCycle(MemoryContext cycle_ctx, int *failures)
 	if (result >= 0 && *failures > 0)
 	{
 		ereport(LOG,
-				(errmsg("distkit flusher reached Redis again after %d failed attempts", *failures)));
+				(errmsg("distkit worker reached Redis again after %d failed attempts", *failures)));
 		*failures = 0;
 	}
 	return result;
@@ -483,7 +485,7 @@ FinalFlush(MemoryContext cycle_ctx)
 	}
 	if (DkLaxAnythingPending())
 		ereport(WARNING,
-				(errmsg("distkit flusher stopped with lax increments not yet in Redis"),
+				(errmsg("distkit worker stopped with lax increments not yet in Redis"),
 				 errdetail("Redis could not be reached within distkit.exit_timeout (%d ms) of the shutdown request.",
 						   DkRedisExitTimeoutMs())));
 }
@@ -558,7 +560,7 @@ FlusherExit(int code, Datum arg)
 
 /* Entry point of the worker. */
 void
-DkFlusherMain(Datum main_arg)
+DkWorkerMain(Datum main_arg)
 {
 	MemoryContext cycle_ctx;
 	int			failures = 0;
@@ -568,7 +570,7 @@ DkFlusherMain(Datum main_arg)
 	pqsignal(SIGINT, WorkerCancelHandler);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("distkit flusher");
+	pgstat_report_appname("distkit worker");
 
 	DkLaxWorkerAttach();
 	on_shmem_exit(FlusherExit, (Datum) 0);
@@ -576,7 +578,7 @@ DkFlusherMain(Datum main_arg)
 	DkRedisKeepConnection();
 	cycle_ctx = AllocSetContextCreate(TopMemoryContext, "distkit flush cycle",
 									  ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG, (errmsg("distkit flusher started (instance %s)", DkLaxInstanceId())));
+	ereport(LOG, (errmsg("distkit worker started (instance %s)", DkLaxInstanceId())));
 
 	for (;;)
 	{
