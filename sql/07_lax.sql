@@ -3,7 +3,7 @@
 SELECT distkit_clear() >= 0 AS cleared;
 SELECT distkit_flush() >= 0 AS flushed;
 
--- the flusher runs, with its own backend_type
+-- the worker runs, with its own backend_type
 SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type = 'distkit worker';
 
 -- 100000 lax increments: this server's view is exact at once; after
