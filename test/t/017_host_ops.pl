@@ -37,6 +37,7 @@ $primary->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'distkit'
 distkit.redis_url = '$url'
 distkit.command_timeout = '300s'
+distkit.connect_timeout = '300s'
 distkit.heartbeat_interval = '200ms'
 allow_in_place_tablespaces = on
 log_min_messages = info
@@ -106,8 +107,9 @@ host_ops($primary, 'idle');
 }
 
 # 3. Redis paused: the worker is in a Redis wait (a flush of buffered
-# increments, 300 s command timeout: the section must fit in it on a loaded
-# machine) and so is a backend (a strict call)
+# increments, 300 s command and connect timeouts: the section must fit in
+# them on a loaded machine; the strict call's new session may still be in its
+# connection handshake, bounded by the connect timeout) and so is a backend
 {
 	my $worker = $pg->($worker_sql);
 	redis_ctl('pause');
