@@ -37,7 +37,6 @@ $primary->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'distkit'
 distkit.redis_url = '$url'
 distkit.command_timeout = '300s'
-distkit.connect_timeout = '300s'
 distkit.heartbeat_interval = '200ms'
 allow_in_place_tablespaces = on
 log_min_messages = info
@@ -107,16 +106,16 @@ host_ops($primary, 'idle');
 }
 
 # 3. Redis paused: the worker is in a Redis wait (a flush of buffered
-# increments, 300 s command and connect timeouts: the section must fit in
-# them on a loaded machine; the strict call's new session may still be in its
-# connection handshake, bounded by the connect timeout) and so is a backend
+# increments, 300 s command timeout: the section must fit in it on a loaded
+# machine) and so is a backend (a strict call in a new session, which may
+# still be in its connection handshake: its connect timeout is 300 s too)
 {
 	my $worker = $pg->($worker_sql);
 	redis_ctl('pause');
 	$pg->(q{SELECT distkit_inc('ops:paused', 7, 'lax')});
 	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start([ 'psql', '-XAt', '-d', $primary->connstr('postgres'), '-c',
-		q{SELECT distkit_inc('ops:blocked', 3)} ], '>', \$out, '2>', \$err);
+	my $h = IPC::Run::start([ 'psql', '-XAtq', '-d', $primary->connstr('postgres'), '-c',
+		q{SET distkit.connect_timeout = '300s'; SELECT distkit_inc('ops:blocked', 3)} ], '>', \$out, '2>', \$err);
 	wait_for(sub {
 		$pg->(q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'Extension'
 			AND query LIKE '%ops:blocked%'}) eq '1' }, 'the backend to wait on Redis');
