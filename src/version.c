@@ -18,8 +18,10 @@
  *    result with more columns, say) decides by the shape it is called
  *    with (the result's tuple descriptor), not by the version, so a
  *    backend that ran ALTER EXTENSION UPDATE a moment ago is right too.
- *  - Every SQL-callable function calls DkCheckSqlVersion() first (the key
- *    checker does it for every function that takes a key).  The first
+ *  - Every function that takes a key passes DkKeyCheck, which calls
+ *    DkCheckSqlVersion(); the keyless ones that act (clears, flush, stats,
+ *    the instance and leader views) call it themselves.  The monitoring
+ *    functions of metrics.c do not: their shape is checked where used.  The first
  *    call in a backend reads pg_extension.extversion once; a supported
  *    version is remembered for the life of the backend (one test of a
  *    static flag per call afterwards), an unsupported one is refused with
