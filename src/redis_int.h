@@ -1,0 +1,129 @@
+/*
+ * redis_int.h — what the files of the connection module share
+ * (redis.c, redis_url.c, redis_conn.c, redis_cluster.c, redis_sentinel.c).
+ * Nothing outside them includes it; the rest of distkit uses redis.h.
+ * See each file's top comment for its part.
+ */
+#ifndef DISTKIT_REDIS_INT_H
+#define DISTKIT_REDIS_INT_H
+
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+
+#include "redis.h"
+
+/*
+ * The symbols declared below are the module's own: hidden, so that none of
+ * them is exported from distkit.so or clashes with another library's.
+ */
+#pragma GCC visibility push(hidden)
+
+#define DK_SLOTS 16384
+#define DK_MAX_ADDRS 16			/* seed nodes or sentinels in a URL */
+
+/* What distkit.redis_url names (not DkMode: that is strict/lax, distkit.h). */
+typedef enum DkTopology
+{
+	DK_TOPOLOGY_SINGLE,
+	DK_TOPOLOGY_CLUSTER,
+	DK_TOPOLOGY_SENTINEL
+} DkTopology;
+
+typedef struct DkAddr
+{
+	char		host[256];
+	int			port;
+} DkAddr;
+
+/* Parsed form of distkit.redis_url (GUC "extra", malloc'd). */
+typedef struct DkRedisTarget
+{
+	bool		valid;
+	char		error[200];		/* why not valid; never contains secrets */
+	DkTopology	topology;
+	bool		is_unix;
+	char		host[256];
+	int			port;
+	char		path[512];
+	int			db;
+	bool		has_auth;
+	char		user[128];
+	char		password[256];
+	int			naddrs;			/* cluster seeds or sentinels */
+	DkAddr		addrs[DK_MAX_ADDRS];
+	char		master_name[256];	/* sentinel */
+	char		endpoint[600];	/* for messages: host:port, unix:path, ... */
+} DkRedisTarget;
+
+/* One server this process talks to. */
+typedef struct DkNode
+{
+	bool		is_unix;
+	bool		is_sentinel;
+	char		host[256];
+	int			port;
+	char		path[512];
+	char		endpoint[600];	/* host:port or unix:path, for messages */
+	struct redisContext *ctx;	/* only redis_conn.c looks inside */
+	WaitEventSet *wes;
+	int			sock_pos;
+	bool		busy;			/* a request is in flight */
+	int			wait_replicas;	/* sentinel master: WAIT for this many replicas */
+} DkNode;
+
+/* A connection-class error, raised by RaiseErr. */
+typedef struct DkErr
+{
+	int			sqlstate;
+	char	   *msg;
+	char	   *detail;
+	char	   *hint;
+} DkErr;
+
+/* redis_url.c: the target and the timeouts */
+extern DkRedisTarget *dk_target;
+extern uint64 dk_target_generation;
+extern int	dk_idle_timeout_ms;
+extern TimestampTz dk_exit_deadline;
+extern bool ParseBoundedInt(const char *src, size_t len, int lo, int hi, int *out);
+extern void FormatEndpoint(char *buf, size_t size, const char *host, int port);
+extern long MsLeft(TimestampTz deadline);
+extern int	ConnectMs(void);
+extern int	CommandMs(void);
+extern char *ConnectBoundText(void);
+extern char *CommandBoundText(void);
+extern void CheckExitWorkLeft(void);
+
+/* redis_conn.c: the node table and one node's connection */
+extern DkNode *dk_nodes;
+extern int	dk_nnodes;
+extern char dk_last_endpoint[600];
+extern int	FindOrAddNode(bool is_unix, const char *host, int port, const char *path, bool is_sentinel);
+extern void DisconnectNode(int ni);
+extern bool EnsureNode(int ni, DkErr *err);
+extern bool ConnectFailed(int ni, DkErr *err, const char *why);
+extern void RaiseErr(const DkErr *e) pg_attribute_noreturn();
+extern void BeginCall(void);
+extern void EndCall(void);
+extern void SleepMs(long ms);
+extern void AppendCmd(int ni, const DkCmd *cmd);
+extern bool FlushOutput(int ni, TimestampTz deadline, const char **why);
+extern DkReply *ReadReply(int ni, TimestampTz deadline, const char **why);
+extern DkReply **NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline,
+							  const char **why, bool *sent);
+
+/* redis_cluster.c: node table of the target, slot map and routing */
+extern int16 *dk_slot_node;
+extern bool dk_slots_stale;
+extern void EnsureTopology(void);
+extern int	RouteCmd(const DkCmd *cmd);
+extern int	ParseRedirect(const char *msg, int from, int *slot);
+extern bool RefreshSlots(DkErr *err);
+extern void EnsureSlots(void);
+
+/* redis_sentinel.c */
+extern bool DiscoverMaster(DkErr *err);
+
+#pragma GCC visibility pop
+
+#endif
