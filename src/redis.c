@@ -50,12 +50,10 @@
  */
 static void
 pg_attribute_noreturn()
-ExchangeFailed(int ni, DkSafety safety, bool sent, const char *why)
+ExchangeFailed(int ni, DkSafety safety, bool sent, DkIo io)
 {
 	char		endpoint[600];
-	char	   *whycopy = strcmp(why, "timeout") == 0 ?
-		psprintf("no reply within %s", CommandBoundText()) :
-		pstrdup(why);
+	char	   *whycopy = IoFailureText(ni, io, false);
 
 	strlcpy(endpoint, dk_nodes[ni].endpoint, sizeof(endpoint));
 	DisconnectNode(ni);
@@ -121,6 +119,7 @@ typedef enum DkSlotKind
 	SK_WAIT
 } DkSlotKind;
 
+/* One node's share of a round. */
 typedef struct DkGroup
 {
 	int			node;
@@ -132,347 +131,477 @@ typedef struct DkGroup
 	bool		skip;			/* could not connect: retried next round */
 	bool		failed;
 	bool		sent;
-	const char *why;
+	DkIo		io;				/* why it failed */
 	int			waited;			/* WAIT reply, -1 if none */
 	bool		wants_wait;		/* ends with WAIT (durable writes on a Sentinel master) */
 } DkGroup;
 
 /*
+ * The state of one RunCommands call, shared by its phases: each round
+ * groups the pending commands per node, connects to those nodes, writes
+ * every node's share, reads every node's replies, settles what came back
+ * (I/O failures, replicas, redirections, NOSCRIPT) and decides whether to
+ * stop, give up or go round again.
+ */
+typedef struct DkRun
+{
+	/* the call */
+	DkCmd	  **cmds;
+	int			ncmds;
+	DkSafety	safety;			/* DK_IDEMPOTENT_DURABLE made DK_IDEMPOTENT */
+	bool		durable;		/* WAIT for a replica (Sentinel master) */
+	const int  *forced;			/* forced[i] >= 0: command i goes to that node */
+	DkReply   **replies;
+
+	/* per command */
+	int		   *ask;			/* node of an ASK redirection, or -1 */
+	int		   *noscript;		/* NOSCRIPT replies so far */
+	bool	   *need_load;		/* load its script before resending it */
+	bool	   *done;			/* has its final reply */
+	int			npending;
+
+	/* across rounds */
+	int			round;
+	int			io_retries;
+	long		backoff;
+	TimestampTz retry_deadline;
+
+	/* this round */
+	DkGroup    *groups;
+	int			ngroups;
+	TimestampTz deadline;		/* of this round trip */
+	bool		wait_more;		/* back off before the next round */
+	const char *transient;		/* the last "not now, ask elsewhere" reply */
+} DkRun;
+
+/* Start a run of cmds. */
+static void
+RunInit(DkRun *run, DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply **out)
+{
+	memset(run, 0, sizeof(*run));
+	run->cmds = cmds;
+	run->ncmds = ncmds;
+	run->forced = forced;
+	run->replies = out ? out : palloc0(sizeof(DkReply *) * ncmds);
+	run->ask = palloc(sizeof(int) * ncmds);
+	run->noscript = palloc0(sizeof(int) * ncmds);
+	run->need_load = palloc0(sizeof(bool) * ncmds);
+	run->done = palloc0(sizeof(bool) * ncmds);
+	run->groups = palloc0(sizeof(DkGroup) * ncmds);
+	run->npending = ncmds;
+	run->backoff = BACKOFF_FIRST_MS;
+	run->retry_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs());
+	run->durable = safety == DK_IDEMPOTENT_DURABLE && dk_target->topology == DK_TOPOLOGY_SENTINEL;
+	for (int i = 0; i < ncmds; i++)
+		run->ask[i] = -1;
+	run->safety = safety == DK_IDEMPOTENT_DURABLE ? DK_IDEMPOTENT : safety;
+}
+
+/* Phase "group": the pending commands per node. */
+static void
+RunGroup(DkRun *run)
+{
+	run->ngroups = 0;
+	run->wait_more = false;
+	run->transient = NULL;
+	for (int i = 0; i < run->ncmds; i++)
+	{
+		int			node;
+		int			g;
+
+		if (run->done[i])
+			continue;
+		node = run->ask[i] >= 0 ? run->ask[i] :
+			(run->forced && run->forced[i] >= 0) ? run->forced[i] : RouteCmd(run->cmds[i]);
+		for (g = 0; g < run->ngroups; g++)
+			if (run->groups[g].node == node)
+				break;
+		if (g == run->ngroups)
+		{
+			memset(&run->groups[g], 0, sizeof(DkGroup));
+			run->groups[g].node = node;
+			run->groups[g].cmds = palloc(sizeof(int) * run->npending);
+			run->groups[g].waited = -1;
+			run->ngroups++;
+		}
+		run->groups[g].cmds[run->groups[g].ncmds++] = i;
+	}
+}
+
+/*
+ * A cluster node could not be reached (conn_err): if the refreshed slot
+ * map moved some of its commands elsewhere, go round again; else raise.
+ */
+static void
+RunRerouteUnreachable(DkRun *run, const DkErr *conn_err)
+{
+	DkErr		refresh_err = {0};
+	bool		moved = false;
+
+	if (!RefreshSlots(&refresh_err))
+		RaiseErr(conn_err);
+	for (int g = 0; g < run->ngroups; g++)
+		if (run->groups[g].skip)
+			for (int j = 0; j < run->groups[g].ncmds; j++)
+			{
+				int			i = run->groups[g].cmds[j];
+
+				/* a command for a given node (SCAN of one master) cannot move */
+				if (run->forced && run->forced[i] >= 0)
+					continue;
+				if (run->ask[i] >= 0)
+					run->ask[i] = -1;	/* the importing node is gone: ask the map */
+				if (RouteCmd(run->cmds[i]) != run->groups[g].node)
+					moved = true;
+			}
+	if (!moved || run->round + 1 >= MAX_ROUNDS)
+		RaiseErr(conn_err);
+}
+
+/*
+ * Phase "connect": every group's node ready before anything is sent.
+ * False if a cluster node was unreachable but its commands moved: nothing
+ * was sent, and the next round regroups (the refresh may have dropped a
+ * connection of another group) and reconnects.
+ */
+static bool
+RunConnect(DkRun *run)
+{
+	DkErr		conn_err = {0};
+	bool		conn_failed = false;
+
+	for (int g = 0; g < run->ngroups; g++)
+	{
+		DkErr		e = {0};
+
+		if (EnsureNode(run->groups[g].node, &e))
+			continue;
+		if (dk_target->topology != DK_TOPOLOGY_CLUSTER ||
+			e.sqlstate != ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION)
+			RaiseErr(&e);
+		/* a cluster node is unreachable: has its slot moved? */
+		if (!conn_failed)
+			conn_err = e;
+		conn_failed = true;
+		run->groups[g].skip = true;
+	}
+	if (!conn_failed)
+		return true;
+	RunRerouteUnreachable(run, &conn_err);
+	return false;
+}
+
+/* Buffer one command for group gr's node, noting what its reply will be. */
+static void
+GroupAppend(DkGroup *gr, const DkCmd *cmd, DkSlotKind kind, int which)
+{
+	AppendCmd(gr->node, cmd);
+	gr->kind[gr->nslots] = kind;
+	gr->which[gr->nslots++] = which;
+}
+
+/*
+ * Buffer group gr's share: SCRIPT LOAD of the scripts a NOSCRIPT asked
+ * for, each command (after ASKING if redirected so), then WAIT for a
+ * replica on a Sentinel master if the writes must be durable.
+ */
+static void
+RunBufferGroup(DkRun *run, DkGroup *gr)
+{
+	int			ni = gr->node;
+	int			cap = 2 * gr->ncmds + DK_LUA_COUNT + 1;
+	bool		loaded[DK_LUA_COUNT] = {0};
+
+	gr->kind = palloc(sizeof(DkSlotKind) * cap);
+	gr->which = palloc(sizeof(int) * cap);
+	dk_nodes[ni].busy = true;	/* from the first byte buffered: dropped if we fail */
+	for (int j = 0; j < gr->ncmds; j++)
+	{
+		int			i = gr->cmds[j];
+		int			s = run->cmds[i]->script;
+
+		if (run->need_load[i] && !loaded[s])
+		{
+			DkCmd	   *load = DkCmdNew("SCRIPT");
+
+			DkCmdArgStr(load, "LOAD");
+			DkCmdArgStr(load, DkLuaScripts[s].source);
+			GroupAppend(gr, load, SK_LOAD, s);
+			loaded[s] = true;
+		}
+		run->need_load[i] = false;
+	}
+	for (int j = 0; j < gr->ncmds; j++)
+	{
+		int			i = gr->cmds[j];
+
+		if (run->ask[i] >= 0)
+			GroupAppend(gr, DkCmdNew("ASKING"), SK_ASKING, i);
+		GroupAppend(gr, run->cmds[i], SK_CMD, i);
+	}
+	if (run->durable && dk_nodes[ni].wait_replicas > 0)
+	{
+		DkCmd	   *wait = DkCmdNew("WAIT");
+
+		gr->wants_wait = true;
+		DkCmdArgInt(wait, dk_nodes[ni].wait_replicas);
+		DkCmdArgInt(wait, Max(1, CommandMs() / 2));
+		GroupAppend(gr, wait, SK_WAIT, -1);
+	}
+}
+
+/* Phase "write": buffer and send every node's share. */
+static void
+RunWrite(DkRun *run)
+{
+	run->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs());
+	for (int g = 0; g < run->ngroups; g++)
+	{
+		DkGroup    *gr = &run->groups[g];
+
+		if (gr->skip)
+			continue;
+		RunBufferGroup(run, gr);
+		dk_nodes[gr->node].busy = true;
+		gr->sent = true;
+		if ((gr->io = FlushOutput(gr->node, run->deadline)) != DK_IO_OK)
+			gr->failed = true;
+	}
+}
+
+/* Phase "read": every node's replies, each put where it belongs. */
+static void
+RunRead(DkRun *run)
+{
+	for (int g = 0; g < run->ngroups; g++)
+	{
+		DkGroup    *gr = &run->groups[g];
+
+		if (gr->skip || gr->failed)
+			continue;
+		for (int k = 0; k < gr->nslots; k++)
+		{
+			DkReply    *r = ReadReply(gr->node, run->deadline, &gr->io);
+
+			if (r == NULL)
+			{
+				gr->failed = true;
+				break;
+			}
+			switch (gr->kind[k])
+			{
+				case SK_CMD:
+					run->replies[gr->which[k]] = r;
+					break;
+				case SK_LOAD:
+					if (r->type == DK_REPLY_ERROR)
+					{
+						dk_nodes[gr->node].busy = true; /* replies left unread */
+						DkReplyRaiseError(r, "loading a Lua script");
+					}
+					break;
+				case SK_ASKING:
+					break;
+				case SK_WAIT:
+					gr->waited = r->type == DK_REPLY_INTEGER ? (int) r->integer : 0;
+					break;
+			}
+		}
+		if (!gr->failed)
+			dk_nodes[gr->node].busy = false;
+	}
+}
+
+/*
+ * Group gr's exchange failed: raise, or (an idempotent request, not a
+ * timeout, at most twice per call) drop the connection and resend the
+ * commands without a reply next round.
+ */
+static void
+SettleFailedGroup(DkRun *run, DkGroup *gr)
+{
+	DisconnectNode(gr->node);
+	dk_slots_stale = true;
+	if (run->safety != DK_IDEMPOTENT || gr->io == DK_IO_TIMEOUT || run->io_retries >= 2)
+		ExchangeFailed(gr->node, run->safety, gr->sent, gr->io);
+	run->io_retries++;
+
+	/*
+	 * Replies read before the failure stand and the rest is resent --
+	 * except on a Sentinel master whose replica had not confirmed them (no
+	 * WAIT reply): then every command of the group is resent (durable
+	 * writes are idempotent).
+	 */
+	for (int j = 0; j < gr->ncmds; j++)
+	{
+		if (gr->wants_wait)
+			run->replies[gr->cmds[j]] = NULL;
+		if (run->replies[gr->cmds[j]] == NULL)
+			run->ask[gr->cmds[j]] = -1;
+	}
+}
+
+/* No replica confirmed group gr's durable writes in time: raise. */
+static void
+pg_attribute_noreturn()
+ReplicaMissed(DkGroup *gr)
+{
+	char		endpoint[600];
+
+	/* the master may be an old one after a failover: rediscover next time */
+	strlcpy(endpoint, dk_nodes[gr->node].endpoint, sizeof(endpoint));
+	DisconnectNode(gr->node);
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("no replica of Redis at %s confirmed the write within %d ms",
+					endpoint, Max(1, CommandMs() / 2)),
+			 errdetail("The write is retried later with the same identity, so it is applied exactly once.")));
+}
+
+/* Command i is finished: its reply is final. */
+static inline void
+RunFinish(DkRun *run, int i)
+{
+	run->done[i] = true;
+	run->npending--;
+}
+
+/* What command i's reply r from node ni means: finished, or resent next round. */
+static void
+SettleReply(DkRun *run, int i, DkReply *r, int ni)
+{
+	int			slot;
+	int			to;
+
+	switch (Classify(r, run->cmds[i], run->noscript[i]))
+	{
+		case V_DONE:
+			RunFinish(run, i);
+			break;
+		case V_NOSCRIPT:
+			run->noscript[i]++;
+			run->need_load[i] = true;
+			run->replies[i] = NULL;
+			break;
+		case V_MOVED:
+			to = ParseRedirect(r->str, ni, &slot);
+			if (to < 0)
+			{
+				RunFinish(run, i);
+				break;
+			}
+			dk_slot_node[slot] = (int16) to;
+			dk_slots_stale = true;
+			run->ask[i] = -1;
+			run->transient = r->str;
+			run->replies[i] = NULL;
+			break;
+		case V_ASK:
+			to = ParseRedirect(r->str, ni, &slot);
+			if (to < 0)
+			{
+				RunFinish(run, i);
+				break;
+			}
+			run->ask[i] = to;
+			run->transient = r->str;
+			run->replies[i] = NULL;
+			break;
+		case V_BACKOFF:
+			run->ask[i] = -1;
+			run->transient = r->str;
+			run->wait_more = true;
+			if (strncmp(r->str, "READONLY", 8) == 0)
+			{
+				/* a master turned replica: rediscover / re-read the map */
+				DisconnectNode(ni);
+				dk_slots_stale = true;
+			}
+			run->replies[i] = NULL;
+			break;
+	}
+}
+
+/* Phase "settle": I/O failures, missing replicas, then each reply's meaning. */
+static void
+RunSettle(DkRun *run)
+{
+	for (int g = 0; g < run->ngroups; g++)
+	{
+		DkGroup    *gr = &run->groups[g];
+
+		if (gr->skip)
+			continue;
+		if (gr->failed)
+			SettleFailedGroup(run, gr);
+		else if (gr->waited >= 0 && gr->waited < dk_nodes[gr->node].wait_replicas)
+			ReplicaMissed(gr);
+		for (int j = 0; j < gr->ncmds; j++)
+		{
+			int			i = gr->cmds[j];
+
+			if (run->replies[i] != NULL)
+				SettleReply(run, i, run->replies[i], gr->node);
+		}
+	}
+}
+
+/*
+ * Phase "decide": true when every command has its final reply; raises when
+ * out of rounds or of time to wait; otherwise backs off if asked to and
+ * returns false for another round.
+ */
+static bool
+RunDecide(DkRun *run)
+{
+	const char *transient = run->transient;
+
+	if (run->npending == 0)
+		return true;
+	if (run->round + 1 >= MAX_ROUNDS || (run->wait_more && MsLeft(run->retry_deadline) <= 0))
+	{
+		if (transient == NULL)
+			transient = "too many retries";
+		ereport(ERROR,
+				(errcode(strncmp(transient, "MOVED", 5) == 0 || strncmp(transient, "ASK", 3) == 0 ?
+						 ERRCODE_CONNECTION_FAILURE : ERRCODE_CANNOT_CONNECT_NOW),
+				 errmsg("%s cannot serve the request right now", dk_target->endpoint),
+				 errdetail("Redis replied: %s (the command was not applied).", transient),
+				 errhint("Retry shortly; a failover or a resharding may be in progress.")));
+	}
+	if (run->wait_more)
+	{
+		SleepMs(Min(run->backoff, Max(1, MsLeft(run->retry_deadline))));
+		run->backoff = Min(run->backoff * 2, BACKOFF_MAX_MS);
+	}
+	return false;
+}
+
+/*
  * The engine of DkRedisRun: runs cmds (forced[i] >= 0 sends command i to
- * that node instead of routing it) and returns their final replies.
+ * that node instead of routing it) and returns their final replies, in
+ * rounds of named phases (see DkRun).
  */
 static DkReply **
 RunCommands(DkCmd **cmds, int ncmds, DkSafety safety, const int *forced, DkReply **out)
 {
-	DkReply   **replies = out ? out : palloc0(sizeof(DkReply *) * ncmds);
-	int		   *ask = palloc(sizeof(int) * ncmds);
-	int		   *noscript = palloc0(sizeof(int) * ncmds);
-	bool	   *need_load = palloc0(sizeof(bool) * ncmds);
-	bool	   *done = palloc0(sizeof(bool) * ncmds);
-	DkGroup    *groups = palloc0(sizeof(DkGroup) * ncmds);
-	int			npending = ncmds;
-	int			io_retries = 0;
-	long		backoff = BACKOFF_FIRST_MS;
-	TimestampTz retry_deadline =
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs());
-	bool		durable = safety == DK_IDEMPOTENT_DURABLE && dk_target->topology == DK_TOPOLOGY_SENTINEL;
+	DkRun		run;
 
+	RunInit(&run, cmds, ncmds, safety, forced, out);
 	CheckExitWorkLeft();
-	for (int i = 0; i < ncmds; i++)
-		ask[i] = -1;
-	if (safety == DK_IDEMPOTENT_DURABLE)
-		safety = DK_IDEMPOTENT;
-
-	for (int round = 0; npending > 0; round++)
+	for (run.round = 0; run.npending > 0; run.round++)
 	{
-		int			ngroups = 0;
-		TimestampTz deadline;
-		bool		wait_more = false;
-		const char *transient = NULL;
-		DkErr		conn_err = {0};
-		bool		conn_failed = false;
-
 		EnsureSlots();
-
-		/* group the pending commands per node */
-		for (int i = 0; i < ncmds; i++)
-		{
-			int			node;
-			int			g;
-
-			if (done[i])
-				continue;
-			node = ask[i] >= 0 ? ask[i] : (forced && forced[i] >= 0) ? forced[i] : RouteCmd(cmds[i]);
-			for (g = 0; g < ngroups; g++)
-				if (groups[g].node == node)
-					break;
-			if (g == ngroups)
-			{
-				memset(&groups[g], 0, sizeof(DkGroup));
-				groups[g].node = node;
-				groups[g].cmds = palloc(sizeof(int) * npending);
-				groups[g].waited = -1;
-				ngroups++;
-			}
-			groups[g].cmds[groups[g].ncmds++] = i;
-		}
-
-		/* connect (nothing is sent before every node is ready) */
-		for (int g = 0; g < ngroups; g++)
-		{
-			DkErr		e = {0};
-
-			if (EnsureNode(groups[g].node, &e))
-				continue;
-			if (dk_target->topology != DK_TOPOLOGY_CLUSTER ||
-				e.sqlstate != ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION)
-				RaiseErr(&e);
-			/* a cluster node is unreachable: has its slot moved? */
-			if (!conn_failed)
-				conn_err = e;
-			conn_failed = true;
-			groups[g].skip = true;
-		}
-		if (conn_failed)
-		{
-			DkErr		refresh_err = {0};
-			bool		moved = false;
-
-			if (!RefreshSlots(&refresh_err))
-				RaiseErr(&conn_err);
-			for (int g = 0; g < ngroups; g++)
-				if (groups[g].skip)
-					for (int j = 0; j < groups[g].ncmds; j++)
-					{
-						int			i = groups[g].cmds[j];
-
-						/* a command for a given node (SCAN of one master) cannot move */
-						if (forced && forced[i] >= 0)
-							continue;
-						if (ask[i] >= 0)
-							ask[i] = -1;	/* the importing node is gone: ask the map */
-						if (RouteCmd(cmds[i]) != groups[g].node)
-							moved = true;
-					}
-			if (!moved || round + 1 >= MAX_ROUNDS)
-				RaiseErr(&conn_err);
-			/*
-			 * Nothing was sent this round.  The refresh may have dropped a
-			 * connection of another group: regroup and reconnect first.
-			 */
+		RunGroup(&run);
+		if (!RunConnect(&run))
 			continue;
-		}
-
-		/* write every node's share */
-		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs());
-		for (int g = 0; g < ngroups; g++)
-		{
-			DkGroup    *gr = &groups[g];
-			int			ni = gr->node;
-			int			cap = 2 * gr->ncmds + DK_LUA_COUNT + 1;
-			bool		loaded[DK_LUA_COUNT] = {0};
-
-			if (gr->skip)
-				continue;
-			gr->kind = palloc(sizeof(DkSlotKind) * cap);
-			gr->which = palloc(sizeof(int) * cap);
-			dk_nodes[ni].busy = true;	/* from the first byte buffered: dropped if we fail */
-			for (int j = 0; j < gr->ncmds; j++)
-			{
-				int			i = gr->cmds[j];
-				int			s = cmds[i]->script;
-
-				if (need_load[i] && !loaded[s])
-				{
-					DkCmd	   *load = DkCmdNew("SCRIPT");
-
-					DkCmdArgStr(load, "LOAD");
-					DkCmdArgStr(load, DkLuaScripts[s].source);
-					AppendCmd(ni, load);
-					gr->kind[gr->nslots] = SK_LOAD;
-					gr->which[gr->nslots++] = s;
-					loaded[s] = true;
-				}
-				need_load[i] = false;
-			}
-			for (int j = 0; j < gr->ncmds; j++)
-			{
-				int			i = gr->cmds[j];
-
-				if (ask[i] >= 0)
-				{
-					AppendCmd(ni, DkCmdNew("ASKING"));
-					gr->kind[gr->nslots] = SK_ASKING;
-					gr->which[gr->nslots++] = i;
-				}
-				AppendCmd(ni, cmds[i]);
-				gr->kind[gr->nslots] = SK_CMD;
-				gr->which[gr->nslots++] = i;
-			}
-			if (durable && dk_nodes[ni].wait_replicas > 0)
-			{
-				DkCmd	   *wait = DkCmdNew("WAIT");
-
-				gr->wants_wait = true;
-
-				DkCmdArgInt(wait, dk_nodes[ni].wait_replicas);
-				DkCmdArgInt(wait, Max(1, CommandMs() / 2));
-				AppendCmd(ni, wait);
-				gr->kind[gr->nslots] = SK_WAIT;
-				gr->which[gr->nslots++] = -1;
-			}
-			dk_nodes[ni].busy = true;
-			gr->sent = true;
-			if (!FlushOutput(ni, deadline, &gr->why))
-				gr->failed = true;
-		}
-
-		/* read every node's replies */
-		for (int g = 0; g < ngroups; g++)
-		{
-			DkGroup    *gr = &groups[g];
-
-			if (gr->skip || gr->failed)
-				continue;
-			for (int k = 0; k < gr->nslots; k++)
-			{
-				DkReply    *r = ReadReply(gr->node, deadline, &gr->why);
-
-				if (r == NULL)
-				{
-					gr->failed = true;
-					break;
-				}
-				switch (gr->kind[k])
-				{
-					case SK_CMD:
-						replies[gr->which[k]] = r;
-						break;
-					case SK_LOAD:
-						if (r->type == DK_REPLY_ERROR)
-						{
-							dk_nodes[gr->node].busy = true;	/* replies left unread */
-							DkReplyRaiseError(r, "loading a Lua script");
-						}
-						break;
-					case SK_ASKING:
-						break;
-					case SK_WAIT:
-						gr->waited = r->type == DK_REPLY_INTEGER ? (int) r->integer : 0;
-						break;
-				}
-			}
-			if (!gr->failed)
-				dk_nodes[gr->node].busy = false;
-		}
-
-		/* settle */
-		for (int g = 0; g < ngroups; g++)
-		{
-			DkGroup    *gr = &groups[g];
-			int			ni = gr->node;
-
-			if (gr->skip)
-				continue;
-			if (gr->failed)
-			{
-				bool		timeout = strcmp(gr->why, "timeout") == 0;
-
-				DisconnectNode(ni);
-				dk_slots_stale = true;
-				if (safety != DK_IDEMPOTENT || timeout || io_retries >= 2)
-					ExchangeFailed(ni, safety, gr->sent, gr->why);
-				io_retries++;
-
-				/*
-				 * Replies read before the failure stand and the rest is
-				 * resent -- except on a Sentinel master whose replica had not
-				 * confirmed them (no WAIT reply): then every command of the
-				 * group is resent (durable writes are idempotent).
-				 */
-				for (int j = 0; j < gr->ncmds; j++)
-				{
-					if (gr->wants_wait)
-						replies[gr->cmds[j]] = NULL;
-					if (replies[gr->cmds[j]] == NULL)
-						ask[gr->cmds[j]] = -1;
-				}
-			}
-			else if (gr->waited >= 0 && gr->waited < dk_nodes[ni].wait_replicas)
-			{
-				char		endpoint[600];
-
-				/* the master may be an old one after a failover: rediscover next time */
-				strlcpy(endpoint, dk_nodes[ni].endpoint, sizeof(endpoint));
-				DisconnectNode(ni);
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("no replica of Redis at %s confirmed the write within %d ms",
-								endpoint, Max(1, CommandMs() / 2)),
-						 errdetail("The write is retried later with the same identity, so it is applied exactly once.")));
-			}
-			for (int j = 0; j < gr->ncmds; j++)
-			{
-				int			i = gr->cmds[j];
-				DkReply    *r = replies[i];
-				int			slot;
-				int			to;
-
-				if (r == NULL)
-					continue;
-				switch (Classify(r, cmds[i], noscript[i]))
-				{
-					case V_DONE:
-						done[i] = true;
-						npending--;
-						break;
-					case V_NOSCRIPT:
-						noscript[i]++;
-						need_load[i] = true;
-						replies[i] = NULL;
-						break;
-					case V_MOVED:
-						to = ParseRedirect(r->str, ni, &slot);
-						if (to < 0)
-						{
-							done[i] = true;
-							npending--;
-							break;
-						}
-						dk_slot_node[slot] = (int16) to;
-						dk_slots_stale = true;
-						ask[i] = -1;
-						transient = r->str;
-						replies[i] = NULL;
-						break;
-					case V_ASK:
-						to = ParseRedirect(r->str, ni, &slot);
-						if (to < 0)
-						{
-							done[i] = true;
-							npending--;
-							break;
-						}
-						ask[i] = to;
-						transient = r->str;
-						replies[i] = NULL;
-						break;
-					case V_BACKOFF:
-						ask[i] = -1;
-						transient = r->str;
-						wait_more = true;
-						if (strncmp(r->str, "READONLY", 8) == 0)
-						{
-							/* a master turned replica: rediscover / re-read the map */
-							DisconnectNode(ni);
-							dk_slots_stale = true;
-						}
-						replies[i] = NULL;
-						break;
-				}
-			}
-		}
-
-		if (npending == 0)
+		RunWrite(&run);
+		RunRead(&run);
+		RunSettle(&run);
+		if (RunDecide(&run))
 			break;
-		if (round + 1 >= MAX_ROUNDS || (wait_more && MsLeft(retry_deadline) <= 0))
-		{
-			if (transient == NULL)
-				transient = "too many retries";
-			ereport(ERROR,
-					(errcode(strncmp(transient, "MOVED", 5) == 0 || strncmp(transient, "ASK", 3) == 0 ?
-							 ERRCODE_CONNECTION_FAILURE : ERRCODE_CANNOT_CONNECT_NOW),
-					 errmsg("%s cannot serve the request right now", dk_target->endpoint),
-					 errdetail("Redis replied: %s (the command was not applied).", transient),
-					 errhint("Retry shortly; a failover or a resharding may be in progress.")));
-		}
-		if (wait_more)
-		{
-			SleepMs(Min(backoff, Max(1, MsLeft(retry_deadline))));
-			backoff = Min(backoff * 2, BACKOFF_MAX_MS);
-		}
 	}
-	return replies;
+	return run.replies;
 }
 
 /*

@@ -211,10 +211,10 @@ RefreshSlots(DkErr *err)
 													  ConnectMs() + CommandMs());
 
 	for (int i = 0; i < ncand; i++)
-		if (dk_nodes[i].ctx != NULL && !dk_nodes[i].busy)
+		if (NodeConnected(i) && !dk_nodes[i].busy)
 			order[no++] = i;
 	for (int i = 0; i < ncand; i++)
-		if (!(dk_nodes[i].ctx != NULL && !dk_nodes[i].busy))
+		if (!(NodeConnected(i) && !dk_nodes[i].busy))
 			order[no++] = i;
 
 	for (int k = 0; k < no; k++)
@@ -224,7 +224,7 @@ RefreshSlots(DkErr *err)
 		DkCmd	   *cmd = DkCmdNew("CLUSTER");
 		DkReply   **r;
 		DkReply    *map;
-		const char *why = NULL;
+		DkIo		io = DK_IO_OK;
 		bool		sent;
 		int16	   *fresh;
 
@@ -240,16 +240,14 @@ RefreshSlots(DkErr *err)
 		}
 		r = NodeExchange(ni, &cmd, 1,
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CommandMs()),
-						 &why, &sent);
+						 &io, &sent);
 		if (r == NULL)
 		{
 			if (!have_err)
 			{
 				err->sqlstate = ERRCODE_CONNECTION_FAILURE;
 				err->msg = psprintf("lost connection to Redis at %s: %s", dk_nodes[ni].endpoint,
-									strcmp(why, "timeout") == 0 ?
-									psprintf("no reply within %s", CommandBoundText()) :
-									why);
+									IoFailureText(ni, io, false));
 				err->detail = NULL;
 				err->hint = NULL;
 				have_err = true;

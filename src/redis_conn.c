@@ -98,10 +98,152 @@ bool
 DkRedisConnected(void)
 {
 	for (int i = 0; i < dk_nnodes; i++)
-		if (dk_nodes[i].ctx != NULL && !dk_nodes[i].is_sentinel)
+		if (NodeConnected(i) && !dk_nodes[i].is_sentinel)
 			return true;
 	return false;
 }
+
+/*
+ * Transports.  A node's connection is driven through a DkTransport: open
+ * starts a non-blocking connect, handshake is called each time the socket
+ * is ready until it returns DK_IO_OK (the plain transport only checks the
+ * connect's outcome; a TLS transport would run its handshake there), write
+ * sends what the RESP layer buffered, read takes in what has arrived and
+ * must consume everything the transport itself buffered (the caller then
+ * waits on the socket), idle_broken probes an idle connection, peek looks
+ * at unread bytes without consuming them, close frees everything, and
+ * socket is what WaitSocket and the idle timer's shutdown(2) use.  Each
+ * returns DK_IO_OK, DK_IO_WANT_READ/DK_IO_WANT_WRITE (wait, then call
+ * again) or DK_IO_ERROR with the node's io_error set.  Timeouts,
+ * interrupts and messages stay with the callers, so every transport gets
+ * them for free.
+ *
+ * The RESP layer (AppendCmd, ReadReply) is hiredis's: redisAppendCommandArgv
+ * formats into the context's output buffer and redisGetReplyFromReader
+ * parses its reader.  The plain transport lets hiredis 0.14 do the socket
+ * I/O of that same context (redisConnectNonBlock, redisBufferWrite,
+ * redisBufferRead), which reads and writes the fd directly; a transport
+ * that encrypts must move the bytes itself: write the context's obuf, and
+ * feed what it decrypts to the context's reader (redisReaderFeed).
+ */
+typedef struct DkTransport
+{
+	const char *name;
+	DkIo		(*open) (DkNode *n);
+	DkIo		(*handshake) (DkNode *n);
+	DkIo		(*write) (DkNode *n);
+	DkIo		(*read) (DkNode *n);
+	bool		(*idle_broken) (DkNode *n);
+	ssize_t		(*peek) (DkNode *n, char *buf, size_t len);
+	void		(*close) (DkNode *n);
+	pgsocket	(*socket) (const DkNode *n);
+} DkTransport;
+
+/* Record what failed on node n's connection; returns DK_IO_ERROR. */
+static DkIo
+IoError(DkNode *n, const char *what)
+{
+	strlcpy(n->io_error, what, sizeof(n->io_error));
+	return DK_IO_ERROR;
+}
+
+/* Plain: start a non-blocking TCP or unix-socket connect (hiredis). */
+static DkIo
+PlainOpen(DkNode *n)
+{
+	redisContext *c;
+
+	if (n->is_unix)
+		c = redisConnectUnixNonBlock(n->path);
+	else
+		c = redisConnectNonBlock(n->host, n->port);
+	if (c == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	n->ctx = c;
+	if (c->err)
+		return IoError(n, c->errstr);
+	return DK_IO_WANT_WRITE;	/* the connect is done when the socket is writable */
+}
+
+/* Plain: the outcome of the connect, once the socket is writable. */
+static DkIo
+PlainHandshake(DkNode *n)
+{
+	int			soerr = 0;
+	socklen_t	slen = sizeof(soerr);
+
+	if (getsockopt(n->ctx->fd, SOL_SOCKET, SO_ERROR, &soerr, &slen) != 0)
+		soerr = errno;
+	if (soerr != 0)
+		return IoError(n, strerror(soerr));
+	return DK_IO_OK;
+}
+
+/* Plain: write what is buffered; DK_IO_OK once all of it is written. */
+static DkIo
+PlainWrite(DkNode *n)
+{
+	int			done = 0;
+
+	if (redisBufferWrite(n->ctx, &done) != REDIS_OK)
+		return IoError(n, n->ctx->errstr);
+	return done ? DK_IO_OK : DK_IO_WANT_WRITE;
+}
+
+/* Plain: read what has arrived into the reply parser. */
+static DkIo
+PlainRead(DkNode *n)
+{
+	if (redisBufferRead(n->ctx) != REDIS_OK)
+		return IoError(n, n->ctx->errstr);
+	return DK_IO_OK;
+}
+
+/* Plain: an idle connection is broken if it failed or shows EOF or data (e.g. Redis restarted). */
+static bool
+PlainIdleBroken(DkNode *n)
+{
+	struct pollfd pfd;
+
+	if (n->ctx->err)
+		return true;
+	pfd.fd = n->ctx->fd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) != 0;
+}
+
+/* Plain: unread bytes, left in the socket. */
+static ssize_t
+PlainPeek(DkNode *n, char *buf, size_t len)
+{
+	if (n->ctx->fd < 0)
+		return -1;
+	return recv(n->ctx->fd, buf, len, MSG_DONTWAIT | MSG_PEEK);
+}
+
+/* Plain: free the context (closes the socket). */
+static void
+PlainClose(DkNode *n)
+{
+	if (n->ctx)
+	{
+		redisFree(n->ctx);
+		n->ctx = NULL;
+	}
+}
+
+/* Plain: the socket (async-signal-safe: read by the idle timer's handler). */
+static pgsocket
+PlainSocket(const DkNode *n)
+{
+	return n->ctx ? n->ctx->fd : PGINVALID_SOCKET;
+}
+
+static const DkTransport PlainTransport = {
+	"plain", PlainOpen, PlainHandshake, PlainWrite, PlainRead,
+	PlainIdleBroken, PlainPeek, PlainClose, PlainSocket
+};
 
 /* Close one node's connection. */
 void
@@ -114,10 +256,10 @@ DisconnectNode(int ni)
 		FreeWaitEventSet(n->wes);
 		n->wes = NULL;
 	}
-	if (n->ctx)
+	if (n->transport)
 	{
-		redisFree(n->ctx);
-		n->ctx = NULL;
+		n->transport->close(n);
+		n->transport = NULL;
 	}
 	n->busy = false;
 }
@@ -236,8 +378,8 @@ IdleTimeoutHandler(void)
 	if (call_depth != 0)
 		return;
 	for (int i = 0; i < dk_nnodes; i++)
-		if (dk_nodes[i].ctx != NULL && dk_nodes[i].ctx->fd >= 0)
-			(void) shutdown(dk_nodes[i].ctx->fd, SHUT_RDWR);
+		if (dk_nodes[i].transport != NULL && dk_nodes[i].transport->socket(&dk_nodes[i]) >= 0)
+			(void) shutdown(dk_nodes[i].transport->socket(&dk_nodes[i]), SHUT_RDWR);
 	idle_closed = true;
 }
 
@@ -442,28 +584,34 @@ SleepMs(long ms)
 	}
 }
 
-/* Write everything buffered in node ni's context; false (with *why) on timeout or I/O error. */
-bool
-FlushOutput(int ni, TimestampTz deadline, const char **why)
+/* Write everything buffered for node ni: DK_IO_OK, DK_IO_TIMEOUT or DK_IO_ERROR. */
+DkIo
+FlushOutput(int ni, TimestampTz deadline)
 {
-	int			done = 0;
+	DkNode	   *n = &dk_nodes[ni];
 
 	DkRoundTrips++;				/* one request to one node (metrics.c) */
 	for (;;)
 	{
-		if (redisBufferWrite(dk_nodes[ni].ctx, &done) != REDIS_OK)
-		{
-			*why = pstrdup(dk_nodes[ni].ctx->errstr);
-			return false;
-		}
-		if (done)
-			return true;
-		if (!WaitSocket(ni, true, deadline))
-		{
-			*why = "timeout";
-			return false;
-		}
+		DkIo		io = n->transport->write(n);
+
+		if (io == DK_IO_OK || io == DK_IO_ERROR)
+			return io;
+		if (!WaitSocket(ni, io == DK_IO_WANT_WRITE, deadline))
+			return DK_IO_TIMEOUT;
 	}
+}
+
+/*
+ * The message of a failed exchange with node ni: "no reply within" the
+ * connect or command bound, or what the transport said.
+ */
+char *
+IoFailureText(int ni, DkIo io, bool connecting)
+{
+	if (io == DK_IO_TIMEOUT)
+		return psprintf("no reply within %s", connecting ? ConnectBoundText() : CommandBoundText());
+	return pstrdup(dk_nodes[ni].io_error);
 }
 
 /* Copy a hiredis reply into palloc memory. */
@@ -514,19 +662,22 @@ CopyReply(redisReply *r)
 }
 
 /*
- * Read one reply from node ni; NULL with *why set on timeout or I/O error.
- * The hiredis reply is freed before returning.
+ * Read one reply from node ni; NULL with *io (DK_IO_TIMEOUT or
+ * DK_IO_ERROR) on failure.  The hiredis reply is freed before returning.
  */
 DkReply *
-ReadReply(int ni, TimestampTz deadline, const char **why)
+ReadReply(int ni, TimestampTz deadline, DkIo *io)
 {
+	DkNode	   *n = &dk_nodes[ni];
+	DkIo		want = DK_IO_WANT_READ;
+
 	for (;;)
 	{
 		void	   *raw = NULL;
 
-		if (redisGetReplyFromReader(dk_nodes[ni].ctx, &raw) != REDIS_OK)
+		if (redisGetReplyFromReader(n->ctx, &raw) != REDIS_OK)
 		{
-			*why = pstrdup(dk_nodes[ni].ctx->errstr);
+			*io = IoError(n, n->ctx->errstr);
 			return NULL;
 		}
 		if (raw)
@@ -542,17 +693,18 @@ ReadReply(int ni, TimestampTz deadline, const char **why)
 				freeReplyObject(raw);
 			}
 			PG_END_TRY();
-			strlcpy(dk_last_endpoint, dk_nodes[ni].endpoint, sizeof(dk_last_endpoint));
+			strlcpy(dk_last_endpoint, n->endpoint, sizeof(dk_last_endpoint));
 			return d;
 		}
-		if (!WaitSocket(ni, false, deadline))
+		if (!WaitSocket(ni, want == DK_IO_WANT_WRITE, deadline))
 		{
-			*why = "timeout";
+			*io = DK_IO_TIMEOUT;
 			return NULL;
 		}
-		if (redisBufferRead(dk_nodes[ni].ctx) != REDIS_OK)
+		want = n->transport->read(n);
+		if (want == DK_IO_ERROR)
 		{
-			*why = pstrdup(dk_nodes[ni].ctx->errstr);
+			*io = DK_IO_ERROR;
 			return NULL;
 		}
 	}
@@ -568,23 +720,23 @@ AppendCmd(int ni, const DkCmd *cmd)
 
 /*
  * Write cmds to node ni and read their replies within deadline.  Returns
- * NULL and sets *why (and *sent) on failure, leaving the caller to decide
+ * NULL and sets *io (and *sent) on failure, leaving the caller to decide
  * what to report.
  */
 DkReply **
-NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline, const char **why, bool *sent)
+NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline, DkIo *io, bool *sent)
 {
 	DkReply   **replies = palloc0(sizeof(DkReply *) * ncmds);
 
 	*sent = false;
-	dk_nodes[ni].busy = true;		/* from the first byte buffered: dropped if we fail */
+	dk_nodes[ni].busy = true;	/* from the first byte buffered: dropped if we fail */
 	for (int i = 0; i < ncmds; i++)
 		AppendCmd(ni, cmds[i]);
 	*sent = true;
-	if (!FlushOutput(ni, deadline, why))
+	if ((*io = FlushOutput(ni, deadline)) != DK_IO_OK)
 		return NULL;
 	for (int i = 0; i < ncmds; i++)
-		if ((replies[i] = ReadReply(ni, deadline, why)) == NULL)
+		if ((replies[i] = ReadReply(ni, deadline, io)) == NULL)
 			return NULL;
 	dk_nodes[ni].busy = false;
 	return replies;
@@ -627,13 +779,14 @@ static bool
 PeekFullRefusal(int ni)
 {
 	static const char full[] = "-ERR max number of clients reached";
+	DkNode	   *n = &dk_nodes[ni];
 	char		buf[sizeof(full)];
-	ssize_t		n;
+	ssize_t		len;
 
-	if (dk_nodes[ni].ctx == NULL || dk_nodes[ni].ctx->fd < 0)
+	if (n->transport == NULL)
 		return false;
-	n = recv(dk_nodes[ni].ctx->fd, buf, sizeof(full) - 1, MSG_DONTWAIT | MSG_PEEK);
-	return n == (ssize_t) sizeof(full) - 1 && memcmp(buf, full, n) == 0;
+	len = n->transport->peek(n, buf, sizeof(full) - 1);
+	return len == (ssize_t) sizeof(full) - 1 && memcmp(buf, full, len) == 0;
 }
 
 /* A Redis error reply to the handshake as an error of node ni. */
@@ -682,60 +835,57 @@ HandshakeFailed(int ni, const DkReply *r, DkErr *err)
 }
 
 /*
- * Open node ni's connection (TCP or unix socket), authenticate and select
- * the db (data nodes), and for a sentinel-managed master verify its role.
+ * Open node ni's socket through its transport (TCP or unix socket, and
+ * the transport's own handshake), within deadline.  False with *err
+ * filled on failure (the node is then disconnected).
+ */
+static bool
+OpenConnection(int ni, TimestampTz deadline, DkErr *err)
+{
+	DkNode	   *n = &dk_nodes[ni];
+	DkIo		io;
+
+	n->transport = &PlainTransport;
+	io = n->transport->open(n);
+	if (io == DK_IO_ERROR)
+		return ConnectFailed(ni, err, pstrdup(n->io_error));
+
+	n->wes = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(n->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(n->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	n->sock_pos = AddWaitEventToSet(n->wes, WL_SOCKET_WRITEABLE, n->transport->socket(n), NULL, NULL);
+
+	while (io == DK_IO_WANT_READ || io == DK_IO_WANT_WRITE)
+	{
+		if (!WaitSocket(ni, io == DK_IO_WANT_WRITE, deadline))
+			return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
+		io = n->transport->handshake(n);
+	}
+	if (io == DK_IO_ERROR)
+		return ConnectFailed(ni, err, pstrdup(n->io_error));
+	return true;
+}
+
+/*
+ * Set up the Redis session on node ni's new connection: AUTH, SELECT of
+ * the db, and for a sentinel-managed master ROLE, to check it is one.
  * False with *err filled on failure (the node is then disconnected).
  */
 static bool
-ConnectNode(int ni, DkErr *err)
+SetUpSession(int ni, TimestampTz deadline, bool check_role, DkErr *err)
 {
-	TimestampTz deadline;
-	int			soerr = 0;
-	socklen_t	slen = sizeof(soerr);
 	DkCmd	   *hs[3];
 	int			nhs = 0;
-	const char *why = NULL;
+	DkIo		io = DK_IO_OK;
 	bool		sent;
 	DkReply   **r;
-	bool		check_role = dk_target->topology == DK_TOPOLOGY_SENTINEL && !dk_nodes[ni].is_sentinel;
-	redisContext *c;
-
-	DisconnectNode(ni);
-	if (check_role && !DiscoverMaster(err))
-		return false;
-
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs());
-	if (dk_nodes[ni].is_unix)
-		c = redisConnectUnixNonBlock(dk_nodes[ni].path);
-	else
-		c = redisConnectNonBlock(dk_nodes[ni].host, dk_nodes[ni].port);
-	if (c == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	dk_nodes[ni].ctx = c;
-	if (c->err)
-		return ConnectFailed(ni, err, pstrdup(c->errstr));
-
-	dk_nodes[ni].wes = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(dk_nodes[ni].wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(dk_nodes[ni].wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	dk_nodes[ni].sock_pos = AddWaitEventToSet(dk_nodes[ni].wes, WL_SOCKET_WRITEABLE, c->fd, NULL, NULL);
-
-	if (!WaitSocket(ni, true, deadline))
-		return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &slen) != 0)
-		soerr = errno;
-	if (soerr != 0)
-		return ConnectFailed(ni, err, pstrdup(strerror(soerr)));
-
-	if (dk_nodes[ni].is_sentinel)
-		return true;			/* sentinels: no AUTH (see docs/cluster.md) */
 
 	if (dk_target->has_auth)
 	{
 		hs[nhs] = DkCmdNew("AUTH");
 		if (dk_target->user[0])
 			DkCmdArgStr(hs[nhs], dk_target->user);
-		/* a copy: the command's copy is wiped below, target's must stay */
+		/* a copy: the command's copy is wiped below, dk_target's must stay */
 		DkCmdArgStr(hs[nhs], pstrdup(dk_target->password));
 		nhs++;
 	}
@@ -746,19 +896,18 @@ ConnectNode(int ni, DkErr *err)
 	if (check_role)
 		hs[nhs++] = DkCmdNew("ROLE");
 
-	r = NodeExchange(ni, hs, nhs, deadline, &why, &sent);
+	r = NodeExchange(ni, hs, nhs, deadline, &io, &sent);
 	/* the AUTH command holds the password: wipe it */
 	if (dk_target->has_auth)
 		explicit_bzero((void *) hs[0]->argv[hs[0]->argc - 1], hs[0]->argvlen[hs[0]->argc - 1]);
-	if (r == NULL && strcmp(why, "timeout") != 0 && PeekFullRefusal(ni))
+	if (r == NULL && io != DK_IO_TIMEOUT && PeekFullRefusal(ni))
 	{
 		FullRefusal(ni, err, "ERR max number of clients reached");
 		DisconnectNode(ni);
 		return false;
 	}
 	if (r == NULL)
-		return ConnectFailed(ni, err, strcmp(why, "timeout") == 0 ?
-							 psprintf("no reply within %s", ConnectBoundText()) : why);
+		return ConnectFailed(ni, err, IoFailureText(ni, io, true));
 	for (int i = 0; i < nhs; i++)
 		if (r[i]->type == DK_REPLY_ERROR)
 			return HandshakeFailed(ni, r[i], err);
@@ -770,16 +919,27 @@ ConnectNode(int ni, DkErr *err)
 	return true;
 }
 
-/* True if an idle connection shows EOF or unexpected data (e.g. Redis restarted). */
+/*
+ * Open node ni's connection (TCP or unix socket), authenticate and select
+ * the db (data nodes), and for a sentinel-managed master verify its role.
+ * False with *err filled on failure (the node is then disconnected).
+ */
 static bool
-IdleConnectionBroken(int ni)
+ConnectNode(int ni, DkErr *err)
 {
-	struct pollfd pfd;
+	TimestampTz deadline;
+	bool		check_role = dk_target->topology == DK_TOPOLOGY_SENTINEL && !dk_nodes[ni].is_sentinel;
 
-	pfd.fd = dk_nodes[ni].ctx->fd;
-	pfd.events = POLLIN;
-	pfd.revents = 0;
-	return poll(&pfd, 1, 0) != 0;
+	DisconnectNode(ni);
+	if (check_role && !DiscoverMaster(err))
+		return false;
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs());
+	if (!OpenConnection(ni, deadline, err))
+		return false;
+	if (dk_nodes[ni].is_sentinel)
+		return true;			/* sentinels: no AUTH (see docs/cluster.md) */
+	return SetUpSession(ni, deadline, check_role, err);
 }
 
 /*
@@ -793,9 +953,9 @@ EnsureNode(int ni, DkErr *err)
 	DkNode	   *n = &dk_nodes[ni];
 	TimestampTz deadline;
 
-	if (n->ctx != NULL && (n->busy || n->ctx->err || IdleConnectionBroken(ni)))
+	if (n->transport != NULL && (n->busy || n->transport->idle_broken(n)))
 		DisconnectNode(ni);
-	if (n->ctx != NULL)
+	if (n->transport != NULL)
 		return true;
 	if (dk_target->topology != DK_TOPOLOGY_SENTINEL || n->is_sentinel)
 		return ConnectNode(ni, err);

@@ -55,6 +55,24 @@ typedef struct DkRedisTarget
 	char		endpoint[600];	/* for messages: host:port, unix:path, ... */
 } DkRedisTarget;
 
+/*
+ * The outcome of an I/O step on a node's connection.  The transports of
+ * redis_conn.c return OK, WANT_READ/WANT_WRITE (wait for the socket, then
+ * call again) or ERROR; the functions that wait (FlushOutput, ReadReply,
+ * NodeExchange) return OK, TIMEOUT or ERROR.  The text of an ERROR is in
+ * the node's io_error; IoFailureText makes the message of either failure.
+ */
+typedef enum DkIo
+{
+	DK_IO_OK,
+	DK_IO_WANT_READ,
+	DK_IO_WANT_WRITE,
+	DK_IO_TIMEOUT,				/* the deadline passed while waiting */
+	DK_IO_ERROR					/* the connection failed (DkNode.io_error) */
+} DkIo;
+
+struct DkTransport;
+
 /* One server this process talks to. */
 typedef struct DkNode
 {
@@ -64,7 +82,10 @@ typedef struct DkNode
 	int			port;
 	char		path[512];
 	char		endpoint[600];	/* host:port or unix:path, for messages */
-	struct redisContext *ctx;	/* only redis_conn.c looks inside */
+	/* the connection (redis_conn.c only): NULL transport = not connected */
+	const struct DkTransport *transport;
+	struct redisContext *ctx;	/* plain transport and RESP parser state */
+	char		io_error[128];	/* what the last DK_IO_ERROR was */
 	WaitEventSet *wes;
 	int			sock_pos;
 	bool		busy;			/* a request is in flight */
@@ -97,6 +118,14 @@ extern void CheckExitWorkLeft(void);
 /* redis_conn.c: the node table and one node's connection */
 extern DkNode *dk_nodes;
 extern int	dk_nnodes;
+
+/* Whether node ni has an open connection. */
+static inline bool
+NodeConnected(int ni)
+{
+	return dk_nodes[ni].transport != NULL;
+}
+
 extern char dk_last_endpoint[600];
 extern int	FindOrAddNode(bool is_unix, const char *host, int port, const char *path, bool is_sentinel);
 extern void DisconnectNode(int ni);
@@ -107,10 +136,11 @@ extern void BeginCall(void);
 extern void EndCall(void);
 extern void SleepMs(long ms);
 extern void AppendCmd(int ni, const DkCmd *cmd);
-extern bool FlushOutput(int ni, TimestampTz deadline, const char **why);
-extern DkReply *ReadReply(int ni, TimestampTz deadline, const char **why);
+extern DkIo FlushOutput(int ni, TimestampTz deadline);
+extern DkReply *ReadReply(int ni, TimestampTz deadline, DkIo *io);
 extern DkReply **NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline,
-							  const char **why, bool *sent);
+							  DkIo *io, bool *sent);
+extern char *IoFailureText(int ni, DkIo io, bool connecting);
 
 /* redis_cluster.c: node table of the target, slot map and routing */
 extern int16 *dk_slot_node;

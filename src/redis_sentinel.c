@@ -37,7 +37,7 @@ DiscoverMaster(DkErr *err)
 	{
 		DkCmd	   *q[2];
 		DkReply   **r;
-		const char *why = NULL;
+		DkIo		io = DK_IO_OK;
 		bool		sent;
 		int			healthy = 0;
 		int			port;
@@ -60,14 +60,13 @@ DiscoverMaster(DkErr *err)
 		DkCmdArgStr(q[1], dk_target->master_name);
 		r = NodeExchange(ni, q, 2,
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs()),
-						 &why, &sent);
+						 &io, &sent);
 		DisconnectNode(ni);		/* discovery is rare: do not keep sentinel connections */
 		if (r == NULL)
 		{
 			if (!have_first)
 			{
-				ConnectFailed(ni, &first, strcmp(why, "timeout") == 0 ?
-							  psprintf("no reply within %s", ConnectBoundText()) : why);
+				ConnectFailed(ni, &first, IoFailureText(ni, io, true));
 				have_first = true;
 			}
 			continue;
