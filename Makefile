@@ -3,7 +3,8 @@ EXTENSION  = distkit
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" distkit.control)
 
 MODULE_big = distkit
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+# src/lua_scripts.c is generated (below), so it may not exist yet
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c) src/lua_scripts.c))
 LUA_SCRIPTS = $(sort $(wildcard lua/*.lua))
 
 DATA_built = distkit--$(EXTVERSION).sql
@@ -26,16 +27,22 @@ REGRESS_OPTS = --encoding=UTF8 --no-locale $(DISTKIT_REGRESS_INSTANCE)
 DISTKIT_REGRESS_INSTANCE ?= --temp-instance=$(DISTKIT_TMP)/pg --temp-config=$(DISTKIT_TMP)/postgresql.conf
 DISTKIT_TMP ?= $(CURDIR)/test/tmp
 
-EXTRA_CLEAN = src/lua_scripts.h distkit--$(EXTVERSION).sql distkit-$(EXTVERSION).zip
+EXTRA_CLEAN = src/lua_scripts.h src/lua_scripts.c distkit--$(EXTVERSION).sql distkit-$(EXTVERSION).zip
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# the script table (src/lua_scripts.c) and its enum (src/lua_scripts.h,
+# rewritten only when it changes: editing a script recompiles one file)
 src/lua_scripts.h: $(LUA_SCRIPTS) src/embed-lua.sh
-	sh src/embed-lua.sh $(LUA_SCRIPTS) > $@.tmp && mv $@.tmp $@
+	sh src/embed-lua.sh header $(LUA_SCRIPTS) > $@.tmp
+	if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+src/lua_scripts.c: $(LUA_SCRIPTS) src/embed-lua.sh
+	sh src/embed-lua.sh table $(LUA_SCRIPTS) > $@.tmp && mv $@.tmp $@
 
-$(OBJS): src/lua_scripts.h $(wildcard src/*.h)
+# the LLVM bitcode files (with_llvm) are built from the same sources
+$(OBJS) $(OBJS:.o=.bc): src/lua_scripts.h $(wildcard src/*.h)
 
 distkit--$(EXTVERSION).sql: sql/distkit.sql distkit.control
 	( echo "-- Generated from sql/distkit.sql; do not edit."; cat $< ) > $@

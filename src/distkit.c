@@ -8,8 +8,12 @@
  * server that points at the same Redis.
  *
  * The code is split by subsystem:
- *	redis.c		the only file that talks to Redis (hiredis): connection,
- *				timeouts, cancellation, pipelining, scripts, error mapping
+ *	redis.c		the connection module's API (redis.h): commands, pipelined
+ *				runs with retries (MOVED/ASK/NOSCRIPT), SCAN, error mapping;
+ *				with redis_url.c (distkit.redis_url, timeouts), redis_conn.c
+ *				(one node's connection: the only code that touches a socket),
+ *				redis_cluster.c (slot map, routing) and redis_sentinel.c
+ *				(master discovery), sharing redis_int.h
  *	keys.c		the only file that builds Redis key names (distkit.prefix)
  *	args.c		argument helpers shared by the SQL-callable functions
  *	secrets.c	keeps the Redis password out of logs (emit_log_hook)
@@ -28,7 +32,8 @@
  *				applied at commit, discarded on rollback
  *	metrics.c	call metrics per operation (distkit_stat_calls), through
  *				the function manager's hooks
- * Lua scripts live in lua/ and are embedded at build time (lua_scripts.h).
+ * Lua scripts live in lua/ and are embedded at build time (the generated
+ * lua_scripts.c holds them, lua_scripts.h their DK_LUA_* ids).
  *
  * _PG_init only calls each subsystem's init and reserves the GUC prefix.
  *

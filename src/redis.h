@@ -1,5 +1,6 @@
 /*
- * redis.h — the one module that talks to Redis (through hiredis).
+ * redis.h — the one module that talks to Redis (through hiredis): the
+ * files src/redis*.c, whose parts redis.c's top comment lists.
  *
  * Callers build commands with DkCmd*, run them with DkRedisRun (one
  * pipelined round trip for any number of commands) and get back DkReply
@@ -72,14 +73,11 @@ extern DkReply *DkRedisRunOne(DkCmd *cmd, DkSafety safety);
 extern bool DkRedisRunIfReachable(DkCmd **cmds, int ncmds, DkSafety safety, DkReply ***replies);
 extern void DkRedisScan(const char *pattern, DkScanVisitFn visit, void *arg, const char *what);
 extern int64 DkRedisUnlinkKeys(const DkReply *keys, const char *what);
-extern int	DkRedisKeySlot(const char *key, size_t len);
 
 extern void DkReplyRaiseError(const DkReply *reply, const char *what) pg_attribute_noreturn();
 extern int64 DkReplyInt64(const DkReply *reply, const char *what);
-extern bool DkRedisConnected(void);
 extern void DkRedisDisconnect(void);
 extern void DkRedisSetCancelCheck(const char *(*check) (void));
-extern char *DkRedisEndpoint(void);
 extern int	DkRedisCommandTimeoutMs(void);
 extern void DkRedisBeginExitWork(void);
 extern void DkRedisEndExitWork(void);

@@ -98,8 +98,8 @@ Crc16(const char *buf, size_t len)
 }
 
 /* Hash slot of a key: CRC16 of its hash tag ({...}, if non-empty) or of the whole key. */
-int
-DkRedisKeySlot(const char *key, size_t len)
+static int
+KeySlot(const char *key, size_t len)
 {
 	const char *open = memchr(key, '{', len);
 
@@ -153,7 +153,7 @@ RouteCmd(const DkCmd *cmd)
 	k = CmdKeyArg(cmd);
 	if (k < 0)
 		return AnyMaster();
-	n = dk_slot_node[DkRedisKeySlot(cmd->argv[k], cmd->argvlen[k])];
+	n = dk_slot_node[KeySlot(cmd->argv[k], cmd->argvlen[k])];
 	return n >= 0 ? n : AnyMaster();
 }
 

@@ -84,25 +84,6 @@ char		dk_last_endpoint[600] = "";
  */
 static const char *(*cancel_check) (void) = NULL;
 
-/* What distkit.redis_url names, without credentials. */
-char *
-DkRedisEndpoint(void)
-{
-	if (dk_target == NULL || !dk_target->valid)
-		return pstrdup("(invalid distkit.redis_url)");
-	return pstrdup(dk_target->endpoint);
-}
-
-/* True if this process holds an open connection to a data node. */
-bool
-DkRedisConnected(void)
-{
-	for (int i = 0; i < dk_nnodes; i++)
-		if (NodeConnected(i) && !dk_nodes[i].is_sentinel)
-			return true;
-	return false;
-}
-
 /*
  * Transports.  A node's connection is driven through a DkTransport: open
  * starts a non-blocking connect, handshake is called each time the socket
