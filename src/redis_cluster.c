@@ -196,6 +196,41 @@ ParseRedirect(const char *msg, int from, int *slot)
 }
 
 /*
+ * The owner of each slot (-1 if none) from a CLUSTER SLOTS reply of node
+ * from; the masters it names are added to the node table.
+ */
+static int16 *
+SlotMapFromReply(const DkReply *map, int from)
+{
+	int16	   *fresh;
+
+	fresh = palloc(sizeof(int16) * DK_SLOTS);
+	for (int s = 0; s < DK_SLOTS; s++)
+		fresh[s] = -1;
+	for (int i = 0; i < map->nelem; i++)
+	{
+		DkReply    *range = map->elem[i];
+		DkReply    *master;
+		int			owner;
+
+		if (range->type != DK_REPLY_ARRAY || range->nelem < 3 ||
+			range->elem[0]->type != DK_REPLY_INTEGER || range->elem[1]->type != DK_REPLY_INTEGER ||
+			range->elem[2]->type != DK_REPLY_ARRAY)
+			continue;
+		master = range->elem[2];
+		if (master->nelem < 2 || master->elem[0]->type != DK_REPLY_STRING ||
+			master->elem[1]->type != DK_REPLY_INTEGER)
+			continue;
+		owner = NodeFromAddress(master->elem[0]->str, master->elem[0]->len,
+								(int) master->elem[1]->integer, from);
+		for (long long s = range->elem[0]->integer; s <= range->elem[1]->integer && s < DK_SLOTS; s++)
+			if (s >= 0)
+				fresh[s] = (int16) owner;
+	}
+	return fresh;
+}
+
+/*
  * Read the slot map with CLUSTER SLOTS from the first node that answers
  * (connected nodes first).  False with *err if none does.
  */
@@ -268,29 +303,7 @@ RefreshSlots(DkErr *err)
 			}
 			continue;
 		}
-		fresh = palloc(sizeof(int16) * DK_SLOTS);
-		for (int s = 0; s < DK_SLOTS; s++)
-			fresh[s] = -1;
-		for (int i = 0; i < map->nelem; i++)
-		{
-			DkReply    *range = map->elem[i];
-			DkReply    *master;
-			int			owner;
-
-			if (range->type != DK_REPLY_ARRAY || range->nelem < 3 ||
-				range->elem[0]->type != DK_REPLY_INTEGER || range->elem[1]->type != DK_REPLY_INTEGER ||
-				range->elem[2]->type != DK_REPLY_ARRAY)
-				continue;
-			master = range->elem[2];
-			if (master->nelem < 2 || master->elem[0]->type != DK_REPLY_STRING ||
-				master->elem[1]->type != DK_REPLY_INTEGER)
-				continue;
-			owner = NodeFromAddress(master->elem[0]->str, master->elem[0]->len,
-									(int) master->elem[1]->integer, ni);
-			for (long long s = range->elem[0]->integer; s <= range->elem[1]->integer && s < DK_SLOTS; s++)
-				if (s >= 0)
-					fresh[s] = (int16) owner;
-		}
+		fresh = SlotMapFromReply(map, ni);
 		memcpy(dk_slot_node, fresh, sizeof(int16) * DK_SLOTS);
 		dk_slots_known = true;
 		dk_slots_stale = false;

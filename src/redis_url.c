@@ -164,6 +164,68 @@ ParseHostPort(const char *s, size_t len, char *host, size_t hostsize, int *port,
 	return NULL;
 }
 
+/*
+ * The comma-separated list of seed nodes or sentinels of a
+ * redis-cluster:// or redis-sentinel:// URL, rest[0..end) after the user
+ * information, with its /db, into t; false with t->error on failure.
+ */
+static bool
+ParseAddrList(DkRedisTarget *t, const char *rest, const char *end)
+{
+#define LIST_FAIL(...) do { snprintf(t->error, sizeof(t->error), __VA_ARGS__); return false; } while (0)
+	const char *slash = memchr(rest, '/', end - rest);
+	const char *list_end = slash ? slash : end;
+	const char *p = rest;
+	const char *what = t->topology == DK_TOPOLOGY_CLUSTER ? "seed node" : "sentinel";
+	const char *problem;
+	size_t		elen;
+
+	if (p == list_end)
+		LIST_FAIL("at least one %s host:port is needed", what);
+	while (p <= list_end)
+	{
+		const char *comma = memchr(p, ',', list_end - p);
+		const char *item_end = comma ? comma : list_end;
+
+		if (t->naddrs == DK_MAX_ADDRS)
+			LIST_FAIL("at most %d %ss may be listed", DK_MAX_ADDRS, what);
+		if (item_end == p)
+			LIST_FAIL("an empty %s address in the list", what);
+		problem = ParseHostPort(p, item_end - p, t->addrs[t->naddrs].host,
+								sizeof(t->addrs[0].host), &t->addrs[t->naddrs].port,
+								t->topology == DK_TOPOLOGY_CLUSTER ? 6379 : 26379);
+		if (problem)
+			LIST_FAIL("%s", problem);
+		t->naddrs++;
+		if (comma == NULL)
+			break;
+		p = comma + 1;
+	}
+	if (slash && slash + 1 < end &&
+		!ParseBoundedInt(slash + 1, end - slash - 1, 0, 1000000, &t->db))
+		LIST_FAIL("the path must be a database number, as in /0");
+	if (t->topology == DK_TOPOLOGY_CLUSTER && t->db != 0)
+		LIST_FAIL("a Redis Cluster has database 0 only");
+	if (t->topology == DK_TOPOLOGY_CLUSTER)
+		snprintf(t->endpoint, sizeof(t->endpoint), "Redis Cluster");
+	else
+		snprintf(t->endpoint, sizeof(t->endpoint), "master \"%.200s\" (via Sentinel)",
+				 t->master_name);
+	/* the seeds, for the endpoint message */
+	elen = strlen(t->endpoint);
+	for (int i = 0; i < t->naddrs && elen + 80 < sizeof(t->endpoint); i++)
+	{
+		char		ep[300];
+
+		FormatEndpoint(ep, sizeof(ep), t->addrs[i].host, t->addrs[i].port);
+		snprintf(t->endpoint + elen, sizeof(t->endpoint) - elen, "%s%s",
+				 i == 0 ? " " : ",", ep);
+		elen = strlen(t->endpoint);
+	}
+	return true;
+#undef LIST_FAIL
+}
+
 /* Fill t from a URL; on failure t->valid is false and t->error says why. */
 static void
 ParseRedisUrl(const char *url, DkRedisTarget *t)
@@ -269,58 +331,8 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 			URL_FAIL("the path must be a database number, as in /0");
 		FormatEndpoint(t->endpoint, sizeof(t->endpoint), t->host, t->port);
 	}
-	else
-	{
-		/* a comma-separated list of seed nodes or sentinels */
-		const char *slash = memchr(rest, '/', end - rest);
-		const char *list_end = slash ? slash : end;
-		const char *p = rest;
-		const char *what = t->topology == DK_TOPOLOGY_CLUSTER ? "seed node" : "sentinel";
-		size_t		elen;
-
-		if (p == list_end)
-			URL_FAIL("at least one %s host:port is needed", what);
-		while (p <= list_end)
-		{
-			const char *comma = memchr(p, ',', list_end - p);
-			const char *item_end = comma ? comma : list_end;
-
-			if (t->naddrs == DK_MAX_ADDRS)
-				URL_FAIL("at most %d %ss may be listed", DK_MAX_ADDRS, what);
-			if (item_end == p)
-				URL_FAIL("an empty %s address in the list", what);
-			problem = ParseHostPort(p, item_end - p, t->addrs[t->naddrs].host,
-									sizeof(t->addrs[0].host), &t->addrs[t->naddrs].port,
-									t->topology == DK_TOPOLOGY_CLUSTER ? 6379 : 26379);
-			if (problem)
-				URL_FAIL("%s", problem);
-			t->naddrs++;
-			if (comma == NULL)
-				break;
-			p = comma + 1;
-		}
-		if (slash && slash + 1 < end &&
-			!ParseBoundedInt(slash + 1, end - slash - 1, 0, 1000000, &t->db))
-			URL_FAIL("the path must be a database number, as in /0");
-		if (t->topology == DK_TOPOLOGY_CLUSTER && t->db != 0)
-			URL_FAIL("a Redis Cluster has database 0 only");
-		if (t->topology == DK_TOPOLOGY_CLUSTER)
-			snprintf(t->endpoint, sizeof(t->endpoint), "Redis Cluster");
-		else
-			snprintf(t->endpoint, sizeof(t->endpoint), "master \"%.200s\" (via Sentinel)",
-					 t->master_name);
-		/* the seeds, for the endpoint message */
-		elen = strlen(t->endpoint);
-		for (int i = 0; i < t->naddrs && elen + 80 < sizeof(t->endpoint); i++)
-		{
-			char		ep[300];
-
-			FormatEndpoint(ep, sizeof(ep), t->addrs[i].host, t->addrs[i].port);
-			snprintf(t->endpoint + elen, sizeof(t->endpoint) - elen, "%s%s",
-					 i == 0 ? " " : ",", ep);
-			elen = strlen(t->endpoint);
-		}
-	}
+	else if (!ParseAddrList(t, rest, end))
+		return;
 	t->valid = true;
 #undef URL_FAIL
 }
