@@ -186,8 +186,8 @@ PlainIdleBroken(DkNode *n)
 {
 	struct pollfd pfd;
 
-	if (n->ctx->err)
-		return true;
+	if (n->ctx == NULL || n->ctx->err)
+		return true;			/* e.g. PlainOpen ran out of memory */
 	pfd.fd = n->ctx->fd;
 	pfd.events = POLLIN;
 	pfd.revents = 0;
