@@ -32,6 +32,8 @@
  *				applied at commit, discarded on rollback
  *	metrics.c	call metrics per operation (distkit_stat_calls), through
  *				the function manager's hooks
+ *	shmem.c		the one map of shared memory: every module's region and
+ *				LWLock, requested and created in one place
  * Lua scripts live in lua/ and are embedded at build time (the generated
  * lua_scripts.c holds them, lua_scripts.h their DK_LUA_* ids).
  *
@@ -50,6 +52,7 @@
 #include "lax.h"
 #include "metrics.h"
 #include "redis.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -73,6 +76,7 @@ _PG_init(void)
 	DkIdempotencyInit();
 	DkTxnInit();
 	DkMetricsInit();
+	DkShmemInit();
 	if (DkPreloaded)
 		DkWorkerRegister();
 

@@ -43,6 +43,7 @@
 #include "utils/timestamp.h"
 
 #include "distkit.h"
+#include "shmem.h"
 #include "keys.h"
 #include "lax.h"
 #include "redis.h"
@@ -74,34 +75,23 @@ typedef struct DkLiveShared
 static int	heartbeat_interval_ms = 1000;
 static int	dead_threshold_ms = 30000;
 static DkLiveShared *live = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-/* shmem_request_hook: room for the live list. */
-static void
-LiveShmemRequest(void)
+/* Size of the region "distkit live instances". */
+Size
+DkLiveShmemSize(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(DkLiveShared)));
+	return sizeof(DkLiveShared);
 }
 
-/* shmem_startup_hook: create or attach to the live list. */
-static void
-LiveShmemStartup(void)
+/* Region init (shmem.c): create or attach to the live list. */
+void
+DkLiveShmemInit(void *base, bool found, LWLock *lock)
 {
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	live = ShmemInitStruct("distkit live instances", sizeof(DkLiveShared), &found);
+	live = base;
 	if (!found)
 	{
 		memset(live, 0, sizeof(DkLiveShared));
 		SpinLockInit(&live->mutex);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /* The heartbeat interval (for the worker task). */
@@ -193,10 +183,6 @@ DkInstanceInit(void)
 							NULL, NULL, NULL);
 	if (!DkPreloaded)
 		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = LiveShmemRequest;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = LiveShmemStartup;
 	DkWorkerAddTask("heartbeat", Heartbeat, HeartbeatIntervalMs, LeaveRegistry);
 }
 

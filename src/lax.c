@@ -63,6 +63,7 @@
 #include "utils/timestamp.h"
 
 #include "distkit.h"
+#include "shmem.h"
 #include "keys.h"
 #include "lax.h"
 #include "redis.h"
@@ -157,15 +158,12 @@ static int32 *buckets = NULL;
 static DkLaxEntry *entries = NULL;
 static DkLaxRemembered *remembered = NULL;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
 #define I64(u) ((int64) (u))
 #define U64(i) ((uint64) (i))
 
-/* Size of the whole shared structure for lax_capacity entries. */
-static Size
-LaxShmemSize(void)
+/* Size of the region "distkit lax buffer" for lax_capacity entries. */
+Size
+DkLaxShmemSize(void)
 {
 	int			nbuckets = 1;
 	Size		size;
@@ -179,16 +177,6 @@ LaxShmemSize(void)
 	size = add_size(size, mul_size(sizeof(DkLaxRemembered),
 								   mul_size(LAX_REMEMBER_FACTOR, lax_capacity)));
 	return size;
-}
-
-/* shmem_request_hook: reserve our memory and LWLock. */
-static void
-LaxShmemRequest(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(LaxShmemSize());
-	RequestNamedLWLockTranche("distkit", 1);
 }
 
 /* Make a random (version 4) UUID for this instance. */
@@ -207,19 +195,13 @@ MakeInstanceId(char *out)
 			 b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
-/* shmem_startup_hook: create or attach to the buffer. */
-static void
-LaxShmemStartup(void)
+/* Region init (shmem.c): create or attach to the buffer. */
+void
+DkLaxShmemInit(void *region, bool found, LWLock *lock)
 {
-	bool		found;
-	char	   *base;
+	char	   *base = region;
 	int			nwords = (lax_capacity + 63) / 64;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	base = ShmemInitStruct("distkit lax buffer", LaxShmemSize(), &found);
 	lax = (DkLaxShared *) base;
 	base += MAXALIGN(sizeof(DkLaxShared));
 	dirty_bits = (pg_atomic_uint64 *) base;
@@ -231,7 +213,7 @@ LaxShmemStartup(void)
 		while (nbuckets < 2 * lax_capacity)
 			nbuckets <<= 1;
 		memset(lax, 0, sizeof(DkLaxShared));
-		lax->lock = &(GetNamedLWLockTranche("distkit"))->lock;
+		lax->lock = lock;
 		lax->capacity = lax_capacity;
 		lax->nbuckets = nbuckets;
 		lax->next_seq = 1;
@@ -283,10 +265,9 @@ LaxShmemStartup(void)
 		}
 		lax->free_head = 0;
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
-/* Defines the lax GUCs and, when preloaded, requests shared memory. */
+/* Defines the lax GUCs (the buffer is a region of shmem.c). */
 void
 DkLaxInit(void)
 {
@@ -308,12 +289,6 @@ DkLaxInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
-	if (!DkPreloaded)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = LaxShmemRequest;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = LaxShmemStartup;
 }
 
 /* distkit.flush_interval in milliseconds. */

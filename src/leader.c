@@ -60,6 +60,7 @@
 #include "utils/timestamp.h"
 
 #include "distkit.h"
+#include "shmem.h"
 #include "keys.h"
 #include "lax.h"
 #include "lease.h"
@@ -103,9 +104,6 @@ typedef struct DkLeaderShared
 static DkLeaderShared *leaders = NULL;
 static bool allow_standby_leader = false;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
 static void LeaderRenewTask(void);
 static int	LeaderRenewIntervalMs(void);
 static void LeaderReleaseAll(void);
@@ -141,30 +139,23 @@ RenewAt(int64 sent, int64 ttl_ms)
 	return sent + ttl_ms * 1000 / 3;
 }
 
-static void
-LeaderShmemRequest(void)
+/* Size of the region "distkit leaders". */
+Size
+DkLeaderShmemSize(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(DkLeaderShared)));
-	RequestNamedLWLockTranche("distkit leader", 1);
+	return sizeof(DkLeaderShared);
 }
 
-static void
-LeaderShmemStartup(void)
+/* Region init (shmem.c): create or attach to the leadership table. */
+void
+DkLeaderShmemInit(void *base, bool found, LWLock *lock)
 {
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	leaders = ShmemInitStruct("distkit leaders", sizeof(DkLeaderShared), &found);
+	leaders = base;
 	if (!found)
 	{
 		memset(leaders, 0, sizeof(DkLeaderShared));
-		leaders->lock = &(GetNamedLWLockTranche("distkit leader"))->lock;
+		leaders->lock = lock;
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /* distkit.allow_standby_leader; when preloaded: shared memory and the worker's renewal task. */
@@ -182,10 +173,6 @@ DkLeaderInit(void)
 							 NULL, NULL, NULL);
 	if (!DkPreloaded)
 		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = LeaderShmemRequest;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = LeaderShmemStartup;
 	DkWorkerAddTask("leader renewal", LeaderRenewTask, LeaderRenewIntervalMs,
 					 LeaderReleaseAll);
 }

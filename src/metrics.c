@@ -64,6 +64,7 @@
 #include "utils/syscache.h"
 
 #include "distkit.h"
+#include "shmem.h"
 #include "metrics.h"
 #include "version.h"
 
@@ -232,51 +233,33 @@ static HTAB *oid_ops = NULL;
 static bool oid_ops_stale = false;
 static bool callback_registered = false;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static needs_fmgr_hook_type prev_needs_fmgr_hook = NULL;
 static fmgr_hook_type prev_fmgr_hook = NULL;
 
-/* Bytes of shared memory for nslots backends. */
-static Size
-MetricsShmemSize(int nslots)
+/* Size of the region "distkit call metrics": a block per backend (MaxBackends). */
+Size
+DkMetricsShmemSize(void)
 {
 	return add_size(offsetof(DkMetricsShared, slots),
-					mul_size(sizeof(DkCallCounters), mul_size(nslots, DK_NENTRIES)));
+					mul_size(sizeof(DkCallCounters), mul_size(MaxBackends, DK_NENTRIES)));
 }
 
-/* shmem_request_hook: reserve the counters and the LWLock. */
-static void
-MetricsShmemRequest(void)
+/* Region init (shmem.c): create or attach to the counters. */
+void
+DkMetricsShmemInit(void *base, bool found, LWLock *lock)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MetricsShmemSize(MaxBackends));
-	RequestNamedLWLockTranche("distkit metrics", 1);
-}
-
-/* shmem_startup_hook: create or attach to the counters. */
-static void
-MetricsShmemStartup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("distkit call metrics", MetricsShmemSize(MaxBackends), &found);
+	shared = base;
 	if (!found)
 	{
 		pg_atomic_uint64 *w = (pg_atomic_uint64 *) shared->baseline;
 		Size		nwords = (Size) DK_NWORDS * DK_NENTRIES * (MaxBackends + 1);
 
-		shared->lock = &(GetNamedLWLockTranche("distkit metrics"))->lock;
+		shared->lock = lock;
 		shared->nslots = MaxBackends;
 		/* baseline and slots are contiguous */
 		for (Size i = 0; i < nwords; i++)
 			pg_atomic_init_u64(&w[i], 0);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /* Operation of a C symbol; -1 if none. */
@@ -589,10 +572,6 @@ DkMetricsInit(void)
 		elog(ERROR, "distkit: DK_NENTRIES is %d, the operations need %d", (int) DK_NENTRIES, e);
 	if (!DkPreloaded)
 		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = MetricsShmemRequest;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = MetricsShmemStartup;
 	prev_needs_fmgr_hook = needs_fmgr_hook;
 	needs_fmgr_hook = DkNeedsFmgrHook;
 	prev_fmgr_hook = fmgr_hook;
