@@ -107,41 +107,71 @@ DkRequirePreload(const char *what)
 				 errhint("Add distkit to shared_preload_libraries in postgresql.conf and restart PostgreSQL.")));
 }
 
+/* An interval as text, for messages. */
+char *
+DkIntervalText(Interval *iv)
+{
+	return DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)));
+}
+
+/* The rules of the common duration arguments. */
+const DkDurationRule DK_DURATION_TTL = {
+	1, "positive", DK_MAX_INTERVAL_US, "36500 days",
+	"Use a positive duration such as '30 seconds'."
+};
+const DkDurationRule DK_DURATION_WAIT = {
+	0, "zero or positive", DK_MAX_INTERVAL_US, "36500 days",
+	"Use '0' not to wait, or a positive duration such as '5 seconds'."
+};
+
 /*
- * An interval argument (ttl, wait) as whole milliseconds, rounded up: not
- * NULL (22004), a fixed duration (months and years vary in length), positive
- * (or zero when allow_zero) and at most DK_MAX_INTERVAL_MS (22023).
+ * The one parser of duration (interval) arguments, in microseconds.  The
+ * argument must not be NULL (22004: a caller for which NULL means something
+ * tests PG_ARGISNULL first), must be a fixed duration (months and years vary
+ * in length) and lie within the rule's bounds (22023, the value quoted, the
+ * bound in the message or detail, the rule's hint).
  */
 int64
-DkArgIntervalMs(FunctionCallInfo fcinfo, int argno, const char *argname, bool allow_zero)
+DkArgDurationUs(FunctionCallInfo fcinfo, int argno, const char *argname,
+				const DkDurationRule *rule)
 {
 	Interval   *iv;
 	int64		days_us;
 	int64		us;
+	bool		overflow;
 
 	DkArgNotNull(fcinfo, argno, argname);
 	iv = PG_GETARG_INTERVAL_P(argno);
 	if (iv->month != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a fixed duration, not \"%s\"", argname,
-						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
-				 errhint("Months and years vary in length: write days instead, e.g. '30 days'.")));
-	if (pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days_us) ||
-		pg_add_s64_overflow(days_us, iv->time, &us) ||
-		us > DK_MAX_INTERVAL_MS * 1000)
+				 errmsg("%s must be a fixed duration, not \"%s\"", argname, DkIntervalText(iv)),
+				 errhint("Months and years vary in length: write days instead, e.g. '30 days' or '365 days'.")));
+	/* beyond 2^63 microseconds: too long (or too short), never wrapped around */
+	overflow = pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days_us) ||
+		pg_add_s64_overflow(days_us, iv->time, &us);
+	if (overflow)
+		us = iv->day < 0 ? PG_INT64_MIN : PG_INT64_MAX;
+	if (us < rule->min_us)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s \"%s\" is too long", argname,
-						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
-				 errhint("At most 36500 days.")));
-	if (us < 0 || (us == 0 && !allow_zero))
+				 errmsg("%s must be %s, not \"%s\"", argname, rule->min_text, DkIntervalText(iv)),
+				 errhint("%s", rule->hint)));
+	if (us > rule->max_us || overflow)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be %s, not \"%s\"", argname,
-						allow_zero ? "zero or positive" : "positive",
-						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
-				 allow_zero ? errhint("Use '0' not to wait, or a positive duration such as '5 seconds'.") :
-				 errhint("Use a positive duration such as '30 seconds'.")));
-	return (us + 999) / 1000;
+				 errmsg("%s \"%s\" is too long", argname, DkIntervalText(iv)),
+				 errdetail("%s may be at most %s.", argname, rule->max_text),
+				 errhint("%s", rule->hint)));
+	return us;
+}
+
+/* DkArgDurationUs in whole milliseconds, rounded up. */
+int64
+DkArgDurationMs(FunctionCallInfo fcinfo, int argno, const char *argname,
+				const DkDurationRule *rule)
+{
+	int64		us = DkArgDurationUs(fcinfo, argno, argname, rule);
+
+	return us / 1000 + (us % 1000 > 0 ? 1 : 0);
 }

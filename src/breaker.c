@@ -152,28 +152,23 @@ RunStep(DkCmd *cmd, text *name, DkSafety safety)
 	return s;
 }
 
-/*
- * An interval argument that must be a positive duration up to max_us
- * (written max_text in messages); in microseconds.
- */
-static int64
-PositiveDuration(FunctionCallInfo fcinfo, int argno, const char *argname, int64 max_us,
-				 const char *max_text, const char *hint)
-{
-	Interval   *iv;
-	int64		us;
-
-	DkArgNotNull(fcinfo, argno, argname);
-	iv = PG_GETARG_INTERVAL_P(argno);
-	us = DkIntervalUs(iv, argname);
-	if (us <= 0 || us > max_us)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be above 0 and at most %s, not \"%s\"", argname, max_text,
-						DkIntervalText(iv)),
-				 errhint("%s", hint)));
-	return us;
-}
+/* What the durations of a breaker may be. */
+static const DkDurationRule WINDOW_RULE = {
+	1, "positive", (int64) BREAKER_MAX_WINDOW_S * USECS_PER_SEC, "1 hour",
+	"sliding_window is a whole number of seconds from 1 second to 1 hour."
+};
+static const DkDurationRule OPEN_FOR_RULE = {
+	1, "positive", BREAKER_MAX_DURATION_US, "365 days",
+	"open_for is how long an open breaker rejects calls before admitting trials."
+};
+static const DkDurationRule SLOW_RULE = {
+	1, "positive", BREAKER_MAX_DURATION_US, "365 days",
+	"Calls longer than slow_call_threshold count as slow; NULL counts none."
+};
+static const DkDurationRule CALL_DURATION_RULE = {
+	0, "zero or positive", DK_MAX_DURATION_US, DK_MAX_DURATION_TEXT,
+	"duration is how long the call took; NULL if unknown."
+};
 
 /* An int argument that must be at least 1. */
 static int32
@@ -219,21 +214,18 @@ distkit_breaker_configure(PG_FUNCTION_ARGS)
 				 errhint("It is a percentage of the calls in the window, e.g. 50.")));
 	min_calls = PositiveInt(fcinfo, 2, "minimum_calls",
 							"The breaker opens only once the window holds at least minimum_calls calls.");
-	window_us = PositiveDuration(fcinfo, 3, "sliding_window", (int64) BREAKER_MAX_WINDOW_S * USECS_PER_SEC, "1 hour",
-								 "sliding_window is a whole number of seconds from 1 second to 1 hour.");
+	window_us = DkArgDurationUs(fcinfo, 3, "sliding_window", &WINDOW_RULE);
 	if (window_us % USECS_PER_SEC != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sliding_window must be a whole number of seconds, not \"%s\"",
 						DkIntervalText(PG_GETARG_INTERVAL_P(3))),
 				 errhint("The sliding window is kept as one bucket per Redis second.")));
-	open_us = PositiveDuration(fcinfo, 4, "open_for", BREAKER_MAX_DURATION_US, "365 days",
-							   "open_for is how long an open breaker rejects calls before admitting trials.");
+	open_us = DkArgDurationUs(fcinfo, 4, "open_for", &OPEN_FOR_RULE);
 	half = PositiveInt(fcinfo, 5, "half_open_calls",
 					   "half_open_calls trial calls must succeed to close a half-open breaker.");
 	if (!PG_ARGISNULL(6))
-		slow_us = PositiveDuration(fcinfo, 6, "slow_call_threshold", BREAKER_MAX_DURATION_US, "365 days",
-								   "Calls longer than slow_call_threshold count as slow; NULL counts none.");
+		slow_us = DkArgDurationUs(fcinfo, 6, "slow_call_threshold", &SLOW_RULE);
 
 	cmd = DkCmdScript(DK_LUA_BREAKER_CONFIGURE, 2);
 	BreakerKeys(cmd, name);
@@ -279,14 +271,7 @@ distkit_breaker_record(PG_FUNCTION_ARGS)
 	success = PG_GETARG_BOOL(1);
 	if (!PG_ARGISNULL(2))
 	{
-		Interval   *iv = PG_GETARG_INTERVAL_P(2);
-
-		duration_us = DkIntervalUs(iv, "duration");
-		if (duration_us < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("duration must not be negative, not \"%s\"", DkIntervalText(iv)),
-					 errhint("duration is how long the call took; NULL if unknown.")));
+		duration_us = DkArgDurationUs(fcinfo, 2, "duration", &CALL_DURATION_RULE);
 		/* beyond any threshold: keeps the script's numbers exact */
 		duration_us = Min(duration_us, BREAKER_MAX_DURATION_US + 1);
 	}

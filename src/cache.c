@@ -60,58 +60,18 @@ typedef enum CacheType
 	CACHE_BYTEA
 } CacheType;
 
-/* An interval as text, for messages. */
-char *
-DkIntervalText(Interval *iv)
-{
-	return DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)));
-}
+/* What a cache or idempotency ttl may be: positive; NULL is no expiry. */
+static const DkDurationRule TTL_RULE = {
+	1, "positive", DK_MAX_DURATION_US, DK_MAX_DURATION_TEXT, "Pass NULL for no expiry."
+};
 
-/*
- * An interval argument as microseconds: it must be a fixed duration (no
- * months or years, whose length varies) that fits in 64 bits.  The sign is
- * the caller's business.
- */
-int64
-DkIntervalUs(Interval *iv, const char *argname)
-{
-	int64		days_us;
-	int64		us;
-
-	if (iv->month != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a fixed duration, not \"%s\"", argname, DkIntervalText(iv)),
-				 errhint("Months and years vary in length: write days instead, e.g. '30 days' or '365 days'.")));
-	if (pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days_us) ||
-		pg_add_s64_overflow(days_us, iv->time, &us))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s \"%s\" is too long", argname, DkIntervalText(iv)),
-				 errhint("A duration must fit in 64 bits of microseconds (about 292,000 years).")));
-	return us;
-}
-
-/*
- * A TTL argument in milliseconds, rounded up to a whole millisecond; -1 for
- * NULL (no expiry).  It must be positive and a fixed duration.
- */
+/* A ttl argument in whole milliseconds, rounded up; -1 for NULL (no expiry). */
 int64
 DkArgTtlMs(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
-	Interval   *iv;
-	int64		us;
-
 	if (PG_ARGISNULL(argno))
 		return -1;
-	iv = PG_GETARG_INTERVAL_P(argno);
-	us = DkIntervalUs(iv, argname);
-	if (us <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive, not \"%s\"", argname, DkIntervalText(iv)),
-				 errhint("Pass NULL for no expiry.")));
-	return us / 1000 + (us % 1000 != 0 ? 1 : 0);
+	return DkArgDurationMs(fcinfo, argno, argname, &TTL_RULE);
 }
 
 /* Error 54000 unless a value of len bytes fits the size limit. */

@@ -532,6 +532,13 @@ distkit_inc_if(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
+/* What the timeout of distkit_flush may be: whole milliseconds, an int. */
+static const DkDurationRule FLUSH_TIMEOUT_RULE = {
+	1000, "at least 1 millisecond", (int64) INT_MAX * 1000,
+	"2147483647 milliseconds (24 days 20:31:23.647)",
+	"distkit_flush waits at most this long for the flush, e.g. '5 seconds'."
+};
+
 /*
  * distkit_flush(timeout): wait until every lax increment buffered on this
  * server before the call is in Redis; returns the number of keys flushed
@@ -540,28 +547,10 @@ distkit_inc_if(PG_FUNCTION_ARGS)
 Datum
 distkit_flush(PG_FUNCTION_ARGS)
 {
-	Interval   *timeout;
-	int64		us;
 	int64		ms;
 
 	DkCheckSqlVersion();
 	DkRequirePreload("distkit_flush");
-	DkArgNotNull(fcinfo, 0, "timeout");
-	timeout = PG_GETARG_INTERVAL_P(0);
-	/* days beyond 2^63 us must not wrap around to a valid timeout */
-	if (pg_mul_s64_overflow((int64) timeout->day, USECS_PER_DAY, &us) ||
-		pg_add_s64_overflow(us, timeout->time, &us))
-		us = timeout->day < 0 ? PG_INT64_MIN : PG_INT64_MAX;
-	ms = us / 1000;
-	if (timeout->month != 0 || us <= 0 || ms == 0 || ms > INT_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid flush timeout \"%s\"",
-						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(timeout)))),
-				 timeout->month != 0 ?
-				 errhint("Months and years vary in length: use a fixed duration such as '5 seconds'.") :
-				 us <= 0 ? errhint("Use a positive duration such as '5 seconds'.") :
-				 ms == 0 ? errhint("The timeout is counted in whole milliseconds: use at least '1 millisecond'.") :
-				 errhint("Use at most 2147483647 milliseconds (24 days 20:31:23.647).")));
+	ms = DkArgDurationMs(fcinfo, 0, "timeout", &FLUSH_TIMEOUT_RULE);
 	PG_RETURN_INT64(DkLaxFlushWait((int) ms));
 }

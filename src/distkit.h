@@ -38,17 +38,39 @@ extern text *DkArgText(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern int64 DkArgInt64(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern DkMode DkArgMode(FunctionCallInfo fcinfo, int argno, int default_mode);
 extern void DkRequirePreload(const char *what);
-extern int64 DkArgIntervalMs(FunctionCallInfo fcinfo, int argno, const char *argname,
-							 bool allow_zero);
 
-/* longest ttl or wait accepted (DkArgIntervalMs): 36500 days */
-#define DK_MAX_INTERVAL_MS ((int64) 36500 * 86400 * 1000)
+/*
+ * What a duration argument may be (DkArgDurationUs, the one parser of
+ * interval arguments): at least min_us (0: zero allowed, 1: positive), at
+ * most max_us; min_text and max_text say the bounds in messages
+ * ("positive", "36500 days"), hint says what the argument is.
+ */
+typedef struct DkDurationRule
+{
+	int64		min_us;
+	const char *min_text;
+	int64		max_us;
+	const char *max_text;
+	const char *hint;
+} DkDurationRule;
+
+/* longest ttl or wait of leases, semaphores and leaders: 36500 days */
+#define DK_MAX_INTERVAL_US ((int64) 36500 * USECS_PER_DAY)
+/* no bound but 64 bits of microseconds */
+#define DK_MAX_DURATION_US PG_INT64_MAX
+#define DK_MAX_DURATION_TEXT "106751991 days (2^63 microseconds)"
+
+extern const DkDurationRule DK_DURATION_TTL;
+extern const DkDurationRule DK_DURATION_WAIT;
+extern char *DkIntervalText(Interval *iv);
+extern int64 DkArgDurationUs(FunctionCallInfo fcinfo, int argno, const char *argname,
+							 const DkDurationRule *rule);
+extern int64 DkArgDurationMs(FunctionCallInfo fcinfo, int argno, const char *argname,
+							 const DkDurationRule *rule);
 
 /* fleet state: cache, idempotency keys, circuit breakers */
 extern void DkIdempotencyInit(void);
 #define DK_MAX_VALUE_BYTES (512 * 1024)	/* cached values, idempotency results */
-extern char *DkIntervalText(Interval *iv);
-extern int64 DkIntervalUs(Interval *iv, const char *argname);
 extern int64 DkArgTtlMs(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern void DkCheckValueSize(size_t len, const char *what);
 extern char *DkArgJsonbText(FunctionCallInfo fcinfo, int argno, const char *argname,

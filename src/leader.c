@@ -262,7 +262,7 @@ distkit_leader_acquire(PG_FUNCTION_ARGS)
 {
 	text	   *name = DkArgText(fcinfo, 0, "name");
 	bool		keep_ttl = PG_ARGISNULL(1);
-	int64		ttl_ms = keep_ttl ? DEFAULT_LEADER_TTL_MS : DkArgIntervalMs(fcinfo, 1, "ttl", false);
+	int64		ttl_ms = keep_ttl ? DEFAULT_LEADER_TTL_MS : DkArgDurationMs(fcinfo, 1, "ttl", &DK_DURATION_TTL);
 	size_t		klen;
 	size_t		tklen;
 	char	   *key = DkKeyFromText(DK_KIND_LEADER, name, "name", &klen);

@@ -450,8 +450,8 @@ Datum
 distkit_lease_acquire(PG_FUNCTION_ARGS)
 {
 	text	   *name = DkArgText(fcinfo, 0, "name");
-	int64		ttl_ms = DkArgIntervalMs(fcinfo, 1, "ttl", false);
-	int64		wait_ms = DkArgIntervalMs(fcinfo, 2, "wait", true);
+	int64		ttl_ms = DkArgDurationMs(fcinfo, 1, "ttl", &DK_DURATION_TTL);
+	int64		wait_ms = DkArgDurationMs(fcinfo, 2, "wait", &DK_DURATION_WAIT);
 	size_t		klen;
 	size_t		tklen;
 	char	   *key = DkKeyFromText(DK_KIND_LEASE, name, "name", &klen);
@@ -494,7 +494,7 @@ distkit_lease_renew(PG_FUNCTION_ARGS)
 {
 	text	   *name = DkArgText(fcinfo, 0, "name");
 	int64		token = TokenArg(fcinfo, 1);
-	int64		ttl_ms = DkArgIntervalMs(fcinfo, 2, "ttl", false);
+	int64		ttl_ms = DkArgDurationMs(fcinfo, 2, "ttl", &DK_DURATION_TTL);
 	size_t		klen;
 	char	   *key = DkKeyFromText(DK_KIND_LEASE, name, "name", &klen);
 	int64		r;

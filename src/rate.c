@@ -80,42 +80,11 @@ RateWhat(text *key)
 	return psprintf("rate limiter %s", DkKeyQuote(key));
 }
 
-/* An interval as text, for messages. */
-static char *
-IntervalText(Interval *iv)
-{
-	return DatumGetCString(DirectFunctionCall1(interval_out, PointerGetDatum(iv)));
-}
-
-/* The per argument as microseconds: a positive, fixed duration. */
-static int64
-PerMicroseconds(FunctionCallInfo fcinfo, int argno)
-{
-	Interval   *per;
-	int64		days_us;
-	int64		us;
-
-	DkArgNotNull(fcinfo, argno, "per");
-	per = PG_GETARG_INTERVAL_P(argno);
-	if (per->month != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("per must be a fixed duration, not \"%s\"", IntervalText(per)),
-				 errhint("Months and years vary in length: write days instead, e.g. '30 days' or '365 days'.")));
-	if (pg_mul_s64_overflow((int64) per->day, USECS_PER_DAY, &days_us) ||
-		pg_add_s64_overflow(days_us, per->time, &us))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("per \"%s\" is too long", IntervalText(per)),
-				 errhint("per / rate * burst must stay below 2^%d microseconds (about 142 years).",
-						 RATE_LIMIT_BITS)));
-	if (us <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("per must be positive, not \"%s\"", IntervalText(per)),
-				 errhint("per is the period in which rate units may pass, e.g. '1 second' (a day counts as 24 hours).")));
-	return us;
-}
+/* What per may be: a positive fixed duration. */
+static const DkDurationRule PER_RULE = {
+	1, "positive", DK_MAX_DURATION_US, DK_MAX_DURATION_TEXT,
+	"per is the period in which rate units may pass, e.g. '1 second' (a day counts as 24 hours)."
+};
 
 /*
  * Read and check key, rate, per, burst and (when with_cost) cost, and derive
@@ -130,7 +99,7 @@ RateArgs(FunctionCallInfo fcinfo, bool with_cost, RateParams *p, text **key, siz
 
 	*key = DkArgText(fcinfo, 0, "key");
 	p->rate = DkArgInt64(fcinfo, 1, "rate");
-	p->per_us = PerMicroseconds(fcinfo, 2);
+	p->per_us = DkArgDurationUs(fcinfo, 2, "per", &PER_RULE);
 	p->burst = PG_ARGISNULL(3) ? p->rate : PG_GETARG_INT64(3);
 	p->cost = with_cost ? DkArgInt64(fcinfo, 4, "cost") : 0;
 
@@ -167,7 +136,7 @@ RateArgs(FunctionCallInfo fcinfo, bool with_cost, RateParams *p, text **key, siz
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("burst " INT64_FORMAT " at rate " INT64_FORMAT " per \"%s\" takes too long to refill",
-						p->burst, p->rate, IntervalText(PG_GETARG_INTERVAL_P(2))),
+						p->burst, p->rate, DkIntervalText(PG_GETARG_INTERVAL_P(2))),
 				 errhint("per / rate * burst must stay below 2^%d microseconds (about 142 years).",
 						 RATE_LIMIT_BITS)));
 	p->tau_us = (int64) (tau / p->rate);

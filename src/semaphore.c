@@ -131,8 +131,8 @@ distkit_semaphore_acquire(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("permits must be positive, not %d", permits),
 				 errhint("permits is how many holders the semaphore admits at once.")));
-	ttl_ms = DkArgIntervalMs(fcinfo, 2, "ttl", false);
-	wait_ms = DkArgIntervalMs(fcinfo, 3, "wait", true);
+	ttl_ms = DkArgDurationMs(fcinfo, 2, "ttl", &DK_DURATION_TTL);
+	wait_ms = DkArgDurationMs(fcinfo, 3, "wait", &DK_DURATION_WAIT);
 	key = DkKeyFromText(DK_KIND_SEMAPHORE, name, "name", &klen);
 	what = SemWhat(name);
 	permit = NewPermit();
@@ -184,7 +184,7 @@ distkit_semaphore_renew(PG_FUNCTION_ARGS)
 {
 	text	   *name = DkArgText(fcinfo, 0, "name");
 	char	   *permit = PermitArg(fcinfo, 1);
-	int64		ttl_ms = DkArgIntervalMs(fcinfo, 2, "ttl", false);
+	int64		ttl_ms = DkArgDurationMs(fcinfo, 2, "ttl", &DK_DURATION_TTL);
 	size_t		klen;
 	char	   *key = DkKeyFromText(DK_KIND_SEMAPHORE, name, "name", &klen);
 	int64		r = RunPermitScript(DK_LUA_SEMAPHORE_RENEW, key, klen, permit, ttl_ms,
