@@ -33,6 +33,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "cache.h"
 #include "distkit.h"
 #include "keys.h"
 #include "redis.h"
@@ -75,8 +76,8 @@ DkArgTtlMs(FunctionCallInfo fcinfo, int argno, const char *argname)
 }
 
 /* Error 54000 unless a value of len bytes fits the size limit. */
-void
-DkCheckValueSize(size_t len, const char *what)
+static void
+CheckValueSize(size_t len, const char *what)
 {
 	if (len > DK_MAX_VALUE_BYTES)
 		ereport(ERROR,
@@ -100,7 +101,7 @@ DkArgJsonbText(FunctionCallInfo fcinfo, int argno, const char *argname,
 				 errhint("Store the JSON value 'null'::jsonb if you mean a JSON null.")));
 	s = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(argno)));
 	*len = strlen(s);
-	DkCheckValueSize(*len, what);
+	CheckValueSize(*len, what);
 	return s;
 }
 
@@ -186,7 +187,7 @@ CacheStore(FunctionCallInfo fcinfo, CacheType t, bool nx)
 		v = PG_GETARG_VARLENA_PP(1);	/* a text or a bytea */
 		val = VARDATA_ANY(v);
 		vlen = VARSIZE_ANY_EXHDR(v);
-		DkCheckValueSize(vlen, what);
+		CheckValueSize(vlen, what);
 	}
 	ttl_ms = DkArgTtlMs(fcinfo, 2, "ttl");
 

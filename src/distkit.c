@@ -48,6 +48,7 @@
 #include "utils/guc.h"
 
 #include "distkit.h"
+#include "instance.h"
 #include "keys.h"
 #include "lax.h"
 #include "metrics.h"

@@ -21,7 +21,6 @@ extern bool DkPreloaded;
 /* subsystem init functions, called from _PG_init */
 extern void DkCounterInit(void);
 extern int	DkCounterDefaultMode(void);
-extern void DkInstanceInit(void);
 extern void DkSecretsInit(void);
 extern void DkWorkerRegister(void);
 extern void DkLeaderInit(void);
@@ -68,13 +67,7 @@ extern int64 DkArgDurationUs(FunctionCallInfo fcinfo, int argno, const char *arg
 extern int64 DkArgDurationMs(FunctionCallInfo fcinfo, int argno, const char *argname,
 							 const DkDurationRule *rule);
 
-/* fleet state: cache, idempotency keys, circuit breakers */
+/* fleet state: idempotency keys (cache.c's helpers: cache.h) */
 extern void DkIdempotencyInit(void);
-#define DK_MAX_VALUE_BYTES (512 * 1024)	/* cached values, idempotency results */
-extern int64 DkArgTtlMs(FunctionCallInfo fcinfo, int argno, const char *argname);
-extern void DkCheckValueSize(size_t len, const char *what);
-extern char *DkArgJsonbText(FunctionCallInfo fcinfo, int argno, const char *argname,
-							const char *what, size_t *len);
-extern Datum DkJsonbFromText(const char *s, size_t len, const char *what, const char *hint);
 
 #endif

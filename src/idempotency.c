@@ -39,6 +39,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "cache.h"
 #include "distkit.h"
 #include "keys.h"
 #include "redis.h"

@@ -43,6 +43,7 @@
 #include "utils/timestamp.h"
 
 #include "distkit.h"
+#include "instance.h"
 #include "shmem.h"
 #include "keys.h"
 #include "lax.h"

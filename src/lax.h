@@ -96,9 +96,4 @@ extern bool DkLaxAnythingPending(void);
 extern const char *DkLaxInstanceId(void);
 
 /* the flush of instance-aware items (instance.c) */
-struct DkCmd;
-struct DkReply;
-extern struct DkCmd *DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq);
-extern bool DkInstanceFlushReply(struct DkReply *r, DkLaxView *view);
-
 #endif

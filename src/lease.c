@@ -117,8 +117,8 @@ InitSessionIdentity(void)
 }
 
 /* This session's owner id (see the file header). */
-const char *
-DkSessionOwner(void)
+static const char *
+SessionOwner(void)
 {
 	InitSessionIdentity();
 	return session_owner;
@@ -500,7 +500,7 @@ distkit_lease_renew(PG_FUNCTION_ARGS)
 	int64		r;
 
 	DkRequirePreload("a lease");
-	r = DkLeaseRunCheck(DK_LUA_LEASE_RENEW, key, klen, DkSessionOwner(), token, ttl_ms,
+	r = DkLeaseRunCheck(DK_LUA_LEASE_RENEW, key, klen, SessionOwner(), token, ttl_ms,
 						LeaseWhat(name));
 	if (r == 0)
 		DkHeldRemove(key, klen, NULL);
@@ -521,7 +521,7 @@ distkit_lease_release(PG_FUNCTION_ARGS)
 	int64		r;
 
 	DkRequirePreload("a lease");
-	r = DkLeaseRunCheck(DK_LUA_LEASE_RELEASE, key, klen, DkSessionOwner(), token, 0,
+	r = DkLeaseRunCheck(DK_LUA_LEASE_RELEASE, key, klen, SessionOwner(), token, 0,
 						LeaseWhat(name));
 	if (r >= 0)
 		DkHeldRemove(key, klen, NULL);

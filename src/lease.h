@@ -18,7 +18,6 @@ typedef struct DkLeaseResult
 } DkLeaseResult;
 
 /* this session */
-extern const char *DkSessionOwner(void);
 extern void DkHeldAdd(const char *rkey, size_t klen, const char *permit);
 extern void DkHeldRemove(const char *rkey, size_t klen, const char *permit);
 

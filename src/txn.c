@@ -423,8 +423,8 @@ DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode, bool buffered,
 }
 
 /* This transaction's pending delta of (kind, key), summed over modes. */
-int64
-DkTxnPending(DkTxnKind kind, text *key)
+static int64
+TxnPending(DkTxnKind kind, text *key)
 {
 	int64		sum;
 
@@ -445,7 +445,7 @@ DkTxnSeen(DkTxnKind kind, text *key, int64 value)
 {
 	if (txn_hash == NULL)
 		return value;
-	return DkTxnAddPending(kind, key, value, DkTxnPending(kind, key));
+	return DkTxnAddPending(kind, key, value, TxnPending(kind, key));
 }
 
 /* value + pending (a sum DkTxnForget returned); 22003 naming key if out of range. */

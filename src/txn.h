@@ -72,9 +72,6 @@ extern bool DkTxnActive(void);
 extern void DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode, bool buffered,
 					 int64 *values, int nvalues);
 
-/* This transaction's pending delta for (kind, key), all modes. */
-extern int64 DkTxnPending(DkTxnKind kind, text *key);
-
 /* value plus this transaction's pending delta for (kind, key). */
 extern int64 DkTxnSeen(DkTxnKind kind, text *key, int64 value);
 

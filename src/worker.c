@@ -65,6 +65,7 @@
 #include "utils/timestamp.h"
 
 #include "distkit.h"
+#include "instance.h"
 #include "keys.h"
 #include "lax.h"
 #include "metrics.h"
