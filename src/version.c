@@ -20,8 +20,8 @@
  *    backend that ran ALTER EXTENSION UPDATE a moment ago is right too.
  *  - Every function that takes a key passes DkKeyCheck, which calls
  *    DkCheckSqlVersion(); the keyless ones that act (clears, flush, stats,
- *    the instance and leader views) call it themselves.  The call-metrics
- *    functions (metrics.c) do not check it yet.  The first
+ *    the instance and leader views, and the call-metrics functions of
+ *    metrics.c) call it themselves.  The first
  *    call in a backend reads pg_extension.extversion once; a supported
  *    version is remembered for the life of the backend (one test of a
  *    static flag per call afterwards), an unsupported one is refused with

@@ -120,7 +120,9 @@ for my $v ('0.0.9', '0.3.0')
 {
 	$node->safe_psql('other', qq{UPDATE pg_extension SET extversion = '$v' WHERE extname = 'distkit'});
 	for my $sql (q{SELECT distkit_inc('up:x', 1)}, q{SELECT distkit_inc('up:x', 1, 'lax')},
-		q{SELECT * FROM distkit_stats}, q{SELECT distkit_flush()}, q{SELECT distkit_cache_clear()})
+		q{SELECT * FROM distkit_stats}, q{SELECT distkit_flush()}, q{SELECT distkit_cache_clear()},
+		q{SELECT * FROM distkit_stat_calls}, q{SELECT * FROM distkit_stat_calls_buckets},
+		q{SELECT distkit_stat_calls_reset()})
 	{
 		my ($r, $o, $e) = $node->psql('other', $sql, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 		like($e, qr/ERROR:  55000: distkit's SQL objects in this database are version \Q$v\E, which the loaded distkit library \(0\.2\.0\) does not support/,
