@@ -141,6 +141,8 @@ check "the exporter query file is installed (docdir/extension/distkit.yaml)" inr
 echo "== DISTKIT_INSTALLED=1 ./test/demo.sh (fresh root)"
 inroot "cd /root/project && DISTKIT_INSTALLED=1 ./test/demo.sh" 2>&1 | tee "$dir/demo.out" || true
 check "demo against the installed package ran to the end" grep -qx 'demo: done' "$dir/demo.out"
+check "demo run as root from /root/project: no 'could not change directory' (issue 19)" \
+	bash -c "! grep -q 'could not change directory' '$dir/demo.out'"
 check "demo: trigger counted 100 orders per tenant (orders:acme = 100)" \
 	grep -qE '^ orders:acme +\| +100$' "$dir/demo.out"
 check "demo: the lax flush reached Redis (views:home = 50000)" \
