@@ -8,6 +8,9 @@ DECLARE
 	ok boolean;
 BEGIN
 	LOOP
+		-- pg_stat_activity is read once per transaction unless cleared: a
+		-- backend that exits during the wait would never seem to go
+		PERFORM pg_stat_clear_snapshot();
 		EXECUTE 'SELECT ' || cond INTO ok;
 		IF ok THEN RETURN true; END IF;
 		IF clock_timestamp() - t0 > secs * interval '1 s' THEN RETURN false; END IF;
