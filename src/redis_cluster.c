@@ -50,7 +50,8 @@ EnsureTopology(void)
 						dk_target ? dk_target->error : "not set"),
 				 errhint("Use redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
 						 "redis-cluster://host:port[,host:port...] or "
-						 "redis-sentinel://host:port[,host:port...][/db]#master-name.")));
+						 "redis-sentinel://host:port[,host:port...][/db]#master-name, "
+						 "or rediss://, rediss-cluster://, rediss-sentinel:// for TLS.")));
 	if (nodes_built && nodes_generation == dk_target_generation)
 		return;
 	for (int i = 0; i < dk_nnodes; i++)

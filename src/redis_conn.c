@@ -85,43 +85,22 @@ char		dk_last_endpoint[600] = "";
 static const char *(*cancel_check) (void) = NULL;
 
 /*
- * Transports.  A node's connection is driven through a DkTransport: open
- * starts a non-blocking connect, handshake is called each time the socket
- * is ready until it returns DK_IO_OK (the plain transport only checks the
- * connect's outcome; a TLS transport would run its handshake there), write
- * sends what the RESP layer buffered, read takes in what has arrived and
- * must consume everything the transport itself buffered (the caller then
- * waits on the socket), idle_broken probes an idle connection, peek looks
- * at unread bytes without consuming them, close frees everything, and
- * socket is what WaitSocket and the idle timer's shutdown(2) use.  Each
- * returns DK_IO_OK, DK_IO_WANT_READ/DK_IO_WANT_WRITE (wait, then call
- * again) or DK_IO_ERROR with the node's io_error set.  Timeouts,
- * interrupts and messages stay with the callers, so every transport gets
- * them for free.
+ * Transports (DkTransport, redis_int.h): the plain one is here; the TLS one
+ * (DkTlsTransport) is in redis_tls.c, the only file that knows OpenSSL.
+ * Timeouts, interrupts and messages stay with the callers below, so every
+ * transport gets them for free.
  *
  * The RESP layer (AppendCmd, ReadReply) is hiredis's: redisAppendCommandArgv
  * formats into the context's output buffer and redisGetReplyFromReader
  * parses its reader.  The plain transport lets hiredis 0.14 do the socket
  * I/O of that same context (redisConnectNonBlock, redisBufferWrite,
- * redisBufferRead), which reads and writes the fd directly; a transport
- * that encrypts must move the bytes itself: write the context's obuf, and
- * feed what it decrypts to the context's reader (redisReaderFeed).
+ * redisBufferRead), which reads and writes the fd directly; the TLS
+ * transport moves the bytes itself: it writes the context's obuf through
+ * OpenSSL and feeds what it decrypts to the context's reader.
  */
-typedef struct DkTransport
-{
-	const char *name;
-	DkIo		(*open) (DkNode *n);
-	DkIo		(*handshake) (DkNode *n);
-	DkIo		(*write) (DkNode *n);
-	DkIo		(*read) (DkNode *n);
-	bool		(*idle_broken) (DkNode *n);
-	ssize_t		(*peek) (DkNode *n, char *buf, size_t len);
-	void		(*close) (DkNode *n);
-	pgsocket	(*socket) (const DkNode *n);
-} DkTransport;
 
 /* Record what failed on node n's connection; returns DK_IO_ERROR. */
-static DkIo
+DkIo
 IoError(DkNode *n, const char *what)
 {
 	strlcpy(n->io_error, what, sizeof(n->io_error));
@@ -129,7 +108,7 @@ IoError(DkNode *n, const char *what)
 }
 
 /* Plain: start a non-blocking TCP or unix-socket connect (hiredis). */
-static DkIo
+DkIo
 PlainOpen(DkNode *n)
 {
 	redisContext *c;
@@ -147,7 +126,7 @@ PlainOpen(DkNode *n)
 }
 
 /* Plain: the outcome of the connect, once the socket is writable. */
-static DkIo
+DkIo
 PlainHandshake(DkNode *n)
 {
 	int			soerr = 0;
@@ -181,7 +160,7 @@ PlainRead(DkNode *n)
 }
 
 /* Plain: an idle connection is broken if it failed or shows EOF or data (e.g. Redis restarted). */
-static bool
+bool
 PlainIdleBroken(DkNode *n)
 {
 	struct pollfd pfd;
@@ -826,7 +805,7 @@ OpenConnection(int ni, TimestampTz deadline, DkErr *err)
 	DkNode	   *n = &dk_nodes[ni];
 	DkIo		io;
 
-	n->transport = &PlainTransport;
+	n->transport = dk_target->tls && !n->is_unix ? &DkTlsTransport : &PlainTransport;
 	io = n->transport->open(n);
 	if (io == DK_IO_ERROR)
 		return ConnectFailed(ni, err, pstrdup(n->io_error));
@@ -839,7 +818,17 @@ OpenConnection(int ni, TimestampTz deadline, DkErr *err)
 	while (io == DK_IO_WANT_READ || io == DK_IO_WANT_WRITE)
 	{
 		if (!WaitSocket(ni, io == DK_IO_WANT_WRITE, deadline))
-			return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
+		{
+			if (io == DK_IO_WANT_WRITE)
+				return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
+			/* connected, and the transport's handshake waits for an answer */
+			ConnectFailed(ni, err, psprintf("no answer to the %s handshake within %s",
+											 n->transport->name, ConnectBoundText()));
+			err->hint = psprintf("A server without %s never answers it: check that the port in "
+								 "distkit.redis_url is its %s port, and that the server is not stopped.",
+								 n->transport->name, n->transport->name);
+			return false;
+		}
 		io = n->transport->handshake(n);
 	}
 	if (io == DK_IO_ERROR)
@@ -885,6 +874,14 @@ SetUpSession(int ni, TimestampTz deadline, bool check_role, DkErr *err)
 	{
 		FullRefusal(ni, err, "ERR max number of clients reached");
 		DisconnectNode(ni);
+		return false;
+	}
+	if (r == NULL && io == DK_IO_ERROR && !dk_target->tls && !dk_nodes[ni].is_unix)
+	{
+		/* a TLS-only port closes a plaintext connection at its first bytes */
+		ConnectFailed(ni, err, IoFailureText(ni, io, true));
+		err->hint = pstrdup("Check distkit.redis_url and that redis-server is running and reachable; "
+							"if its port only speaks TLS (tls-port), use a rediss:// URL.");
 		return false;
 	}
 	if (r == NULL)

@@ -9,6 +9,9 @@
  *  - a Redis Cluster (redis-cluster://seed,seed...), see redis_cluster.c;
  *  - a master found through Redis Sentinel (redis-sentinel://...#name),
  *    see redis_sentinel.c.
+ * Each TCP scheme has a TLS twin (rediss://, rediss-cluster://,
+ * rediss-sentinel://): the same target, every node reached through the
+ * TLS transport (redis_tls.c, settings distkit.tls_*).
  *
  * The URL is parsed by its check hook into a DkRedisTarget; a malformed
  * URL is accepted there and reported at use time (EnsureTopology),
@@ -236,33 +239,40 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 	const char *fragment = NULL;
 	const char *end;
 	const char *problem;
+	const char *s;
 
 	memset(t, 0, sizeof(*t));
 	t->port = 6379;
 
 #define URL_FAIL(...) do { snprintf(t->error, sizeof(t->error), __VA_ARGS__); return; } while (0)
 
-	if (strncmp(url, "redis://", 8) == 0)
-		rest = url + 8;
-	else if (strncmp(url, "redis-cluster://", 16) == 0)
+	/* rediss: the same with TLS (redis_tls.c); s is what follows the "redis" */
+	s = url + 5;
+	if (strncmp(url, "redis", 5) == 0 && s[0] == 's' && (s[1] == ':' || s[1] == '-'))
 	{
-		rest = url + 16;
+		t->tls = true;
+		s++;
+	}
+	if (strncmp(url, "redis", 5) == 0 && strncmp(s, "://", 3) == 0)
+		rest = s + 3;
+	else if (strncmp(url, "redis", 5) == 0 && strncmp(s, "-cluster://", 11) == 0)
+	{
+		rest = s + 11;
 		t->topology = DK_TOPOLOGY_CLUSTER;
 	}
-	else if (strncmp(url, "redis-sentinel://", 17) == 0)
+	else if (strncmp(url, "redis", 5) == 0 && strncmp(s, "-sentinel://", 12) == 0)
 	{
-		rest = url + 17;
+		rest = s + 12;
 		t->topology = DK_TOPOLOGY_SENTINEL;
 	}
-	else if (strncmp(url, "unix://", 7) == 0)
+	else if (!t->tls && strncmp(url, "unix://", 7) == 0)
 	{
 		rest = url + 7;
 		t->is_unix = true;
 	}
-	else if (strncmp(url, "rediss://", 9) == 0)
-		URL_FAIL("TLS (rediss://) is not supported by this build (hiredis 0.14)");
 	else
-		URL_FAIL("it must start with redis://, redis-cluster://, redis-sentinel:// or unix://");
+		URL_FAIL("it must start with redis://, redis-cluster://, redis-sentinel://, unix:// "
+				 "or, for TLS, rediss://, rediss-cluster://, rediss-sentinel://");
 
 	end = rest + strlen(rest);
 	if (t->is_unix)
@@ -275,7 +285,7 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 	{
 		fragment = strchr(rest, '#');
 		if (fragment == NULL || fragment[1] == '\0')
-			URL_FAIL("a redis-sentinel:// URL must end with #master-name");
+			URL_FAIL("a %s-sentinel:// URL must end with #master-name", t->tls ? "rediss" : "redis");
 		if (!PercentDecode(fragment + 1, strlen(fragment + 1), t->master_name, sizeof(t->master_name)))
 			URL_FAIL("the master name is too long or has a bad %%-escape");
 		end = fragment;
@@ -373,7 +383,8 @@ DkRedisInit(void)
 							   "Redis server used by distkit.",
 							   "redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
 							   "redis-cluster://[user:password@]host:port[,host:port...] or "
-							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]#master-name. "
+							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]#master-name; "
+							   "rediss://, rediss-cluster:// and rediss-sentinel:// for TLS (distkit.tls_*). "
 							   "Readable by superusers only.  Server-wide: set it in postgresql.conf or with "
 							   "ALTER SYSTEM, then reload.",
 							   &redis_url,
@@ -381,6 +392,7 @@ DkRedisInit(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   CheckRedisUrl, AssignRedisUrl, NULL);
+	DkTlsInit();
 	DefineCustomIntVariable("distkit.connect_timeout",
 							"Time allowed to connect and authenticate to Redis.",
 							NULL,
