@@ -762,8 +762,11 @@ HandshakeFailed(int ni, const DkReply *r, DkErr *err)
 		strncmp(msg, "ERR AUTH", 8) == 0)
 	{
 		err->sqlstate = ERRCODE_INVALID_PASSWORD;
-		err->msg = psprintf("authentication to Redis at %s failed", endpoint);
-		err->hint = "Check the user name and password in distkit.redis_url.";
+		err->msg = psprintf("authentication to %s at %s failed",
+							dk_nodes[ni].is_sentinel ? "Redis Sentinel" : "Redis", endpoint);
+		err->hint = dk_nodes[ni].is_sentinel ?
+			"Check sentinel_user and sentinel_password in distkit.redis_url." :
+			"Check the user name and password in distkit.redis_url.";
 	}
 	else if (strncmp(msg, "ERR max number of clients reached", 33) == 0)
 		FullRefusal(ni, err, msg);
@@ -819,14 +822,16 @@ OpenConnection(int ni, TimestampTz deadline, DkErr *err)
 	{
 		if (!WaitSocket(ni, io == DK_IO_WANT_WRITE, deadline))
 		{
+			/* connected, and the transport's handshake waits for an answer? */
+			const char *name = n->transport->name;	/* ConnectFailed disconnects */
+
 			if (io == DK_IO_WANT_WRITE)
 				return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
-			/* connected, and the transport's handshake waits for an answer */
 			ConnectFailed(ni, err, psprintf("no answer to the %s handshake within %s",
-											 n->transport->name, ConnectBoundText()));
+											 name, ConnectBoundText()));
 			err->hint = psprintf("A server without %s never answers it: check that the port in "
 								 "distkit.redis_url is its %s port, and that the server is not stopped.",
-								 n->transport->name, n->transport->name);
+								 name, name);
 			return false;
 		}
 		io = n->transport->handshake(n);
@@ -849,26 +854,33 @@ SetUpSession(int ni, TimestampTz deadline, bool check_role, DkErr *err)
 	DkIo		io = DK_IO_OK;
 	bool		sent;
 	DkReply   **r;
+	bool		sentinel = dk_nodes[ni].is_sentinel;
+	bool		has_auth = sentinel ? dk_target->has_sentinel_auth : dk_target->has_auth;
 
-	if (dk_target->has_auth)
+	if (has_auth)
 	{
+		const char *user = sentinel ? dk_target->sentinel_user : dk_target->user;
+
 		hs[nhs] = DkCmdNew("AUTH");
-		if (dk_target->user[0])
-			DkCmdArgStr(hs[nhs], dk_target->user);
+		if (user[0])
+			DkCmdArgStr(hs[nhs], user);
 		/* a copy: the command's copy is wiped below, dk_target's must stay */
-		DkCmdArgStr(hs[nhs], pstrdup(dk_target->password));
+		DkCmdArgStr(hs[nhs], pstrdup(sentinel ? dk_target->sentinel_password : dk_target->password));
 		nhs++;
 	}
 	/* also makes Redis answer within connect_timeout (a paused server accepts TCP) */
-	hs[nhs] = DkCmdNew("SELECT");
-	DkCmdArgInt(hs[nhs], dk_target->db);
-	nhs++;
+	if (!sentinel)
+	{
+		hs[nhs] = DkCmdNew("SELECT");
+		DkCmdArgInt(hs[nhs], dk_target->db);
+		nhs++;
+	}
 	if (check_role)
 		hs[nhs++] = DkCmdNew("ROLE");
 
 	r = NodeExchange(ni, hs, nhs, deadline, &io, &sent);
 	/* the AUTH command holds the password: wipe it */
-	if (dk_target->has_auth)
+	if (has_auth)
 		explicit_bzero((void *) hs[0]->argv[hs[0]->argc - 1], hs[0]->argvlen[hs[0]->argc - 1]);
 	if (r == NULL && io != DK_IO_TIMEOUT && PeekFullRefusal(ni))
 	{
@@ -915,8 +927,8 @@ ConnectNode(int ni, DkErr *err)
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs());
 	if (!OpenConnection(ni, deadline, err))
 		return false;
-	if (dk_nodes[ni].is_sentinel)
-		return true;			/* sentinels: no AUTH (see docs/cluster.md) */
+	if (dk_nodes[ni].is_sentinel && !dk_target->has_sentinel_auth)
+		return true;			/* sentinels without a password: nothing to set up */
 	return SetUpSession(ni, deadline, check_role, err);
 }
 

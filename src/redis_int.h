@@ -54,6 +54,9 @@ typedef struct DkRedisTarget
 	int			naddrs;			/* cluster seeds or sentinels */
 	DkAddr		addrs[DK_MAX_ADDRS];
 	char		master_name[256];	/* sentinel */
+	bool		has_sentinel_auth;	/* ?sentinel_password=...[&sentinel_user=...] */
+	char		sentinel_user[128];
+	char		sentinel_password[256];
 	char		endpoint[600];	/* for messages: host:port, unix:path, ... */
 } DkRedisTarget;
 

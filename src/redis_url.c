@@ -229,6 +229,54 @@ ParseAddrList(DkRedisTarget *t, const char *rest, const char *end)
 #undef LIST_FAIL
 }
 
+/*
+ * The query of a redis-sentinel:// URL, q[0..end): sentinel_user=U and
+ * sentinel_password=P (%-escaped), the credentials for the sentinels
+ * themselves (AUTH before SENTINEL commands); false with t->error.
+ */
+static bool
+ParseSentinelAuth(DkRedisTarget *t, const char *q, const char *end)
+{
+	while (q < end)
+	{
+		const char *amp = memchr(q, '&', end - q);
+		const char *item_end = amp ? amp : end;
+		const char *eq = memchr(q, '=', item_end - q);
+
+		if (eq && eq - q == 13 && strncmp(q, "sentinel_user", 13) == 0)
+		{
+			if (!PercentDecode(eq + 1, item_end - eq - 1, t->sentinel_user, sizeof(t->sentinel_user)))
+			{
+				snprintf(t->error, sizeof(t->error), "sentinel_user is too long or has a bad %%-escape");
+				return false;
+			}
+		}
+		else if (eq && eq - q == 17 && strncmp(q, "sentinel_password", 17) == 0)
+		{
+			if (!PercentDecode(eq + 1, item_end - eq - 1, t->sentinel_password, sizeof(t->sentinel_password)) ||
+				t->sentinel_password[0] == '\0')
+			{
+				snprintf(t->error, sizeof(t->error), "sentinel_password is empty, too long or has a bad %%-escape");
+				return false;
+			}
+			t->has_sentinel_auth = true;
+		}
+		else
+		{
+			snprintf(t->error, sizeof(t->error),
+					 "the query parameters of a Sentinel URL are sentinel_user and sentinel_password");
+			return false;
+		}
+		q = item_end + 1;
+	}
+	if (t->sentinel_user[0] && !t->has_sentinel_auth)
+	{
+		snprintf(t->error, sizeof(t->error), "sentinel_user needs sentinel_password");
+		return false;
+	}
+	return true;
+}
+
 /* Fill t from a URL; on failure t->valid is false and t->error says why. */
 static void
 ParseRedisUrl(const char *url, DkRedisTarget *t)
@@ -289,6 +337,13 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 		if (!PercentDecode(fragment + 1, strlen(fragment + 1), t->master_name, sizeof(t->master_name)))
 			URL_FAIL("the master name is too long or has a bad %%-escape");
 		end = fragment;
+		query = memchr(rest, '?', end - rest);
+		if (query)
+		{
+			if (!ParseSentinelAuth(t, query + 1, end))
+				return;
+			end = query;
+		}
 	}
 
 	/* user:password@ — the last '@' before the path/query ends it */
@@ -383,7 +438,8 @@ DkRedisInit(void)
 							   "Redis server used by distkit.",
 							   "redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
 							   "redis-cluster://[user:password@]host:port[,host:port...] or "
-							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]#master-name; "
+							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]"
+							   "[?sentinel_user=U&sentinel_password=P]#master-name; "
 							   "rediss://, rediss-cluster:// and rediss-sentinel:// for TLS (distkit.tls_*). "
 							   "Readable by superusers only.  Server-wide: set it in postgresql.conf or with "
 							   "ALTER SYSTEM, then reload.",
