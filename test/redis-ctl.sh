@@ -50,7 +50,8 @@ pid_of() { cat "$(ndir "$1")/redis.pid" 2>/dev/null || true; }
 running() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null; }
 tls_cli_args() {
 	[ -n "$(tls)" ] || return 0
-	echo "--tls --cacert $certs/ca.crt --cert $certs/client.crt --key $certs/client.key"
+	# --insecure: tests switch the server to expired or wrong-host certificates
+	echo "--tls --insecure --cacert $certs/ca.crt --cert $certs/client.crt --key $certs/client.key"
 }
 # shellcheck disable=SC2046
 node_cli() { local p=$1; shift; redis-cli -h 127.0.0.1 -p "$p" $(tls_cli_args) --no-auth-warning "$@"; }

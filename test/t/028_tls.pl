@@ -87,7 +87,7 @@ is($auth->('GET', 'distkit:c:{tls:lax}'), '200', 'lax increments flushed over TL
 set_conf(tls_ca_file => "$certs/other-ca.crt");
 is($pg->(q{SELECT err($$SELECT distkit_get('tls:strict')$$)}),
 	'08001 could not connect to Redis at 127.0.0.1:PORT: TLS certificate verification failed: '
-	  . 'unable to get local issuer certificate | Check distkit.redis_url and that redis-server is running and reachable.',
+	  . 'self-signed certificate in certificate chain | Check distkit.redis_url and that redis-server is running and reachable.',
 	'unknown CA: 08001 naming the verification failure');
 set_conf(tls_ca_file => "$certs/ca.crt");
 server_cert('expired');
