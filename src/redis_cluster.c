@@ -43,7 +43,8 @@ bool		dk_slots_stale = true;
 void
 EnsureTopology(void)
 {
-	if (dk_target == NULL || !dk_target->valid)
+	if (dk_target == NULL || !dk_target->valid ||
+		(dk_target->password_empty && !PasswordFileActive()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("distkit.redis_url is invalid: %s",

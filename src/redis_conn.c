@@ -766,6 +766,8 @@ HandshakeFailed(int ni, const DkReply *r, DkErr *err)
 							dk_nodes[ni].is_sentinel ? "Redis Sentinel" : "Redis", endpoint);
 		err->hint = dk_nodes[ni].is_sentinel ?
 			"Check sentinel_user and sentinel_password in distkit.redis_url." :
+			PasswordFileActive() ?
+			"Check the user name in distkit.redis_url and the password in distkit.redis_password_file." :
 			"Check the user name and password in distkit.redis_url.";
 	}
 	else if (strncmp(msg, "ERR max number of clients reached", 33) == 0)
@@ -855,17 +857,30 @@ SetUpSession(int ni, TimestampTz deadline, bool check_role, DkErr *err)
 	bool		sent;
 	DkReply   **r;
 	bool		sentinel = dk_nodes[ni].is_sentinel;
-	bool		has_auth = sentinel ? dk_target->has_sentinel_auth : dk_target->has_auth;
+	bool		from_file = !sentinel && PasswordFileActive();
+	bool		has_auth = sentinel ? dk_target->has_sentinel_auth : (dk_target->has_auth || from_file);
 
 	if (has_auth)
 	{
 		const char *user = sentinel ? dk_target->sentinel_user : dk_target->user;
+		char		filepw[1024];
+		char		why[400];
 
+		if (from_file &&
+			!PasswordFileRead(filepw, sizeof(filepw), &dk_nodes[ni].auth_version, why, sizeof(why)))
+		{
+			ConnectFailed(ni, err, why);
+			err->hint = pstrdup("Check distkit.redis_password_file and the process that writes it.");
+			return false;
+		}
 		hs[nhs] = DkCmdNew("AUTH");
 		if (user[0])
 			DkCmdArgStr(hs[nhs], user);
 		/* a copy: the command's copy is wiped below, dk_target's must stay */
-		DkCmdArgStr(hs[nhs], pstrdup(sentinel ? dk_target->sentinel_password : dk_target->password));
+		DkCmdArgStr(hs[nhs], pstrdup(from_file ? filepw :
+									 sentinel ? dk_target->sentinel_password : dk_target->password));
+		if (from_file)
+			explicit_bzero(filepw, sizeof(filepw));
 		nhs++;
 	}
 	/* also makes Redis answer within connect_timeout (a paused server accepts TCP) */
@@ -907,6 +922,34 @@ SetUpSession(int ni, TimestampTz deadline, bool check_role, DkErr *err)
 		 strcmp(r[nhs - 1]->elem[0]->str, "master") != 0))
 		return ConnectFailed(ni, err, "the server the sentinels named is not a master (a failover is in progress)");
 	return true;
+}
+
+/*
+ * An AUTH to put in front of the next request to node ni, or NULL: when
+ * distkit.redis_password_file changed since the connection authenticated
+ * (redis_password.c).  If the file cannot be read now, the connection keeps
+ * its authentication and the next check tries again.
+ */
+DkCmd *
+ReauthCmd(int ni)
+{
+	DkNode	   *n = &dk_nodes[ni];
+	char		pw[1024];
+	char		why[400];
+	uint64		version;
+	DkCmd	   *auth;
+
+	if (n->is_sentinel || !PasswordFileActive() || PasswordFileVersion() == n->auth_version)
+		return NULL;
+	if (!PasswordFileRead(pw, sizeof(pw), &version, why, sizeof(why)))
+		return NULL;
+	n->auth_version = version;
+	auth = DkCmdNew("AUTH");
+	if (dk_target->user[0])
+		DkCmdArgStr(auth, dk_target->user);
+	DkCmdArgStr(auth, pw);		/* copied */
+	explicit_bzero(pw, sizeof(pw));
+	return auth;
 }
 
 /*

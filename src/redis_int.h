@@ -1,7 +1,7 @@
 /*
  * redis_int.h — what the files of the connection module share
- * (redis.c, redis_url.c, redis_conn.c, redis_tls.c, redis_cluster.c,
- * redis_sentinel.c).
+ * (redis.c, redis_url.c, redis_conn.c, redis_tls.c, redis_password.c,
+ * redis_cluster.c, redis_sentinel.c).
  * Nothing outside them includes it; the rest of distkit uses redis.h.
  * See each file's top comment for its part.
  */
@@ -49,6 +49,7 @@ typedef struct DkRedisTarget
 	char		path[512];
 	int			db;
 	bool		has_auth;
+	bool		password_empty; /* "user:@": the password must come from a file */
 	char		user[128];
 	char		password[256];
 	int			naddrs;			/* cluster seeds or sentinels */
@@ -120,6 +121,7 @@ typedef struct DkNode
 	WaitEventSet *wes;
 	int			sock_pos;
 	bool		busy;			/* a request is in flight */
+	uint64		auth_version;	/* distkit.redis_password_file version it sent AUTH with */
 	int			wait_replicas;	/* sentinel master: WAIT for this many replicas */
 } DkNode;
 
@@ -176,6 +178,14 @@ extern DkIo IoError(DkNode *n, const char *what);
 extern DkIo PlainOpen(DkNode *n);
 extern DkIo PlainHandshake(DkNode *n);
 extern bool PlainIdleBroken(DkNode *n);
+
+extern DkCmd *ReauthCmd(int ni);
+
+/* redis_password.c: distkit.redis_password_file */
+extern void DkPasswordFileInit(void);
+extern bool PasswordFileActive(void);
+extern uint64 PasswordFileVersion(void);
+extern bool PasswordFileRead(char *buf, size_t size, uint64 *version, char *why, size_t whysize);
 
 /* redis_tls.c: the TLS transport and its settings */
 extern const DkTransport DkTlsTransport;

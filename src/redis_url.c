@@ -362,7 +362,11 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 		if (!PercentDecode(colon + 1, at - colon - 1, t->password, sizeof(t->password)))
 			URL_FAIL("the password is too long or has a bad %%-escape");
 		if (t->password[0] == '\0')
-			URL_FAIL("the password is empty");
+		{
+			/* allowed with distkit.redis_password_file, checked at use */
+			t->password_empty = true;
+			strlcpy(t->error, "the password is empty", sizeof(t->error));
+		}
 		t->has_auth = true;
 		rest = at + 1;
 	}
@@ -449,6 +453,7 @@ DkRedisInit(void)
 							   GUC_SUPERUSER_ONLY,
 							   CheckRedisUrl, AssignRedisUrl, NULL);
 	DkTlsInit();
+	DkPasswordFileInit();
 	DefineCustomIntVariable("distkit.connect_timeout",
 							"Time allowed to connect and authenticate to Redis.",
 							NULL,

@@ -24,6 +24,8 @@
 # socket stays plaintext), with the certificates of test/certs.sh:
 #   1       TLS, clients need no certificate;
 #   mutual  TLS, clients must present a certificate signed by the test CA.
+# DISTKIT_TLS_CERTS at init: the certificates' directory (made if missing;
+# several set-ups may share one CA), else DIR/certs.
 # Then `url` prints rediss:// URLs and redis-cli is run with --tls.
 # In cluster mode `cli` follows redirections (redis-cli -c); KEYS, CLIENT,
 # DBSIZE and INFO run on every master (outputs concatenated) and ACL, CONFIG,
@@ -39,7 +41,8 @@ dir=${DISTKIT_REDIS_DIR:?DISTKIT_REDIS_DIR is not set}
 
 mode() { cat "$dir/mode" 2>/dev/null || echo single; }
 tls() { cat "$dir/tls" 2>/dev/null || true; }			# "", 1 or mutual
-certs="$dir/certs"
+# the certificates: DISTKIT_TLS_CERTS at init (shared by several set-ups), else DIR/certs
+certs=$(cat "$dir/certsdir" 2>/dev/null || echo "$dir/certs")
 data_ports() { cat "$dir/ports"; }			# masters first, then replicas
 master_ports() { cat "$dir/masters"; }
 sentinel_ports() { cat "$dir/sentinels" 2>/dev/null || true; }
@@ -308,9 +311,11 @@ init)
 	rm -f "$dir/allports"
 	echo "$m" >"$dir/mode"
 	case ${DISTKIT_REDIS_TLS:-} in
-	"") rm -f "$dir/tls" ;;
+	"") rm -f "$dir/tls" "$dir/certsdir" ;;
 	1 | mutual)
 		echo "$DISTKIT_REDIS_TLS" >"$dir/tls"
+		certs=${DISTKIT_TLS_CERTS:-$dir/certs}
+		echo "$certs" >"$dir/certsdir"
 		"$(dirname "$0")/certs.sh" "$certs"
 		;;
 	*) echo "DISTKIT_REDIS_TLS must be 1 or mutual" >&2; exit 2 ;;

@@ -12,7 +12,13 @@
 #   5. a server that accepts TCP and never answers TLS: the call ends at
 #      connect_timeout, earlier on statement_timeout, and
 #      pg_terminate_backend ends it at once;
-#   6. no password in any message or in the server log.
+#   6. distkit.redis_password_file: read at connect; an open connection
+#      sends AUTH again (exactly once) after the file changed; a rotation
+#      every 1.5 s (ACL user, old and new password valid for a while, as
+#      with cloud tokens) under pgbench load: no error, totals exact;
+#   7. Sentinels over TLS that require a password of their own (an ACL
+#      user): rediss-sentinel://...?sentinel_user=U&sentinel_password=P;
+#   8. no password in any message or in the server log.
 # Each failure is SQLSTATE 08001 with a message naming the cause.
 use strict;
 use warnings;
@@ -24,6 +30,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
+use IPC::Run;
 
 my $password = 's3cret-tls';
 
@@ -208,9 +215,110 @@ waitpid($mute_pid, 0);
 set_conf(redis_url => $url, connect_timeout => undef);
 is($pg->(q{SELECT distkit_get('tls:strict')}), '6', 'back on TLS, the value is exact');
 
-# 6. no password anywhere
+# 6. distkit.redis_password_file
+my $pwfile = $node->basedir . '/redis-password';
+# write the password file atomically (as a sidecar does: rename)
+sub write_password
+{
+	my ($pw) = @_;
+	open(my $fh, '>', "$pwfile.tmp") or die "write $pwfile.tmp: $!";
+	print $fh "$pw\n";
+	close($fh);
+	chmod(0600, "$pwfile.tmp");
+	rename("$pwfile.tmp", $pwfile) or die "rename: $!";
+}
+# AUTH commands Redis ran since the last call of auth_since (minus the
+# AUTH of redis-cli -a that reads the count)
+my $auth_seen = 0;
+sub auth_since
+{
+	my ($calls) = $auth->('INFO', 'commandstats') =~ /cmdstat_auth:calls=(\d+)/;
+	my $d = $calls - $auth_seen - 1;
+	$auth_seen = $calls;
+	return $d;
+}
+$auth->('ACL', 'SETUSER', 'rotor', 'on', '>s3cret-rot-1', '~*', '+@all');
+set_conf(redis_url => "rediss://rotor:\@127.0.0.1:$tls_port/0");
+like($pg->(q{SELECT err($$SELECT distkit_get('tls:rot')$$)}),
+	qr/^22023 distkit\.redis_url is invalid: the password is empty/,
+	'user:@ without distkit.redis_password_file: the password is empty');
+write_password('s3cret-rot-1');
+set_conf(redis_password_file => $pwfile, heartbeat_interval => '1h');
+is($pg->(q{SELECT distkit_inc('tls:rot')}), '1', 'the password is read from the file at connect');
+my $sess = $node->background_psql('postgres');
+is($sess->query_safe(q{SELECT distkit_inc('tls:rot')}), '2', 'a session connected with the first password');
+$auth->('ACL', 'SETUSER', 'rotor', '>s3cret-rot-2');
+write_password('s3cret-rot-2');
+$auth->('ACL', 'SETUSER', 'rotor', '<s3cret-rot-1');
+usleep(1_100_000);		# the file is looked at once a second at most
+auth_since();
+is($sess->query_safe(q{SELECT distkit_inc('tls:rot')}), '3', 'the open connection keeps working after the rotation');
+is(auth_since(), 1, 'it sent AUTH with the new password, once');
+usleep(1_100_000);
+is($sess->query_safe(q{SELECT distkit_inc('tls:rot')}), '4', 'and goes on');
+is(auth_since(), 0, 'without sending it again');
+$sess->quit;
+is($pg->(q{SELECT distkit_inc('tls:rot')}), '5', 'a new session connects with the new password');
+
+# rotations under load: strict and lax from 4 pgbench clients for 6 s
+set_conf(heartbeat_interval => undef);
+my $bench = $node->basedir . '/rot.sql';
+open(my $bf, '>', $bench) or die;
+print $bf "SELECT distkit_inc('rot:strict');\nSELECT distkit_inc('rot:lax', 1, 'lax');\n";
+close($bf);
+my ($bout, $berr) = ('', '');
+my $h = IPC::Run::start([ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '6', '-f', $bench,
+		'-d', $node->connstr('postgres') ], '>', \$bout, '2>', \$berr);
+for my $i (3 .. 5)
+{
+	usleep(1_500_000);
+	my $prev = $i - 1;
+	$auth->('ACL', 'SETUSER', 'rotor', ">s3cret-rot-$i");
+	write_password("s3cret-rot-$i");
+	usleep(1_200_000);		# every connection had its chance to re-authenticate
+	$auth->('ACL', 'SETUSER', 'rotor', "<s3cret-rot-$prev");
+}
+$h->finish;
+is($h->result(0), 0, 'pgbench ran without an error through three rotations') or diag($berr);
+my ($ntx) = $bout =~ /number of transactions actually processed: (\d+)/;
+ok($ntx > 0, "pgbench ran $ntx transactions");
+$pg->('SELECT distkit_flush()');
+is($auth->('GET', 'distkit:c:{rot:strict}'), $ntx, 'strict total exact');
+is($auth->('GET', 'distkit:c:{rot:lax}'), $ntx, 'lax total exact');
+unlike(slurp_file($node->logfile), qr/28P01|authentication to Redis/, 'no authentication failure logged');
+set_conf(redis_password_file => undef, redis_url => $url);
+
+# 6. Sentinels over TLS with a password of their own (the data nodes have none)
+my $sent_url = do
+{
+	local $ENV{DISTKIT_REDIS_TLS} = '1';
+	local $ENV{DISTKIT_TLS_CERTS} = $certs;		# the same CA
+	start_sentinel('tls-sentinel');
+};
+my $sent_password = 's3cret-sentinel';
+for my $s (split /,/, redis_ctl_out('sentinels'))
+{
+	node_cli($s, 'ACL', 'SETUSER', 'watcher', 'on', ">$sent_password", '+@all');
+	node_cli($s, 'ACL', 'SETUSER', 'default', 'off');
+}
+(my $sent_base = $sent_url) =~ s/#distkit$//;
+set_conf(redis_url => $sent_url);
+like($pg->(q{SELECT err($$SELECT distkit_inc('tls:sentinel')$$)}),
+	qr/^28000 Redis Sentinel at 127\.0\.0\.1:PORT requires authentication \| Add \?sentinel_password=/,
+	'sentinels that require a password, none given: 28000 with a hint');
+set_conf(redis_url => "$sent_base?sentinel_user=watcher&sentinel_password=s3cret-wrong#distkit");
+like($pg->(q{SELECT err($$SELECT distkit_inc('tls:sentinel')$$)}),
+	qr/^28P01 authentication to Redis Sentinel at 127\.0\.0\.1:PORT failed \| Check sentinel_user and sentinel_password/,
+	'a wrong sentinel password: 28P01');
+set_conf(redis_url => "$sent_base?sentinel_user=watcher&sentinel_password=$sent_password#distkit");
+is($pg->(q{SELECT distkit_inc('tls:sentinel', 7)}), '7', 'sentinels with a password, over TLS: the master is found');
+is(redis_cli('GET', 'distkit:c:{tls:sentinel}'), '7', 'the master holds the increment');
+
+# 7. no password anywhere
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$password\E/, 'the password is never in the server log');
+unlike($log, qr/s3cret-(sentinel|wrong)/, 'nor the sentinel password');
+like($log, qr/sentinel_password=\*\*\*#distkit/, 'the sentinel password is redacted in the log');
 like($log, qr/rediss:\/\/:\*\*\*\@/, 'the rediss:// URL is redacted in the log');
 
 $node->stop;
