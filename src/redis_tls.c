@@ -85,7 +85,26 @@ static uint64 tls_ctx_generation = 0;
 typedef struct TlsConn
 {
 	SSL		   *ssl;			/* NULL until TCP is connected */
+	bool		cert_requested; /* the server asked for a client certificate we lack */
 } TlsConn;
+
+#define NEEDS_CLIENT_CERT "the server requires a client certificate (set distkit.tls_cert_file and distkit.tls_key_file)"
+
+/*
+ * OpenSSL asks this when the server requests a client certificate and none
+ * is configured: remember it, so that the server's refusal, which arrives
+ * after our side of the handshake is done (TLS 1.3) as an alert or just a
+ * reset connection, is reported as what it is.
+ */
+static int
+NoClientCert(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
+{
+	TlsConn    *t = SSL_get_app_data(ssl);
+
+	if (t)
+		t->cert_requested = true;
+	return 0;					/* no certificate */
+}
 
 /* Assign hook of every distkit.tls_* setting: new connections, new SSL_CTX. */
 static void
@@ -176,6 +195,7 @@ BuildContext(char *why, size_t whysize)
 		goto fail;
 	}
 	SSL_CTX_set_verify(ctx, tls_verify == TLS_VERIFY_NONE ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_client_cert_cb(ctx, NoClientCert);	/* only called without a certificate */
 	if ((tls_cert_file && tls_cert_file[0]) != (tls_key_file && tls_key_file[0]))
 	{
 		snprintf(why, whysize, "distkit.tls_cert_file and distkit.tls_key_file must be set together");
@@ -216,8 +236,14 @@ TlsFailure(DkNode *n, SSL *ssl, int rc, int sslerr, int saved_errno)
 	char		buf[400];
 	long		vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
 	unsigned long e = ERR_peek_last_error();
+	TlsConn    *t = ssl ? SSL_get_app_data(ssl) : NULL;
 
-	if (sslerr == SSL_ERROR_SSL && vr != X509_V_OK)
+	if (t && t->cert_requested && !(sslerr == SSL_ERROR_SSL && vr != X509_V_OK))
+		snprintf(buf, sizeof(buf), "TLS error: " NEEDS_CLIENT_CERT "; %s",
+				 sslerr == SSL_ERROR_SSL && e != 0 ? OpenSslReason("unknown") :
+				 sslerr == SSL_ERROR_SYSCALL && saved_errno != 0 && rc < 0 ? strerror(saved_errno) :
+				 "the server closed the connection");
+	else if (sslerr == SSL_ERROR_SSL && vr != X509_V_OK)
 		snprintf(buf, sizeof(buf), "TLS certificate verification failed: %s",
 				 X509_verify_cert_error_string(vr));
 	else if (sslerr == SSL_ERROR_SSL && e != 0)
@@ -227,14 +253,14 @@ TlsFailure(DkNode *n, SSL *ssl, int rc, int sslerr, int saved_errno)
 
 		if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED ||
 			reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
-			what = "the server requires a client certificate (set distkit.tls_cert_file and distkit.tls_key_file)";
+			what = NEEDS_CLIENT_CERT;
 		else if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA || reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
 				 reason == SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED)
 			what = "the server rejected the client certificate";
 		else if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG)
 			what = "the server does not speak TLS on this port";
 		if (what)
-			snprintf(buf, sizeof(buf), "TLS error: %s (%s)", what, OpenSslReason("unknown"));
+			snprintf(buf, sizeof(buf), "TLS error: %s; %s", what, OpenSslReason("unknown"));
 		else
 			snprintf(buf, sizeof(buf), "TLS error: %s", OpenSslReason("unknown"));
 	}
@@ -286,6 +312,7 @@ TlsStart(DkNode *n, TlsConn *t)
 	t->ssl = SSL_new(tls_ctx);
 	if (t->ssl == NULL || SSL_set_fd(t->ssl, n->ctx->fd) != 1)
 		return IoError(n, "could not create a TLS connection: out of memory");
+	SSL_set_app_data(t->ssl, t);
 	if (!is_ip && SSL_set_tlsext_host_name(t->ssl, name) != 1)
 		return IoError(n, "the TLS server name is invalid");
 	if (tls_verify == TLS_VERIFY_FULL)
@@ -388,8 +415,6 @@ TlsRead(DkNode *n)
 			return DK_IO_OK;
 		if (e == SSL_ERROR_WANT_WRITE)
 			return DK_IO_WANT_WRITE;
-		if (e == SSL_ERROR_ZERO_RETURN)
-			return IoError(n, "Server closed the connection");
 		TlsFailure(n, t->ssl, rc, e, errno);
 		return DK_IO_ERROR;
 	}
