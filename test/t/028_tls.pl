@@ -16,9 +16,12 @@
 #      sends AUTH again (exactly once) after the file changed; a rotation
 #      every 1.5 s (ACL user, old and new password valid for a while, as
 #      with cloud tokens) under pgbench load: no error, totals exact;
-#   7. Sentinels over TLS that require a password of their own (an ACL
+#   7. faults over TLS: connections cut at random points of the encrypted
+#      stream (test/proxy.pl random-cut) during lax load, and added
+#      latency: after recovery every increment is in Redis exactly once;
+#   8. Sentinels over TLS that require a password of their own (an ACL
 #      user): rediss-sentinel://...?sentinel_user=U&sentinel_password=P;
-#   8. no password in any message or in the server log.
+#   9. no password in any message or in the server log.
 # Each failure is SQLSTATE 08001 with a message naming the cause.
 use strict;
 use warnings;
@@ -288,7 +291,29 @@ is($auth->('GET', 'distkit:c:{rot:lax}'), $ntx, 'lax total exact');
 unlike(slurp_file($node->logfile), qr/28P01|authentication to Redis/, 'no authentication failure logged');
 set_conf(redis_password_file => undef, redis_url => $url);
 
-# 6. Sentinels over TLS with a password of their own (the data nodes have none)
+# 7. faults over TLS, through a proxy that cuts the encrypted stream
+my ($pport, $control) = start_proxy($tls_port);
+set_conf(redis_url => "rediss://:$password\@127.0.0.1:$pport/0");
+is($pg->(q{SELECT distkit_inc('tls:cut', 1, 'strict')}), '1', 'through the proxy, over TLS');
+set_proxy_mode($control, 'random-cut:0.05');
+my $acked = 1;
+for (1 .. 20)
+{
+	$pg->(q{SELECT count(distkit_inc('tls:cut', 1, 'lax')) FROM generate_series(1, 100)});
+	$acked += 100;
+	usleep(50_000);		# the flusher sends (and loses some) batches meanwhile
+}
+set_proxy_mode($control, 'latency:20');
+$pg->(q{SELECT count(distkit_inc('tls:cut', 1, 'lax')) FROM generate_series(1, 500)});
+$acked += 500;
+set_proxy_mode($control, 'pass');
+$pg->(q{SELECT distkit_flush('10 s')});
+is($auth->('GET', 'distkit:c:{tls:cut}'), $acked,
+	"after random cuts of the TLS stream and latency, Redis holds each of the $acked increments once");
+is($pg->('SELECT pending_delta FROM distkit_stats'), '0', 'nothing left in flight');
+set_conf(redis_url => $url);
+
+# 8. Sentinels over TLS with a password of their own (the data nodes have none)
 my $sent_url = do
 {
 	local $ENV{DISTKIT_REDIS_TLS} = '1';
@@ -314,7 +339,7 @@ set_conf(redis_url => "$sent_base?sentinel_user=watcher&sentinel_password=$sent_
 is($pg->(q{SELECT distkit_inc('tls:sentinel', 7)}), '7', 'sentinels with a password, over TLS: the master is found');
 is(redis_cli('GET', 'distkit:c:{tls:sentinel}'), '7', 'the master holds the increment');
 
-# 7. no password anywhere
+# 9. no password anywhere
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$password\E/, 'the password is never in the server log');
 unlike($log, qr/s3cret-(sentinel|wrong)/, 'nor the sentinel password');
