@@ -269,9 +269,9 @@ my $bench = $node->basedir . '/rot.sql';
 open(my $bf, '>', $bench) or die;
 print $bf "SELECT distkit_inc('rot:strict');\nSELECT distkit_inc('rot:lax', 1, 'lax');\n";
 close($bf);
-my ($bout, $berr) = ('', '');
+# output to files: IPC::Run relays pipes only while the test pumps them
 my $h = IPC::Run::start([ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '6', '-f', $bench,
-		'-d', $node->connstr('postgres') ], '>', \$bout, '2>', \$berr);
+		'-d', $node->connstr('postgres') ], '>', "$bench.out", '2>', "$bench.err");
 for my $i (3 .. 5)
 {
 	usleep(1_500_000);
@@ -282,9 +282,9 @@ for my $i (3 .. 5)
 	$auth->('ACL', 'SETUSER', 'rotor', "<s3cret-rot-$prev");
 }
 $h->finish;
-is($h->result(0), 0, 'pgbench ran without an error through three rotations') or diag($berr);
-my ($ntx) = $bout =~ /number of transactions actually processed: (\d+)/;
-ok($ntx > 0, "pgbench ran $ntx transactions");
+is($h->result(0), 0, 'pgbench ran without an error through three rotations') or diag(slurp_file("$bench.err"));
+my ($ntx) = slurp_file("$bench.out") =~ /number of transactions actually processed: (\d+)/;
+ok($ntx > 1000, "pgbench ran $ntx transactions (not held up)");
 $pg->('SELECT distkit_flush()');
 is($auth->('GET', 'distkit:c:{rot:strict}'), $ntx, 'strict total exact');
 is($auth->('GET', 'distkit:c:{rot:lax}'), $ntx, 'lax total exact');
