@@ -387,8 +387,10 @@ TlsWrite(DkNode *n)
 }
 
 /*
- * Read everything that can be read now (all OpenSSL has buffered too) into
- * the context's reader: DK_IO_OK once OpenSSL wants the socket again.
+ * Read what has arrived into the context's reader, until OpenSSL holds
+ * nothing more (without read-ahead, what it has not read is in the socket,
+ * which the caller then waits on): one SSL_read per reply in the common
+ * case, no extra read that would only say EAGAIN.
  */
 static DkIo
 TlsRead(DkNode *n)
@@ -408,6 +410,9 @@ TlsRead(DkNode *n)
 		{
 			if (redisReaderFeed(n->ctx->reader, buf, rc) != REDIS_OK)
 				return IoError(n, "out of memory in the reply parser");
+			/* nothing left in OpenSSL: the rest, if any, is in the socket */
+			if (!SSL_has_pending(t->ssl))
+				return DK_IO_OK;
 			continue;
 		}
 		e = SSL_get_error(t->ssl, rc);
