@@ -251,8 +251,7 @@ TlsFailure(DkNode *n, SSL *ssl, int rc, int sslerr, int saved_errno)
 		int			reason = ERR_GET_REASON(e);
 		const char *what = NULL;
 
-		if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED ||
-			reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
+		if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED)
 			what = NEEDS_CLIENT_CERT;
 		else if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA || reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
 				 reason == SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED)
