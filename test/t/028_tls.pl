@@ -343,6 +343,8 @@ is(redis_cli('GET', 'distkit:c:{tls:sentinel}'), '7', 'the master holds the incr
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$password\E/, 'the password is never in the server log');
 unlike($log, qr/s3cret-(sentinel|wrong)/, 'nor the sentinel password');
+unlike($log, qr/s3cret-rot/, 'nor a password of the password file');
+unlike($log, qr/PRIVATE KEY|BEGIN CERTIFICATE/, 'nor key or certificate contents (paths only)');
 like($log, qr/sentinel_password=\*\*\*#distkit/, 'the sentinel password is redacted in the log');
 like($log, qr/rediss:\/\/:\*\*\*\@/, 'the rediss:// URL is redacted in the log');
 
