@@ -14,9 +14,10 @@ DATA = $(wildcard distkit--*--*.sql) $(wildcard sql/old/distkit--*.sql)
 # installed into $(pg_config --docdir)/extension/ (the exporter query file too)
 DOCS = README.md contrib/prometheus/distkit.yaml
 
-PG_CPPFLAGS = -Isrc
+# OpenSSL (TLS to Redis, src/redis_tls.c) through pkg-config
+PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags openssl)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK = -lhiredis
+SHLIB_LINK = -lhiredis $(shell pkg-config --libs openssl)
 
 # pg_regress suite: run through test/run-tests.sh, which starts a
 # redis-server on a free loopback port and a temporary PostgreSQL.  The

@@ -66,7 +66,7 @@ ALTER SYSTEM SET distkit.redis_url = 'http://127.0.0.1';
 SELECT pg_reload_conf() AS reloaded \gset
 \c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
-ALTER SYSTEM SET distkit.redis_url = 'rediss://127.0.0.1';
+ALTER SYSTEM SET distkit.redis_url = 'rediss-sentinel://127.0.0.1:26379';
 SELECT pg_reload_conf() AS reloaded \gset
 \c
 SELECT dk_error($$SELECT distkit_get('conn')$$);

@@ -16,9 +16,9 @@ SELECT :'raw' AS counters_in_redis;
 \set raw2 `"$DISTKIT_REDIS_CTL" cli CLUSTER KEYSLOT 'distkit:cf:{spread:7}'`
 SELECT :'raw' = :'raw2' AS same_slot;
 -- a plain redis:// URL naming one node of the cluster: a clear error for
--- the keys of other nodes (some of 20 keys are elsewhere)
-\getenv redis_port DISTKIT_REDIS_PORT
-\set url 'redis://127.0.0.1:' :redis_port '/0'
+-- the keys of other nodes (some of 20 keys are elsewhere); the first seed
+-- of the suite's URL, rediss:// in the TLS pass
+\set url `printf "$DISTKIT_REDIS_URL_TEMPLATE" '' | sed 's#^\(rediss*\)-cluster://\([^,]*\),.*#\1://\2/0#'`
 ALTER SYSTEM SET distkit.redis_url = :'url';
 SELECT pg_reload_conf() AS reloaded \gset
 \c

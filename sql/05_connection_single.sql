@@ -4,8 +4,9 @@
 SELECT distkit_set('conn', 5);
 \getenv redis_port DISTKIT_REDIS_PORT
 
--- database selection: db 1 is another key space
-\set url 'redis://127.0.0.1:' :redis_port '/1'
+-- database selection: db 1 is another key space (the URLs of this test
+-- are made from the suite's, a rediss:// one in the TLS pass)
+\set url `printf "$DISTKIT_REDIS_URL_TEMPLATE" '' | sed 's#/0$#/1#'`
 ALTER SYSTEM SET distkit.redis_url = :'url';
 SELECT pg_reload_conf() AS reloaded \gset
 \c
@@ -31,13 +32,13 @@ SELECT pg_reload_conf() AS reloaded \gset
 SELECT :'raw' AS db1_value;
 \set raw `"$DISTKIT_REDIS_CTL" cli -n 1 FLUSHDB`
 
-\set url 'redis://127.0.0.1:' :redis_port '/99999'
+\set url `printf "$DISTKIT_REDIS_URL_TEMPLATE" '' | sed 's#/0$#/99999#'`
 ALTER SYSTEM SET distkit.redis_url = :'url';
 SELECT pg_reload_conf() AS reloaded \gset
 \c
 SELECT dk_error($$SELECT distkit_get('conn')$$);
 -- a redis-cluster:// URL naming a server that is not in cluster mode
-\set url 'redis-cluster://127.0.0.1:' :redis_port
+\set url `printf "$DISTKIT_REDIS_URL_TEMPLATE" '' | sed 's#^\(rediss*\)://\(.*\)/0$#\1-cluster://\2#'`
 ALTER SYSTEM SET distkit.redis_url = :'url';
 SELECT pg_reload_conf() AS reloaded \gset
 \c

@@ -116,7 +116,8 @@ typedef enum DkSlotKind
 	SK_CMD,
 	SK_LOAD,
 	SK_ASKING,
-	SK_WAIT
+	SK_WAIT,
+	SK_AUTH						/* a new password (redis_password.c) */
 } DkSlotKind;
 
 /* One node's share of a round. */
@@ -301,7 +302,8 @@ GroupAppend(DkGroup *gr, const DkCmd *cmd, DkSlotKind kind, int which)
 }
 
 /*
- * Buffer group gr's share: SCRIPT LOAD of the scripts a NOSCRIPT asked
+ * Buffer group gr's share: AUTH if distkit.redis_password_file changed,
+ * SCRIPT LOAD of the scripts a NOSCRIPT asked
  * for, each command (after ASKING if redirected so), then WAIT for a
  * replica on a Sentinel master if the writes must be durable.
  */
@@ -309,12 +311,16 @@ static void
 RunBufferGroup(DkRun *run, DkGroup *gr)
 {
 	int			ni = gr->node;
-	int			cap = 2 * gr->ncmds + DK_LUA_COUNT + 1;
+	int			cap = 2 * gr->ncmds + DK_LUA_COUNT + 2;
 	bool		loaded[DK_LUA_COUNT] = {0};
+	DkCmd	   *auth = ReauthCmd(ni);
 
 	gr->kind = palloc(sizeof(DkSlotKind) * cap);
 	gr->which = palloc(sizeof(int) * cap);
 	dk_nodes[ni].busy = true;	/* from the first byte buffered: dropped if we fail */
+	/* first: a new password from distkit.redis_password_file */
+	if (auth)
+		GroupAppend(gr, auth, SK_AUTH, -1);
 	for (int j = 0; j < gr->ncmds; j++)
 	{
 		int			i = gr->cmds[j];
@@ -401,6 +407,12 @@ RunRead(DkRun *run)
 					}
 					break;
 				case SK_ASKING:
+					break;
+				case SK_AUTH:
+					/* refused: the connection keeps its user (redis_password.c) */
+					if (r->type == DK_REPLY_ERROR)
+						elog(DEBUG1, "Redis at %s refused the new password of distkit.redis_password_file",
+							 dk_nodes[gr->node].endpoint);
 					break;
 				case SK_WAIT:
 					gr->waited = r->type == DK_REPLY_INTEGER ? (int) r->integer : 0;

@@ -43,14 +43,16 @@ bool		dk_slots_stale = true;
 void
 EnsureTopology(void)
 {
-	if (dk_target == NULL || !dk_target->valid)
+	if (dk_target == NULL || !dk_target->valid ||
+		(dk_target->password_empty && !PasswordFileActive()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("distkit.redis_url is invalid: %s",
 						dk_target ? dk_target->error : "not set"),
 				 errhint("Use redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
 						 "redis-cluster://host:port[,host:port...] or "
-						 "redis-sentinel://host:port[,host:port...][/db]#master-name.")));
+						 "redis-sentinel://host:port[,host:port...][/db]#master-name, "
+						 "or rediss://, rediss-cluster://, rediss-sentinel:// for TLS.")));
 	if (nodes_built && nodes_generation == dk_target_generation)
 		return;
 	for (int i = 0; i < dk_nnodes; i++)

@@ -85,43 +85,22 @@ char		dk_last_endpoint[600] = "";
 static const char *(*cancel_check) (void) = NULL;
 
 /*
- * Transports.  A node's connection is driven through a DkTransport: open
- * starts a non-blocking connect, handshake is called each time the socket
- * is ready until it returns DK_IO_OK (the plain transport only checks the
- * connect's outcome; a TLS transport would run its handshake there), write
- * sends what the RESP layer buffered, read takes in what has arrived and
- * must consume everything the transport itself buffered (the caller then
- * waits on the socket), idle_broken probes an idle connection, peek looks
- * at unread bytes without consuming them, close frees everything, and
- * socket is what WaitSocket and the idle timer's shutdown(2) use.  Each
- * returns DK_IO_OK, DK_IO_WANT_READ/DK_IO_WANT_WRITE (wait, then call
- * again) or DK_IO_ERROR with the node's io_error set.  Timeouts,
- * interrupts and messages stay with the callers, so every transport gets
- * them for free.
+ * Transports (DkTransport, redis_int.h): the plain one is here; the TLS one
+ * (DkTlsTransport) is in redis_tls.c, the only file that knows OpenSSL.
+ * Timeouts, interrupts and messages stay with the callers below, so every
+ * transport gets them for free.
  *
  * The RESP layer (AppendCmd, ReadReply) is hiredis's: redisAppendCommandArgv
  * formats into the context's output buffer and redisGetReplyFromReader
  * parses its reader.  The plain transport lets hiredis 0.14 do the socket
  * I/O of that same context (redisConnectNonBlock, redisBufferWrite,
- * redisBufferRead), which reads and writes the fd directly; a transport
- * that encrypts must move the bytes itself: write the context's obuf, and
- * feed what it decrypts to the context's reader (redisReaderFeed).
+ * redisBufferRead), which reads and writes the fd directly; the TLS
+ * transport moves the bytes itself: it writes the context's obuf through
+ * OpenSSL and feeds what it decrypts to the context's reader.
  */
-typedef struct DkTransport
-{
-	const char *name;
-	DkIo		(*open) (DkNode *n);
-	DkIo		(*handshake) (DkNode *n);
-	DkIo		(*write) (DkNode *n);
-	DkIo		(*read) (DkNode *n);
-	bool		(*idle_broken) (DkNode *n);
-	ssize_t		(*peek) (DkNode *n, char *buf, size_t len);
-	void		(*close) (DkNode *n);
-	pgsocket	(*socket) (const DkNode *n);
-} DkTransport;
 
 /* Record what failed on node n's connection; returns DK_IO_ERROR. */
-static DkIo
+DkIo
 IoError(DkNode *n, const char *what)
 {
 	strlcpy(n->io_error, what, sizeof(n->io_error));
@@ -129,7 +108,7 @@ IoError(DkNode *n, const char *what)
 }
 
 /* Plain: start a non-blocking TCP or unix-socket connect (hiredis). */
-static DkIo
+DkIo
 PlainOpen(DkNode *n)
 {
 	redisContext *c;
@@ -147,7 +126,7 @@ PlainOpen(DkNode *n)
 }
 
 /* Plain: the outcome of the connect, once the socket is writable. */
-static DkIo
+DkIo
 PlainHandshake(DkNode *n)
 {
 	int			soerr = 0;
@@ -181,7 +160,7 @@ PlainRead(DkNode *n)
 }
 
 /* Plain: an idle connection is broken if it failed or shows EOF or data (e.g. Redis restarted). */
-static bool
+bool
 PlainIdleBroken(DkNode *n)
 {
 	struct pollfd pfd;
@@ -783,8 +762,13 @@ HandshakeFailed(int ni, const DkReply *r, DkErr *err)
 		strncmp(msg, "ERR AUTH", 8) == 0)
 	{
 		err->sqlstate = ERRCODE_INVALID_PASSWORD;
-		err->msg = psprintf("authentication to Redis at %s failed", endpoint);
-		err->hint = "Check the user name and password in distkit.redis_url.";
+		err->msg = psprintf("authentication to %s at %s failed",
+							dk_nodes[ni].is_sentinel ? "Redis Sentinel" : "Redis", endpoint);
+		err->hint = dk_nodes[ni].is_sentinel ?
+			"Check sentinel_user and sentinel_password in distkit.redis_url." :
+			PasswordFileActive() ?
+			"Check the user name in distkit.redis_url and the password in distkit.redis_password_file." :
+			"Check the user name and password in distkit.redis_url.";
 	}
 	else if (strncmp(msg, "ERR max number of clients reached", 33) == 0)
 		FullRefusal(ni, err, msg);
@@ -826,7 +810,7 @@ OpenConnection(int ni, TimestampTz deadline, DkErr *err)
 	DkNode	   *n = &dk_nodes[ni];
 	DkIo		io;
 
-	n->transport = &PlainTransport;
+	n->transport = dk_target->tls && !n->is_unix ? &DkTlsTransport : &PlainTransport;
 	io = n->transport->open(n);
 	if (io == DK_IO_ERROR)
 		return ConnectFailed(ni, err, pstrdup(n->io_error));
@@ -839,7 +823,19 @@ OpenConnection(int ni, TimestampTz deadline, DkErr *err)
 	while (io == DK_IO_WANT_READ || io == DK_IO_WANT_WRITE)
 	{
 		if (!WaitSocket(ni, io == DK_IO_WANT_WRITE, deadline))
-			return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
+		{
+			/* connected, and the transport's handshake waits for an answer? */
+			const char *name = n->transport->name;	/* ConnectFailed disconnects */
+
+			if (io == DK_IO_WANT_WRITE)
+				return ConnectFailed(ni, err, psprintf("timed out after %s", ConnectBoundText()));
+			ConnectFailed(ni, err, psprintf("no answer to the %s handshake within %s",
+											 name, ConnectBoundText()));
+			err->hint = psprintf("A server without %s never answers it: check that the port in "
+								 "distkit.redis_url is its %s port, and that the server is not stopped.",
+								 name, name);
+			return false;
+		}
 		io = n->transport->handshake(n);
 	}
 	if (io == DK_IO_ERROR)
@@ -860,31 +856,59 @@ SetUpSession(int ni, TimestampTz deadline, bool check_role, DkErr *err)
 	DkIo		io = DK_IO_OK;
 	bool		sent;
 	DkReply   **r;
+	bool		sentinel = dk_nodes[ni].is_sentinel;
+	bool		from_file = !sentinel && PasswordFileActive();
+	bool		has_auth = sentinel ? dk_target->has_sentinel_auth : (dk_target->has_auth || from_file);
 
-	if (dk_target->has_auth)
+	if (has_auth)
 	{
+		const char *user = sentinel ? dk_target->sentinel_user : dk_target->user;
+		char		filepw[1024];
+		char		why[400];
+
+		if (from_file &&
+			!PasswordFileRead(filepw, sizeof(filepw), &dk_nodes[ni].auth_version, why, sizeof(why)))
+		{
+			ConnectFailed(ni, err, why);
+			err->hint = pstrdup("Check distkit.redis_password_file and the process that writes it.");
+			return false;
+		}
 		hs[nhs] = DkCmdNew("AUTH");
-		if (dk_target->user[0])
-			DkCmdArgStr(hs[nhs], dk_target->user);
+		if (user[0])
+			DkCmdArgStr(hs[nhs], user);
 		/* a copy: the command's copy is wiped below, dk_target's must stay */
-		DkCmdArgStr(hs[nhs], pstrdup(dk_target->password));
+		DkCmdArgStr(hs[nhs], pstrdup(from_file ? filepw :
+									 sentinel ? dk_target->sentinel_password : dk_target->password));
+		if (from_file)
+			explicit_bzero(filepw, sizeof(filepw));
 		nhs++;
 	}
 	/* also makes Redis answer within connect_timeout (a paused server accepts TCP) */
-	hs[nhs] = DkCmdNew("SELECT");
-	DkCmdArgInt(hs[nhs], dk_target->db);
-	nhs++;
+	if (!sentinel)
+	{
+		hs[nhs] = DkCmdNew("SELECT");
+		DkCmdArgInt(hs[nhs], dk_target->db);
+		nhs++;
+	}
 	if (check_role)
 		hs[nhs++] = DkCmdNew("ROLE");
 
 	r = NodeExchange(ni, hs, nhs, deadline, &io, &sent);
 	/* the AUTH command holds the password: wipe it */
-	if (dk_target->has_auth)
+	if (has_auth)
 		explicit_bzero((void *) hs[0]->argv[hs[0]->argc - 1], hs[0]->argvlen[hs[0]->argc - 1]);
 	if (r == NULL && io != DK_IO_TIMEOUT && PeekFullRefusal(ni))
 	{
 		FullRefusal(ni, err, "ERR max number of clients reached");
 		DisconnectNode(ni);
+		return false;
+	}
+	if (r == NULL && io == DK_IO_ERROR && !dk_target->tls && !dk_nodes[ni].is_unix)
+	{
+		/* a TLS-only port closes a plaintext connection at its first bytes */
+		ConnectFailed(ni, err, IoFailureText(ni, io, true));
+		err->hint = pstrdup("Check distkit.redis_url and that redis-server is running and reachable; "
+							"if its port only speaks TLS (tls-port), use a rediss:// URL.");
 		return false;
 	}
 	if (r == NULL)
@@ -898,6 +922,34 @@ SetUpSession(int ni, TimestampTz deadline, bool check_role, DkErr *err)
 		 strcmp(r[nhs - 1]->elem[0]->str, "master") != 0))
 		return ConnectFailed(ni, err, "the server the sentinels named is not a master (a failover is in progress)");
 	return true;
+}
+
+/*
+ * An AUTH to put in front of the next request to node ni, or NULL: when
+ * distkit.redis_password_file changed since the connection authenticated
+ * (redis_password.c).  If the file cannot be read now, the connection keeps
+ * its authentication and the next check tries again.
+ */
+DkCmd *
+ReauthCmd(int ni)
+{
+	DkNode	   *n = &dk_nodes[ni];
+	char		pw[1024];
+	char		why[400];
+	uint64		version;
+	DkCmd	   *auth;
+
+	if (n->is_sentinel || !PasswordFileActive() || PasswordFileVersion() == n->auth_version)
+		return NULL;
+	if (!PasswordFileRead(pw, sizeof(pw), &version, why, sizeof(why)))
+		return NULL;
+	n->auth_version = version;
+	auth = DkCmdNew("AUTH");
+	if (dk_target->user[0])
+		DkCmdArgStr(auth, dk_target->user);
+	DkCmdArgStr(auth, pw);		/* copied */
+	explicit_bzero(pw, sizeof(pw));
+	return auth;
 }
 
 /*
@@ -918,8 +970,8 @@ ConnectNode(int ni, DkErr *err)
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ConnectMs());
 	if (!OpenConnection(ni, deadline, err))
 		return false;
-	if (dk_nodes[ni].is_sentinel)
-		return true;			/* sentinels: no AUTH (see docs/cluster.md) */
+	if (dk_nodes[ni].is_sentinel && !dk_target->has_sentinel_auth)
+		return true;			/* sentinels without a password: nothing to set up */
 	return SetUpSession(ni, deadline, check_role, err);
 }
 

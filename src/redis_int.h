@@ -1,6 +1,7 @@
 /*
  * redis_int.h — what the files of the connection module share
- * (redis.c, redis_url.c, redis_conn.c, redis_cluster.c, redis_sentinel.c).
+ * (redis.c, redis_url.c, redis_conn.c, redis_tls.c, redis_password.c,
+ * redis_cluster.c, redis_sentinel.c).
  * Nothing outside them includes it; the rest of distkit uses redis.h.
  * See each file's top comment for its part.
  */
@@ -41,17 +42,22 @@ typedef struct DkRedisTarget
 	bool		valid;
 	char		error[200];		/* why not valid; never contains secrets */
 	DkTopology	topology;
+	bool		tls;			/* rediss*:// : TLS to every TCP node (redis_tls.c) */
 	bool		is_unix;
 	char		host[256];
 	int			port;
 	char		path[512];
 	int			db;
 	bool		has_auth;
+	bool		password_empty; /* "user:@": the password must come from a file */
 	char		user[128];
 	char		password[256];
 	int			naddrs;			/* cluster seeds or sentinels */
 	DkAddr		addrs[DK_MAX_ADDRS];
 	char		master_name[256];	/* sentinel */
+	bool		has_sentinel_auth;	/* ?sentinel_password=...[&sentinel_user=...] */
+	char		sentinel_user[128];
+	char		sentinel_password[256];
 	char		endpoint[600];	/* for messages: host:port, unix:path, ... */
 } DkRedisTarget;
 
@@ -71,7 +77,32 @@ typedef enum DkIo
 	DK_IO_ERROR					/* the connection failed (DkNode.io_error) */
 } DkIo;
 
-struct DkTransport;
+/*
+ * A node's connection is driven through a DkTransport (redis_conn.c says
+ * how; PlainTransport there, DkTlsTransport in redis_tls.c): open starts a
+ * non-blocking connect, handshake is called each time the socket is ready
+ * until it returns DK_IO_OK, write sends what the RESP layer buffered, read
+ * takes in what has arrived and must consume everything the transport
+ * itself buffered (the caller then waits on the socket), idle_broken
+ * probes an idle connection, peek looks at unread bytes without consuming
+ * them, close frees everything, and socket is what WaitSocket and the idle
+ * timer's shutdown(2) use.  Each returns DK_IO_OK, DK_IO_WANT_READ or
+ * DK_IO_WANT_WRITE (wait, then call again) or DK_IO_ERROR with the node's
+ * io_error set.
+ */
+struct DkNode;
+typedef struct DkTransport
+{
+	const char *name;
+	DkIo		(*open) (struct DkNode *n);
+	DkIo		(*handshake) (struct DkNode *n);
+	DkIo		(*write) (struct DkNode *n);
+	DkIo		(*read) (struct DkNode *n);
+	bool		(*idle_broken) (struct DkNode *n);
+	ssize_t		(*peek) (struct DkNode *n, char *buf, size_t len);
+	void		(*close) (struct DkNode *n);
+	pgsocket	(*socket) (const struct DkNode *n);
+} DkTransport;
 
 /* One server this process talks to. */
 typedef struct DkNode
@@ -85,10 +116,12 @@ typedef struct DkNode
 	/* the connection (redis_conn.c only): NULL transport = not connected */
 	const struct DkTransport *transport;
 	struct redisContext *ctx;	/* plain transport and RESP parser state */
-	char		io_error[128];	/* what the last DK_IO_ERROR was */
+	void	   *tls;			/* the TLS transport's state (redis_tls.c only) */
+	char		io_error[512];	/* what the last DK_IO_ERROR was */
 	WaitEventSet *wes;
 	int			sock_pos;
 	bool		busy;			/* a request is in flight */
+	uint64		auth_version;	/* distkit.redis_password_file version it sent AUTH with */
 	int			wait_replicas;	/* sentinel master: WAIT for this many replicas */
 } DkNode;
 
@@ -141,6 +174,22 @@ extern DkReply *ReadReply(int ni, TimestampTz deadline, DkIo *io);
 extern DkReply **NodeExchange(int ni, DkCmd **cmds, int ncmds, TimestampTz deadline,
 							  DkIo *io, bool *sent);
 extern char *IoFailureText(int ni, DkIo io, bool connecting);
+extern DkIo IoError(DkNode *n, const char *what);
+extern DkIo PlainOpen(DkNode *n);
+extern DkIo PlainHandshake(DkNode *n);
+extern bool PlainIdleBroken(DkNode *n);
+
+extern DkCmd *ReauthCmd(int ni);
+
+/* redis_password.c: distkit.redis_password_file */
+extern void DkPasswordFileInit(void);
+extern bool PasswordFileActive(void);
+extern uint64 PasswordFileVersion(void);
+extern bool PasswordFileRead(char *buf, size_t size, uint64 *version, char *why, size_t whysize);
+
+/* redis_tls.c: the TLS transport and its settings */
+extern const DkTransport DkTlsTransport;
+extern void DkTlsInit(void);
 
 /* redis_cluster.c: node table of the target, slot map and routing */
 extern int16 *dk_slot_node;

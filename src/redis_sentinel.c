@@ -9,7 +9,9 @@
  * (DiscoverMaster); ConnectNode then verifies with ROLE that the server is
  * a master.  A connection error or a READONLY reply leads to a new
  * discovery.  Sentinel connections are closed after each discovery (it is
- * rare) and do not authenticate (see docs/cluster.md).
+ * rare); they authenticate with the URL's sentinel_user/sentinel_password
+ * query parameters when it has them (the data nodes' password is not
+ * theirs: see docs/cluster.md), over TLS with rediss-sentinel://.
  *
  * Redis replicates asynchronously and a sentinel failover leaves the old
  * master writable for seconds, so commands run as DK_IDEMPOTENT_DURABLE
@@ -67,6 +69,18 @@ DiscoverMaster(DkErr *err)
 			if (!have_first)
 			{
 				ConnectFailed(ni, &first, IoFailureText(ni, io, true));
+				have_first = true;
+			}
+			continue;
+		}
+		if (r[0]->type == DK_REPLY_ERROR && strncmp(r[0]->str, "NOAUTH", 6) == 0)
+		{
+			if (!have_first)
+			{
+				first.sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+				first.msg = psprintf("Redis Sentinel at %s requires authentication", dk_nodes[ni].endpoint);
+				first.detail = NULL;
+				first.hint = "Add ?sentinel_password=...[&sentinel_user=...] before the #master-name of distkit.redis_url.";
 				have_first = true;
 			}
 			continue;

@@ -9,6 +9,9 @@
  *  - a Redis Cluster (redis-cluster://seed,seed...), see redis_cluster.c;
  *  - a master found through Redis Sentinel (redis-sentinel://...#name),
  *    see redis_sentinel.c.
+ * Each TCP scheme has a TLS twin (rediss://, rediss-cluster://,
+ * rediss-sentinel://): the same target, every node reached through the
+ * TLS transport (redis_tls.c, settings distkit.tls_*).
  *
  * The URL is parsed by its check hook into a DkRedisTarget; a malformed
  * URL is accepted there and reported at use time (EnsureTopology),
@@ -226,6 +229,54 @@ ParseAddrList(DkRedisTarget *t, const char *rest, const char *end)
 #undef LIST_FAIL
 }
 
+/*
+ * The query of a redis-sentinel:// URL, q[0..end): sentinel_user=U and
+ * sentinel_password=P (%-escaped), the credentials for the sentinels
+ * themselves (AUTH before SENTINEL commands); false with t->error.
+ */
+static bool
+ParseSentinelAuth(DkRedisTarget *t, const char *q, const char *end)
+{
+	while (q < end)
+	{
+		const char *amp = memchr(q, '&', end - q);
+		const char *item_end = amp ? amp : end;
+		const char *eq = memchr(q, '=', item_end - q);
+
+		if (eq && eq - q == 13 && strncmp(q, "sentinel_user", 13) == 0)
+		{
+			if (!PercentDecode(eq + 1, item_end - eq - 1, t->sentinel_user, sizeof(t->sentinel_user)))
+			{
+				snprintf(t->error, sizeof(t->error), "sentinel_user is too long or has a bad %%-escape");
+				return false;
+			}
+		}
+		else if (eq && eq - q == 17 && strncmp(q, "sentinel_password", 17) == 0)
+		{
+			if (!PercentDecode(eq + 1, item_end - eq - 1, t->sentinel_password, sizeof(t->sentinel_password)) ||
+				t->sentinel_password[0] == '\0')
+			{
+				snprintf(t->error, sizeof(t->error), "sentinel_password is empty, too long or has a bad %%-escape");
+				return false;
+			}
+			t->has_sentinel_auth = true;
+		}
+		else
+		{
+			snprintf(t->error, sizeof(t->error),
+					 "the query parameters of a Sentinel URL are sentinel_user and sentinel_password");
+			return false;
+		}
+		q = item_end + 1;
+	}
+	if (t->sentinel_user[0] && !t->has_sentinel_auth)
+	{
+		snprintf(t->error, sizeof(t->error), "sentinel_user needs sentinel_password");
+		return false;
+	}
+	return true;
+}
+
 /* Fill t from a URL; on failure t->valid is false and t->error says why. */
 static void
 ParseRedisUrl(const char *url, DkRedisTarget *t)
@@ -236,33 +287,40 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 	const char *fragment = NULL;
 	const char *end;
 	const char *problem;
+	const char *s;
 
 	memset(t, 0, sizeof(*t));
 	t->port = 6379;
 
 #define URL_FAIL(...) do { snprintf(t->error, sizeof(t->error), __VA_ARGS__); return; } while (0)
 
-	if (strncmp(url, "redis://", 8) == 0)
-		rest = url + 8;
-	else if (strncmp(url, "redis-cluster://", 16) == 0)
+	/* rediss: the same with TLS (redis_tls.c); s is what follows the "redis" */
+	s = url + 5;
+	if (strncmp(url, "redis", 5) == 0 && s[0] == 's' && (s[1] == ':' || s[1] == '-'))
 	{
-		rest = url + 16;
+		t->tls = true;
+		s++;
+	}
+	if (strncmp(url, "redis", 5) == 0 && strncmp(s, "://", 3) == 0)
+		rest = s + 3;
+	else if (strncmp(url, "redis", 5) == 0 && strncmp(s, "-cluster://", 11) == 0)
+	{
+		rest = s + 11;
 		t->topology = DK_TOPOLOGY_CLUSTER;
 	}
-	else if (strncmp(url, "redis-sentinel://", 17) == 0)
+	else if (strncmp(url, "redis", 5) == 0 && strncmp(s, "-sentinel://", 12) == 0)
 	{
-		rest = url + 17;
+		rest = s + 12;
 		t->topology = DK_TOPOLOGY_SENTINEL;
 	}
-	else if (strncmp(url, "unix://", 7) == 0)
+	else if (!t->tls && strncmp(url, "unix://", 7) == 0)
 	{
 		rest = url + 7;
 		t->is_unix = true;
 	}
-	else if (strncmp(url, "rediss://", 9) == 0)
-		URL_FAIL("TLS (rediss://) is not supported by this build (hiredis 0.14)");
 	else
-		URL_FAIL("it must start with redis://, redis-cluster://, redis-sentinel:// or unix://");
+		URL_FAIL("it must start with redis://, redis-cluster://, redis-sentinel://, unix:// "
+				 "or, for TLS, rediss://, rediss-cluster://, rediss-sentinel://");
 
 	end = rest + strlen(rest);
 	if (t->is_unix)
@@ -275,10 +333,17 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 	{
 		fragment = strchr(rest, '#');
 		if (fragment == NULL || fragment[1] == '\0')
-			URL_FAIL("a redis-sentinel:// URL must end with #master-name");
+			URL_FAIL("a %s-sentinel:// URL must end with #master-name", t->tls ? "rediss" : "redis");
 		if (!PercentDecode(fragment + 1, strlen(fragment + 1), t->master_name, sizeof(t->master_name)))
 			URL_FAIL("the master name is too long or has a bad %%-escape");
 		end = fragment;
+		query = memchr(rest, '?', end - rest);
+		if (query)
+		{
+			if (!ParseSentinelAuth(t, query + 1, end))
+				return;
+			end = query;
+		}
 	}
 
 	/* user:password@ — the last '@' before the path/query ends it */
@@ -297,7 +362,11 @@ ParseRedisUrl(const char *url, DkRedisTarget *t)
 		if (!PercentDecode(colon + 1, at - colon - 1, t->password, sizeof(t->password)))
 			URL_FAIL("the password is too long or has a bad %%-escape");
 		if (t->password[0] == '\0')
-			URL_FAIL("the password is empty");
+		{
+			/* allowed with distkit.redis_password_file, checked at use */
+			t->password_empty = true;
+			strlcpy(t->error, "the password is empty", sizeof(t->error));
+		}
 		t->has_auth = true;
 		rest = at + 1;
 	}
@@ -373,7 +442,9 @@ DkRedisInit(void)
 							   "Redis server used by distkit.",
 							   "redis://[user:password@]host[:port][/db], unix:///path/to/socket[?db=N], "
 							   "redis-cluster://[user:password@]host:port[,host:port...] or "
-							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]#master-name. "
+							   "redis-sentinel://[user:password@]host:port[,host:port...][/db]"
+							   "[?sentinel_user=U&sentinel_password=P]#master-name; "
+							   "rediss://, rediss-cluster:// and rediss-sentinel:// for TLS (distkit.tls_*). "
 							   "Readable by superusers only.  Server-wide: set it in postgresql.conf or with "
 							   "ALTER SYSTEM, then reload.",
 							   &redis_url,
@@ -381,6 +452,8 @@ DkRedisInit(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   CheckRedisUrl, AssignRedisUrl, NULL);
+	DkTlsInit();
+	DkPasswordFileInit();
 	DefineCustomIntVariable("distkit.connect_timeout",
 							"Time allowed to connect and authenticate to Redis.",
 							NULL,

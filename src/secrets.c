@@ -9,8 +9,9 @@
  * reload, log_statement logs SET/ALTER SYSTEM statements, and a failing
  * statement is logged as STATEMENT.  An emit_log_hook (installed in the
  * postmaster too, through shared_preload_libraries) rewrites the password
- * of any redis:// or unix:// URL in a message to "***" and hides the
- * statement text of a query that contains one.
+ * of any redis:// or unix:// URL in a message to "***" (the user:password@
+ * part, and the sentinel_password= parameter of a Sentinel URL) and hides
+ * the statement text of a query that contains one.
  *
  * The same hook adds a hint to PostgreSQL's own refusal to change a
  * server-wide distkit setting (distkit.redis_url, the worker's intervals)
@@ -50,15 +51,37 @@ UrlEnd(const char *p)
 }
 
 /*
- * s with the password of each redis/unix URL replaced by "***" (a user
- * name is kept); s itself when there is nothing to hide.
+ * Where the value of a sentinel_password= query parameter lies in the URL
+ * [auth, end): *from and *to, or false.
+ */
+static bool
+FindSentinelPassword(const char *auth, const char *end, const char **from, const char **to)
+{
+	static const char key[] = "sentinel_password=";
+
+	for (const char *q = auth; q + sizeof(key) - 1 <= end; q++)
+		if ((q[-1] == '?' || q[-1] == '&') && strncmp(q, key, sizeof(key) - 1) == 0)
+		{
+			*from = q + sizeof(key) - 1;
+			*to = *from;
+			while (*to < end && **to != '&' && **to != '#')
+				(*to)++;
+			return true;
+		}
+	return false;
+}
+
+/*
+ * s with the password of each redis/unix URL (user:password@, and a
+ * Sentinel URL's sentinel_password= parameter) replaced by "***" (user
+ * names are kept); s itself when there is nothing to hide.
  */
 static char *
 RedactUrls(char *s)
 {
 	StringInfoData out;
 	const char *p;
-	const char *copied;
+	const char *copied = s;
 	bool		changed = false;
 
 	if (s == NULL || strstr(s, "://") == NULL)
@@ -70,21 +93,38 @@ RedactUrls(char *s)
 		const char *auth = p + 3;
 		const char *end = UrlEnd(auth);
 		const char *at = NULL;
-		const char *colon;
+		const char *sp_from = NULL;
+		const char *sp_to = NULL;
+		bool		has_sp;
 
-		if (IsRedisScheme(s, p))
-			for (const char *q = auth; q < end; q++)
-				if (*q == '@')
-					at = q;
-		if (at == NULL)
+		if (!IsRedisScheme(s, p))
 		{
 			p = auth;
 			continue;
 		}
-		colon = memchr(auth, ':', at - auth);
-		appendBinaryStringInfo(&out, copied, (colon ? colon + 1 : auth) - copied);
-		appendStringInfoString(&out, "***");
-		copied = at;
+		for (const char *q = auth; q < end; q++)
+			if (*q == '@')
+				at = q;
+		has_sp = FindSentinelPassword(auth, end, &sp_from, &sp_to);
+		if (at == NULL && !has_sp)
+		{
+			p = auth;
+			continue;
+		}
+		if (at)
+		{
+			const char *colon = memchr(auth, ':', at - auth);
+
+			appendBinaryStringInfo(&out, copied, (colon ? colon + 1 : auth) - copied);
+			appendStringInfoString(&out, "***");
+			copied = at;
+		}
+		if (has_sp && sp_from >= copied)
+		{
+			appendBinaryStringInfo(&out, copied, sp_from - copied);
+			appendStringInfoString(&out, "***");
+			copied = sp_to;
+		}
 		changed = true;
 		p = end;
 	}

@@ -48,7 +48,7 @@ finish() {
 }
 
 # 1. build
-BUILD_DEPS="debhelper dpkg-dev fakeroot libhiredis-dev postgresql-server-dev-all postgresql-15 redis-server debootstrap"
+BUILD_DEPS="debhelper dpkg-dev fakeroot libhiredis-dev libssl-dev pkgconf openssl postgresql-server-dev-all postgresql-15 redis-server debootstrap"
 missing=""
 for p in $BUILD_DEPS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -125,16 +125,18 @@ check "apt-get install ./$deb redis-server (fresh root)" inroot "
 	apt-get update -qq && cd /tmp/pkg &&
 	apt-get install -y -qq --no-install-recommends ./$deb redis-server >/tmp/pkg/install.log 2>&1 ||
 	{ tail -40 /tmp/pkg/install.log; exit 1; }"
-check "dependencies declared: postgresql-15 and libhiredis0.14 came with it" inroot "
+check "dependencies declared: postgresql-15, libhiredis0.14 and libssl3 came with it" inroot "
 	dpkg-query -W -f='\${Depends}\n' postgresql-15-distkit | grep -q 'libhiredis0.14' &&
+	dpkg-query -W -f='\${Depends}\n' postgresql-15-distkit | grep -q 'libssl3' &&
 	dpkg-query -W -f='\${Depends}\n' postgresql-15-distkit | grep -q 'postgresql-15 ' &&
-	test \"\$(dpkg-query -W -f='\${Status}\n' libhiredis0.14 postgresql-15 | sort -u)\" = 'install ok installed'"
+	test \"\$(dpkg-query -W -f='\${Status}\n' libhiredis0.14 libssl3 postgresql-15 | sort -u)\" = 'install ok installed'"
 check "no build tools installed (gcc, make, postgresql-server-dev-15, libhiredis-dev)" inroot "
 	! command -v gcc && ! command -v cc && ! command -v make &&
 	! dpkg-query -W -f='\${Status}' postgresql-server-dev-15 2>/dev/null | grep -q installed &&
 	! dpkg-query -W -f='\${Status}' libhiredis-dev 2>/dev/null | grep -q installed"
 check "distkit.so resolves every library it needs (ldd)" inroot "
 	ldd /usr/lib/postgresql/15/lib/distkit.so | tee /tmp/pkg/ldd.out | grep -q libhiredis.so.0.14 &&
+	grep -q libssl.so.3 /tmp/pkg/ldd.out &&
 	! grep -q 'not found' /tmp/pkg/ldd.out"
 check "the exporter query file is installed (docdir/extension/distkit.yaml)" inroot "
 	grep -q distkit_stat_calls /usr/share/doc/postgresql-doc-15/extension/distkit.yaml"

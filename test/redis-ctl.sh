@@ -12,12 +12,21 @@
 #   redis-ctl.sh node-cli PORT ARGS…   redis-cli against one node
 #   redis-ctl.sh sentinel-cli ARGS…    redis-cli against the first sentinel
 #   redis-ctl.sh master-port           the current master (sentinel mode)
+#   redis-ctl.sh certs                 the test certificates' directory (TLS)
 # The mode is chosen at init by DISTKIT_REDIS_MODE:
 #   single   (default) one redis-server with a unix socket too;
 #   cluster  a Redis Cluster of 3 masters (DISTKIT_REDIS_REPLICAS=1 adds a
 #            replica to each), created with redis-cli --cluster create;
 #   sentinel one master, one replica and three sentinels watching it under
 #            the name "distkit".
+# DISTKIT_REDIS_TLS at init makes every server (and sentinel, and the
+# cluster bus and replication) speak TLS only on its TCP port (the unix
+# socket stays plaintext), with the certificates of test/certs.sh:
+#   1       TLS, clients need no certificate;
+#   mutual  TLS, clients must present a certificate signed by the test CA.
+# DISTKIT_TLS_CERTS at init: the certificates' directory (made if missing;
+# several set-ups may share one CA), else DIR/certs.
+# Then `url` prints rediss:// URLs and redis-cli is run with --tls.
 # In cluster mode `cli` follows redirections (redis-cli -c); KEYS, CLIENT,
 # DBSIZE and INFO run on every master (outputs concatenated) and ACL, CONFIG,
 # FLUSHDB, FLUSHALL and SCRIPT on every node (first output printed).  In
@@ -31,6 +40,9 @@ fi
 dir=${DISTKIT_REDIS_DIR:?DISTKIT_REDIS_DIR is not set}
 
 mode() { cat "$dir/mode" 2>/dev/null || echo single; }
+tls() { cat "$dir/tls" 2>/dev/null || true; }			# "", 1 or mutual
+# the certificates: DISTKIT_TLS_CERTS at init (shared by several set-ups), else DIR/certs
+certs=$(cat "$dir/certsdir" 2>/dev/null || echo "$dir/certs")
 data_ports() { cat "$dir/ports"; }			# masters first, then replicas
 master_ports() { cat "$dir/masters"; }
 sentinel_ports() { cat "$dir/sentinels" 2>/dev/null || true; }
@@ -39,7 +51,13 @@ ndir() { echo "$dir/n$1"; }
 pid_of() { cat "$(ndir "$1")/redis.pid" 2>/dev/null || true; }
 # running, and not a zombie waiting for a slow init to reap it
 running() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null; }
-node_cli() { local p=$1; shift; redis-cli -h 127.0.0.1 -p "$p" --no-auth-warning "$@"; }
+tls_cli_args() {
+	[ -n "$(tls)" ] || return 0
+	# --insecure: tests switch the server to expired or wrong-host certificates
+	echo "--tls --insecure --cacert $certs/ca.crt --cert $certs/client.crt --key $certs/client.key"
+}
+# shellcheck disable=SC2046
+node_cli() { local p=$1; shift; redis-cli -h 127.0.0.1 -p "$p" $(tls_cli_args) --no-auth-warning "$@"; }
 
 # A free loopback port, not yet taken by this run (cluster bus ports
 # included).  Below Linux's ephemeral ports (32768-60999), where a client
@@ -111,7 +129,8 @@ stop_node() {
 	kill -CONT "$pid" 2>/dev/null || true
 	# SHUTDOWN is immediate; SIGTERM takes ~1.5 s in cluster mode.  Only
 	# to our own server (see ours).
-	if ours "$p"; then timeout 2 redis-cli -h 127.0.0.1 -p "$p" SHUTDOWN >/dev/null 2>&1 || true; fi
+	# shellcheck disable=SC2046
+	if ours "$p"; then timeout 2 redis-cli -h 127.0.0.1 -p "$p" $(tls_cli_args) SHUTDOWN >/dev/null 2>&1 || true; fi
 	running "$pid" && kill -TERM "$pid" 2>/dev/null || true
 	for _ in $(seq 1 100); do running "$pid" || { rm -f "$(ndir "$p")/redis.pid"; return 0; }; sleep 0.05; done
 	kill -KILL "$pid" 2>/dev/null || true
@@ -161,6 +180,7 @@ sentinel down-after-milliseconds distkit 2000
 sentinel failover-timeout distkit 10000
 sentinel parallel-syncs distkit 1
 CONF
+			tls_conf "$p" >>"$d/sentinel.conf"
 			;;
 		esac
 		if start_node "$p"; then echo "$p"; return 0; fi
@@ -186,6 +206,23 @@ dir $d
 save ""
 appendonly yes
 appendfsync always
+CONF
+	tls_conf "$p" >>"$d/redis.conf"
+}
+
+# TLS only on port $1 (DISTKIT_REDIS_TLS at init), for clients, replication
+# and the cluster bus; the unix socket stays plaintext
+tls_conf() {
+	[ -n "$(tls)" ] || return 0
+	cat <<CONF
+port 0
+tls-port $1
+tls-cert-file $certs/server.crt
+tls-key-file $certs/server.key
+tls-ca-cert-file $certs/ca.crt
+tls-auth-clients $([ "$(tls)" = mutual ] && echo yes || echo no)
+tls-replication yes
+tls-cluster yes
 CONF
 }
 
@@ -273,6 +310,16 @@ init)
 	m=${DISTKIT_REDIS_MODE:-single}
 	rm -f "$dir/allports"
 	echo "$m" >"$dir/mode"
+	case ${DISTKIT_REDIS_TLS:-} in
+	"") rm -f "$dir/tls" "$dir/certsdir" ;;
+	1 | mutual)
+		echo "$DISTKIT_REDIS_TLS" >"$dir/tls"
+		certs=${DISTKIT_TLS_CERTS:-$dir/certs}
+		echo "$certs" >"$dir/certsdir"
+		"$(dirname "$0")/certs.sh" "$certs"
+		;;
+	*) echo "DISTKIT_REDIS_TLS must be 1 or mutual" >&2; exit 2 ;;
+	esac
 	case $m in
 	single)
 		p=$(new_node data)
@@ -289,7 +336,7 @@ init)
 		head -3 "$dir/ports" >"$dir/masters"
 		hosts=$(for p in $(data_ports); do printf '127.0.0.1:%s ' "$p"; done)
 		# shellcheck disable=SC2086
-		redis-cli --cluster create $hosts --cluster-replicas "$nrep" --cluster-yes >"$dir/create.log" 2>&1 9>&- ||
+		redis-cli $(tls_cli_args) --cluster create $hosts --cluster-replicas "$nrep" --cluster-yes >"$dir/create.log" 2>&1 9>&- ||
 			{ cat "$dir/create.log" >&2; exit 1; }
 		# redis-cli pairs masters and replicas itself: record who is master
 		wait_cluster_ok
@@ -369,12 +416,15 @@ ports) data_ports | paste -sd, - ;;
 masters) master_ports | paste -sd, - ;;
 sentinels) sentinel_ports | paste -sd, - ;;
 url)
+	s=redis
+	[ -n "$(tls)" ] && s=rediss
 	case $(mode) in
-	single) echo "redis://127.0.0.1:$(head -1 "$dir/ports")/0" ;;
-	cluster) echo "redis-cluster://$(master_ports | sed 's/^/127.0.0.1:/' | paste -sd, -)" ;;
-	sentinel) echo "redis-sentinel://$(sentinel_ports | sed 's/^/127.0.0.1:/' | paste -sd, -)#distkit" ;;
+	single) echo "$s://127.0.0.1:$(head -1 "$dir/ports")/0" ;;
+	cluster) echo "$s-cluster://$(master_ports | sed 's/^/127.0.0.1:/' | paste -sd, -)" ;;
+	sentinel) echo "$s-sentinel://$(sentinel_ports | sed 's/^/127.0.0.1:/' | paste -sd, -)#distkit" ;;
 	esac
 	;;
+certs) echo "$certs" ;;
 sock) echo "$(ndir "$(head -1 "$dir/ports")")/redis.sock" ;;
 pidfile) echo "$(ndir "$(head -1 "$dir/ports")")/redis.pid" ;;
 conf) echo "$(ndir "$(head -1 "$dir/ports")")/redis.conf" ;;

@@ -7,10 +7,12 @@
 # As any other user: expects distkit installed and runs the suites:
 #   1. pg_regress (make installcheck) against a temporary PostgreSQL with
 #      shared_preload_libraries = distkit and a redis-server on a free
-#      loopback port, then again against a 3-master Redis Cluster, all
+#      loopback port, then again against a 3-master Redis Cluster, and
+#      both again over TLS (modes tls and tls-cluster: rediss:// URLs,
+#      certificates of test/certs.sh, distkit.tls_verify = full), all
 #      stopped afterwards, also on failure;
 #   2. the multi-server and fault tests under test/t (TAP, prove).
-# Subsets: DISTKIT_REDIS_MODES="single cluster" (default; "" skips
+# Subsets: DISTKIT_REDIS_MODES="single cluster tls tls-cluster" (default; "" skips
 # pg_regress), DISTKIT_REGRESS="01_setup 07_lax" (pg_regress tests),
 # DISTKIT_TAP="test/t/009_bad_input.pl" ("" skips TAP),
 # DISTKIT_TAP_REDIS_MODE=cluster (TAP files that support it, today
@@ -68,24 +70,30 @@ if ./test/check-meta.sh; then passed=$((passed + 1)); else failed=$((failed + 1)
 single_only="05_connection_single"
 cluster_only="05_connection_cluster"
 run_regress() {
-	local mode=$1 rtmp="$tmp/$1" all tests skip rc n_ok n_bad port ports url
+	local mode=$1 rtmp="$tmp/$1" all tests skip rc n_ok n_bad port ports url topo=$1 tls="" tlsconf=""
 	mkdir -p "$rtmp"
 	export DISTKIT_REDIS_DIR="$rtmp/redis"
 	echo "== pg_regress against Redis ($mode) =="
-	DISTKIT_REDIS_MODE=$mode "$DISTKIT_REDIS_CTL" init "$DISTKIT_REDIS_DIR"
+	case $mode in
+	tls) topo=single tls=1 ;;
+	tls-cluster) topo=cluster tls=1 ;;
+	esac
+	DISTKIT_REDIS_MODE=$topo DISTKIT_REDIS_TLS=$tls "$DISTKIT_REDIS_CTL" init "$DISTKIT_REDIS_DIR"
+	[ -n "$tls" ] && tlsconf="distkit.tls_ca_file = '$("$DISTKIT_REDIS_CTL" certs)/ca.crt'"
 	port=$("$DISTKIT_REDIS_CTL" port)
 	ports=$("$DISTKIT_REDIS_CTL" ports)
 	export DISTKIT_REDIS_PORT=$port DISTKIT_REDIS_PORTS=$ports
 	export DISTKIT_REDIS_SOCK=$("$DISTKIT_REDIS_CTL" sock)
 	url=$("$DISTKIT_REDIS_CTL" url)
 	export DISTKIT_REDIS_URL_TEMPLATE="${url%%://*}://%s${url#*://}"
-	if [ "$mode" = cluster ]; then skip=$single_only; else skip=$cluster_only; fi
+	if [ "$topo" = cluster ]; then skip=$single_only; else skip=$cluster_only; fi
 	cat >"$rtmp/postgresql.conf" <<CONF
 shared_preload_libraries = 'distkit'
 distkit.redis_url = '$(printf "$DISTKIT_REDIS_URL_TEMPLATE" '')'
 log_min_messages = info
 log_statement = 'all'
 distkit.heartbeat_interval = '200ms'
+$tlsconf
 CONF
 	# DISTKIT_REGRESS="01_setup 07_lax" runs a subset (01_setup is always needed)
 	all=${DISTKIT_REGRESS:-$(ls sql/*.sql | sed 's#sql/\(.*\)\.sql#\1#' | grep -vx distkit | sort)}
@@ -119,7 +127,7 @@ CONF
 	cp log/postmaster.log "$rtmp/postmaster.log" 2>/dev/null || true
 	"$DISTKIT_REDIS_CTL" stop
 }
-for mode in ${DISTKIT_REDIS_MODES-single cluster}; do
+for mode in ${DISTKIT_REDIS_MODES-single cluster tls tls-cluster}; do
 	run_regress "$mode"
 done
 

@@ -8,8 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# prometheus-postgres-exporter: test/t/024_prometheus.pl scrapes it
-PACKAGES="build-essential postgresql-15 postgresql-server-dev-15 postgresql-client-15 libhiredis-dev redis-server libipc-run-perl prometheus-postgres-exporter"
+# prometheus-postgres-exporter: test/t/024_prometheus.pl scrapes it;
+# libssl-dev + pkgconf: TLS (src/redis_tls.c); openssl: test/certs.sh
+PACKAGES="build-essential postgresql-15 postgresql-server-dev-15 postgresql-client-15 libhiredis-dev libssl-dev pkgconf openssl redis-server libipc-run-perl prometheus-postgres-exporter"
 DISTKIT_USER=${DISTKIT_USER:-distkit}
 
 if [ "$(id -u)" = 0 ]; then
