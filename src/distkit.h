@@ -22,6 +22,8 @@ extern bool DkPreloaded;
 extern void DkCounterInit(void);
 extern int	DkCounterDefaultMode(void);
 extern void DkInstanceInit(void);
+extern int	DkInstanceLiveCount(void);
+extern void DkRateInit(void);	/* ratestate.c: lax rate limiting */
 extern void DkSecretsInit(void);
 extern void DkWorkerRegister(void);
 extern void DkLeaderInit(void);
