@@ -142,7 +142,7 @@ static const DkOpDef OPS[] = {
 #define DK_OP_FLUSH_BATCH (DK_NOPS - 1)
 
 /* Counted entries: one per operation, two (strict, lax) with a mode. */
-#define DK_NENTRIES (DK_NOPS + 7)
+#define DK_NENTRIES (DK_NOPS + 9)
 
 /* Error classes, in the view's column order. */
 #define DK_ERR_CONNECTION 0		/* 08 */

@@ -114,6 +114,7 @@ typedef struct DkRateEntry
 	int			nblocks;
 	RateBlock	blocks[RATE_BLOCKS];
 	bool		end_valid;		/* end_* = the TAT our last reservation wrote */
+	int64		tail;			/* units before end_* never spent (held or expired) */
 	int64		end_us;
 	int64		end_f;
 	int64		epoch;
@@ -490,6 +491,7 @@ Take(DkRateEntry *e, int64 n)
 			e->blocks[keep++] = *b;
 	}
 	e->nblocks = keep;
+	e->tail = Min(e->tail, Held(e));
 }
 
 static void
@@ -497,6 +499,7 @@ DropBlocks(DkRateEntry *e)
 {
 	e->nblocks = 0;
 	e->end_valid = false;
+	e->tail = 0;
 }
 
 /* Units to ask for: see the design comment. */
@@ -594,10 +597,30 @@ Install(DkRateEntry *e, const Reservation *res, int64 sent_at, int64 min)
 		e->epoch = res->epoch;
 	}
 	e->refills++;
+	if (res->granted > 0)
+	{
+		if (e->end_valid && e->end_us == res->tb_us && e->end_f == res->tb_f)
+			e->tail += res->granted;
+		else
+			e->tail = res->granted;
+	}
 	used = ((int128) res->ta_us - res->now) * e->rate + res->ta_f;
 	e->near = used * 5 > tau * 4;
 	e->full_at = res->ta_us;
-	if (res->granted > 0)
+	if (res->granted > 0 && e->nblocks > 0 &&
+		BlockQ(e, &e->blocks[e->nblocks - 1]) +
+		(int128) e->blocks[e->nblocks - 1].left * e->per_us ==
+		(int128) res->tb_us * e->rate + res->tb_f)
+	{
+		/* right after our last block on the chain: one block */
+		e->blocks[e->nblocks - 1].left += res->granted;
+		e->reserved += res->granted;
+		e->end_valid = true;
+		e->end_us = res->ta_us;
+		e->end_f = res->ta_f;
+		e->empty_until = 0;
+	}
+	else if (res->granted > 0)
 	{
 		if (e->nblocks == RATE_BLOCKS)
 		{
@@ -665,7 +688,9 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 	MemoryContext oldcxt = CurrentMemoryContext;
 	volatile bool reached = true;
 	int64		sent_at;
+	int64		waited;
 	bool		ok;
+	bool		took = false;
 
 	if ((int128) p->cost * p->rate >= RATE_EXACT_LIMIT)
 		return DK_RATE_LAX_NO_SLOT;
@@ -707,6 +732,31 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 			WantRefill();
 		return DK_RATE_LAX_ALLOWED;
 	}
+	/* another process is reserving: wait for its answer (bounded) */
+	waited = 0;
+	while (e->reserving && waited < (int64) DkRedisCommandTimeoutMs() * 1000 + 1000000)
+	{
+		SpinLockRelease(&e->mutex);
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(100);
+		waited += 100;
+		mono = MonoUs();
+		SpinLockAcquire(&e->mutex);
+		now = mono + e->offset_us;
+		if (e->have_offset)
+			Expire(e, now);
+		if (!e->reserving && Held(e) >= p->cost)
+		{
+			Take(e, p->cost);
+			e->spent += p->cost;
+			e->counters[DK_RC_ALLOWED]++;
+			if (e->near)
+				e->counters[DK_RC_NEAR_LIMIT]++;
+			FillInfo(e, now, info);
+			SpinLockRelease(&e->mutex);
+			return DK_RATE_LAX_ALLOWED;
+		}
+	}
 	if (e->reserving || (e->have_offset && e->empty_until > now))
 	{
 		e->counters[DK_RC_DENIED]++;
@@ -741,6 +791,7 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 		MemoryContextSwitchTo(oldcxt);
 		SpinLockAcquire(&e->mutex);
 		e->reserving = false;
+		e->counters[DK_RC_ON_ERROR_RAISED]++;
 		SpinLockRelease(&e->mutex);
 		PG_RE_THROW();
 	}
@@ -751,14 +802,31 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 	e->reserving = false;
 	if (ok)
 	{
+		/*
+		 * The units granted were admitted at the script's time, so this
+		 * call spends its cost from the new block at once, as a strict call
+		 * would; the rest is held under the slot rule.
+		 */
+		took = res.granted >= p->cost;
 		if (e->rate == p->rate && e->per_us == p->per_us && e->burst == p->burst)
+		{
 			Install(e, &res, sent_at, p->cost);
+			if (took)
+			{
+				RateBlock  *b = &e->blocks[e->nblocks - 1];
+
+				b->left -= p->cost;
+				SetBlockQ(e, b, BlockQ(e, b) + (int128) p->cost * e->per_us);
+				e->tail = Min(e->tail, b->left);
+				if (b->left == 0)
+					e->nblocks--;
+			}
+		}
 		now = MonoUs() + e->offset_us;
 		Expire(e, now);
 	}
-	if (ok && Held(e) >= p->cost)
+	if (took)
 	{
-		Take(e, p->cost);
 		e->spent += p->cost;
 		e->counters[DK_RC_ALLOWED]++;
 		if (e->near)
@@ -914,10 +982,9 @@ RefillTask(void)
 			Expire(e, now);
 		if (mono - e->last_used > idle_us)
 		{
-			if (e->nblocks > 0 && e->end_valid)
+			if (e->tail > 0 && e->end_valid)
 			{
-				RateBlock  *b = &e->blocks[e->nblocks - 1];
-				int128		back = (int128) b->left * e->per_us;
+				int128		back = (int128) e->tail * e->per_us;
 				DkCmd	   *cmd = DkCmdScript(DK_LUA_RATE_RETURN, 1);
 
 				DkCmdArg(cmd, e->rkey, e->klen);
@@ -928,7 +995,7 @@ RefillTask(void)
 				DkCmdArgInt(cmd, (int64) (back % e->rate));
 				items[n].slot = i;
 				items[n].is_return = true;
-				items[n].units = b->left;
+				items[n].units = e->tail;
 				cmds[n++] = cmd;
 			}
 			DropBlocks(e);
