@@ -1014,9 +1014,16 @@ RefillTask(void)
 			items[n].rate = e->rate;
 			items[n].per_us = e->per_us;
 			items[n].burst = e->burst;
-			items[n].min = 1;
-			cmds[n++] = ReserveCommand(e->rkey, e->klen, e->ekey, e->elen, e->rate,
-									   e->per_us, e->burst, want, 1);
+			/*
+			 * At least the watermark, or nothing: at saturation the worker
+			 * then waits until that many units are free (empty_until)
+			 * instead of asking every cycle for the one or two that freed
+			 * meanwhile; units not taken stay in Redis for whoever asks.
+			 */
+			items[n].min = Min(Watermark(e), want);
+			cmds[n] = ReserveCommand(e->rkey, e->klen, e->ekey, e->elen, e->rate,
+									 e->per_us, e->burst, want, items[n].min);
+			n++;
 		}
 		SpinLockRelease(&e->mutex);
 	}
@@ -1060,7 +1067,7 @@ RefillTask(void)
 			if (ParseReservation(replies[k], &res) &&
 				e->rate == items[k].rate && e->per_us == items[k].per_us &&
 				e->burst == items[k].burst)
-				Install(e, &res, sent_at, 1);
+				Install(e, &res, sent_at, items[k].min);
 		}
 		SpinLockRelease(&e->mutex);
 	}
