@@ -582,9 +582,14 @@ ParseReservation(DkReply *r, Reservation *res)
 	return true;
 }
 
-/* Install a reservation made with the entry's current parameters (mutex held). */
+/*
+ * Install a reservation made with the entry's current parameters (mutex
+ * held).  When it got less than wanted, the limiter is drained: nobody here
+ * asks Redis again before batch more units are free (empty_until), so that
+ * a saturated limiter costs one reservation per batch, not two per unit.
+ */
 static void
-Install(DkRateEntry *e, const Reservation *res, int64 sent_at, int64 min)
+Install(DkRateEntry *e, const Reservation *res, int64 sent_at, int64 want, int64 batch)
 {
 	int128		tau = (int128) e->per_us * e->burst;
 	int128		used;
@@ -638,11 +643,11 @@ Install(DkRateEntry *e, const Reservation *res, int64 sent_at, int64 min)
 		e->end_f = res->ta_f;
 		e->empty_until = 0;
 	}
-	else
+	if (res->granted < want)
 	{
-		/* min units become free when tat_before + min T - tau <= now */
-		int128		t = (int128) res->tb_us * e->rate + res->tb_f +
-		(int128) min * e->per_us - tau;
+		/* batch units are free when tat + batch T - tau <= now */
+		int128		t = (int128) res->ta_us * e->rate + res->ta_f +
+		(int128) batch * e->per_us - tau;
 
 		e->empty_until = (int64) (t / e->rate);
 	}
@@ -810,7 +815,7 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 		took = res.granted >= p->cost;
 		if (e->rate == p->rate && e->per_us == p->per_us && e->burst == p->burst)
 		{
-			Install(e, &res, sent_at, p->cost);
+			Install(e, &res, sent_at, want, Max(p->cost, Min(Watermark(e), want)));
 			if (took)
 			{
 				RateBlock  *b = &e->blocks[e->nblocks - 1];
@@ -1067,7 +1072,7 @@ RefillTask(void)
 			if (ParseReservation(replies[k], &res) &&
 				e->rate == items[k].rate && e->per_us == items[k].per_us &&
 				e->burst == items[k].burst)
-				Install(e, &res, sent_at, items[k].min);
+				Install(e, &res, sent_at, items[k].units, items[k].min);
 		}
 		SpinLockRelease(&e->mutex);
 	}
