@@ -215,6 +215,20 @@ sub stats
 	note(sprintf('kill: %.1f %% of the strict bound allowed', 100 * $frac));
 	wait_for(sub { $pa->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'") eq '1' },
 		'the worker after restart');
+
+	# deterministic: a holds units of a limiter that does not refill during
+	# the test (rate 10 per 1000 s) when it is killed; b then gets exactly
+	# what a did not take, the lost units are what a held
+	is($pa->safe_psql('postgres', "SELECT distkit_rate_allow('kd', 10, '1000 s', mode => 'lax')"), 't', 'a: one lax call');
+	wait_for(sub { ($pa->safe_psql('postgres', "SELECT held FROM distkit_rate_stats WHERE key = 'kd'") || 0) >= 1 },
+		'a to reserve ahead');
+	my ($held_a, $reserved_a) = split /\|/, $pa->safe_psql('postgres', "SELECT held || '|' || reserved FROM distkit_rate_stats WHERE key = 'kd'");
+	$pa->stop('immediate');
+	is($pb->safe_psql('postgres', "SELECT count(*) FILTER (WHERE distkit_rate_allow('kd', 10, '1000 s')) FROM generate_series(1, 20)"),
+		10 - $reserved_a, "a killed holding $held_a units: b gets the other " . (10 - $reserved_a) . ", the $held_a held are lost, nothing doubled");
+	$pa->start;
+	wait_for(sub { $pa->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit worker'") eq '1' },
+		'the worker after restart');
 }
 
 # 6. Shadow mode: everything allowed; what would have been denied counted exactly
