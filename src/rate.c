@@ -298,7 +298,7 @@ Decide(FunctionCallInfo fcinfo, RateParams *p)
 	if (mode == DK_MODE_LAX)
 		DkRequirePreload("lax rate limiting");
 	if (DkPreloaded)
-		slot = DkRateSlot(key, rkey, klen);
+		slot = DkRateSlot(key, rkey, klen, mode == DK_MODE_LAX);
 	if (mode == DK_MODE_LAX && slot >= 0)
 	{
 		DkRateLaxResult lr = DkRateLaxDecide(slot, rkey, klen, p,

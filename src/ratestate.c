@@ -335,10 +335,11 @@ Held(DkRateEntry *e)
 
 /*
  * Find or create the entry of a limiter (for its counters and lax state);
- * -1 without shared memory, when the key is too long or the table full.
+ * -1 without shared memory, when the key is too long or the table full
+ * (then a lax call's session gets one NOTICE).
  */
 int
-DkRateSlot(text *key, const char *rkey, size_t klen)
+DkRateSlot(text *key, const char *rkey, size_t klen, bool lax)
 {
 	uint32		h = KeyHash(rkey, klen);
 	int			slot;
@@ -402,7 +403,7 @@ DkRateSlot(text *key, const char *rkey, size_t klen)
 		slot = free_slot;
 	}
 	LWLockRelease(rs->lock);
-	if (slot < 0 && !noticed_full)
+	if (slot < 0 && lax && !noticed_full)
 	{
 		noticed_full = true;
 		ereport(NOTICE,

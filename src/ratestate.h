@@ -73,7 +73,7 @@ extern DkRateOnError DkRateOnErrorSetting(void);
 extern bool DkRateShadowSetting(void);
 extern bool DkRateParseOnError(const char *s, DkRateOnError *out);
 
-extern int	DkRateSlot(text *key, const char *rkey, size_t klen);
+extern int	DkRateSlot(text *key, const char *rkey, size_t klen, bool lax);
 extern DkRateLaxResult DkRateLaxDecide(int slot, const char *rkey, size_t klen,
 									   const DkRateParams *p, bool rethrow,
 									   DkRateLaxInfo *info);
