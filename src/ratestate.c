@@ -82,6 +82,7 @@ PG_FUNCTION_INFO_V1(distkit_rate_stats);
 #define RATE_MIN_SPAN_US 20000	/* and spans at least this much slot time */
 #define RATE_ACTIVE_REFILL_MS 10
 #define RATE_IDLE_TASK_MS 1000
+#define RATE_WAIT_US 100000		/* wait for another's reservation at most */
 #define RATE_EXACT_LIMIT ((int64) 1 << 53)
 
 /* A reserved block: left units, the next one's slot start q (us + f / rate). */
@@ -697,6 +698,7 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 	int64		waited;
 	bool		ok;
 	bool		took = false;
+	volatile bool own_flag;
 
 	if ((int128) p->cost * p->rate >= RATE_EXACT_LIMIT)
 		return DK_RATE_LAX_NO_SLOT;
@@ -738,9 +740,14 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 			WantRefill();
 		return DK_RATE_LAX_ALLOWED;
 	}
-	/* another process is reserving: wait for its answer (bounded) */
+	/*
+	 * Another process is reserving: wait for its answer, at most
+	 * RATE_WAIT_US (a reservation takes one round trip); then reserve here
+	 * too, so that a worker stuck connecting to an unreachable Redis does
+	 * not hold up the calls (they get their own answer and on_error).
+	 */
 	waited = 0;
-	while (e->reserving && waited < (int64) DkRedisCommandTimeoutMs() * 1000 + 1000000)
+	while (e->reserving && waited < RATE_WAIT_US)
 	{
 		SpinLockRelease(&e->mutex);
 		CHECK_FOR_INTERRUPTS();
@@ -763,7 +770,7 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 			return DK_RATE_LAX_ALLOWED;
 		}
 	}
-	if (e->reserving || (e->have_offset && e->empty_until > now))
+	if (e->have_offset && e->empty_until > now)
 	{
 		e->counters[DK_RC_DENIED]++;
 		e->counters[DK_RC_NEAR_LIMIT]++;
@@ -771,6 +778,7 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 		SpinLockRelease(&e->mutex);
 		return DK_RATE_LAX_DENIED;
 	}
+	own_flag = !e->reserving;
 	e->reserving = true;
 	want = TargetUnits(e);
 	cmd = ReserveCommand(e->rkey, e->klen, e->ekey, e->elen, e->rate, e->per_us, e->burst,
@@ -796,7 +804,8 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 	{
 		MemoryContextSwitchTo(oldcxt);
 		SpinLockAcquire(&e->mutex);
-		e->reserving = false;
+		if (own_flag)
+			e->reserving = false;
 		e->counters[DK_RC_ON_ERROR_RAISED]++;
 		SpinLockRelease(&e->mutex);
 		PG_RE_THROW();
@@ -805,7 +814,8 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 
 	ok = reached && ParseReservation(r, &res);
 	SpinLockAcquire(&e->mutex);
-	e->reserving = false;
+	if (own_flag)
+		e->reserving = false;
 	if (ok)
 	{
 		/*
