@@ -164,7 +164,10 @@ sub stats
 	ok($frac >= 0.8, sprintf('strict + lax: %.1f %% of the strict bound', 100 * $frac));
 	my $on_a = scalar decisions('mix', $pa);
 	my $on_b = scalar decisions('mix', $pb);
-	ok($on_a > 0 && $on_b > 0, "both modes got a share (strict $on_a, lax $on_b)");
+	# at saturation strict callers take each unit as it frees, lax ones wait
+	# for half a block: the split is not asserted (docs: Fairness)
+	note("strict + lax: strict allowed $on_a, lax allowed $on_b");
+	ok($on_a + $on_b == scalar @rows, 'strict + lax: every allowed decision logged');
 }
 
 # 3. Redis stopped during lax limiting: the units held are spent, then deny
