@@ -334,6 +334,19 @@ Held(DkRateEntry *e)
 	return n;
 }
 
+/* The session's last limiter and its entry (a hint, checked at use). */
+static char cache_key[RATE_RKEY_MAX];
+static size_t cache_len = 0;
+static int	cache_slot = -1;
+
+static void
+RememberSlot(const char *rkey, size_t klen, int slot)
+{
+	memcpy(cache_key, rkey, klen);
+	cache_len = klen;
+	cache_slot = slot;
+}
+
 /*
  * Find or create the entry of a limiter (for its counters and lax state);
  * -1 without shared memory, when the key is too long or the table full
@@ -352,11 +365,17 @@ DkRateSlot(text *key, const char *rkey, size_t klen, bool lax)
 
 	if (rs == NULL || ulen > RATE_UKEY_MAX || klen >= RATE_RKEY_MAX)
 		return -1;
+	/* the session's last limiter: no table lock (the entry is checked under its mutex) */
+	if (cache_slot >= 0 && cache_len == klen && memcmp(cache_key, rkey, klen) == 0)
+		return cache_slot;
 	LWLockAcquire(rs->lock, LW_SHARED);
 	slot = FindSlot(h, rkey, klen);
 	LWLockRelease(rs->lock);
 	if (slot >= 0)
+	{
+		RememberSlot(rkey, klen, slot);
 		return slot;
+	}
 
 	ekey = DkKeyBuild(DK_KIND_RATE_EPOCH, VARDATA_ANY(key), ulen, &elen);
 	if (elen >= RATE_RKEY_MAX)
@@ -404,6 +423,8 @@ DkRateSlot(text *key, const char *rkey, size_t klen, bool lax)
 		slot = free_slot;
 	}
 	LWLockRelease(rs->lock);
+	if (slot >= 0)
+		RememberSlot(rkey, klen, slot);
 	if (slot < 0 && lax && !noticed_full)
 	{
 		noticed_full = true;
@@ -705,7 +726,9 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 	SpinLockAcquire(&e->mutex);
 	if (!e->used || e->klen != klen || memcmp(e->rkey, rkey, klen) != 0)
 	{
+		/* the entry went to another key since this session looked it up */
 		SpinLockRelease(&e->mutex);
+		cache_slot = -1;
 		return DK_RATE_LAX_NO_SLOT;
 	}
 	if (e->rate != p->rate || e->per_us != p->per_us || e->burst != p->burst)
