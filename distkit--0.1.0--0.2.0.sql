@@ -111,3 +111,60 @@ COMMENT ON FUNCTION distkit_stat_calls_reset() IS
 REVOKE ALL ON FUNCTION distkit_stat_calls_reset() FROM PUBLIC;
 -- monitoring roles (e.g. the Prometheus exporter's) read the views
 GRANT SELECT ON distkit_stat_calls, distkit_stat_calls_buckets TO pg_monitor;
+
+-- Rate limiters gain on_error, shadow and mode (lax rate limiting, issue
+-- 17), and distkit_rate_check two columns: new signatures, so the old
+-- functions go.
+DROP FUNCTION distkit_rate_allow(text, bigint, interval, bigint, bigint);
+DROP FUNCTION distkit_rate_check(text, bigint, interval, bigint, bigint);
+CREATE FUNCTION distkit_rate_allow(key text, rate bigint, per interval DEFAULT '1 second',
+                                   burst bigint DEFAULT NULL, cost bigint DEFAULT 1,
+                                   on_error text DEFAULT NULL, shadow boolean DEFAULT NULL,
+                                   mode distkit_mode DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_rate_allow'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_rate_allow(text, bigint, interval, bigint, bigint, text, boolean, distkit_mode) IS
+'True if cost units may pass now under rate per period (burst at once), and then consumes them; on_error (error, deny, allow, local), shadow and mode (strict, lax) default to the distkit.rate_* settings';
+
+CREATE FUNCTION distkit_rate_check(key text, rate bigint, per interval DEFAULT '1 second',
+                                   burst bigint DEFAULT NULL, cost bigint DEFAULT 1,
+                                   on_error text DEFAULT NULL, shadow boolean DEFAULT NULL,
+                                   mode distkit_mode DEFAULT NULL,
+                                   OUT allowed boolean, OUT remaining bigint,
+                                   OUT retry_after interval, OUT reset_after interval,
+                                   OUT would_allow boolean, OUT decided_by text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'distkit_rate_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_rate_check(text, bigint, interval, bigint, bigint, text, boolean, distkit_mode) IS
+'Like distkit_rate_allow, with remaining units, retry_after (NULL when allowed), reset_after (time until full), the decision before shadow mode and how it was taken';
+
+
+-- Lax rate limiting (issue 17): per limiter on this server, the units
+-- reserved from Redis, spent, given back, and the decisions taken.
+CREATE FUNCTION distkit_rate_stats(
+    OUT key text,
+    OUT held bigint,
+    OUT reserved bigint,
+    OUT spent bigint,
+    OUT returned bigint,
+    OUT refills bigint,
+    OUT allowed bigint,
+    OUT denied bigint,
+    OUT near_limit bigint,
+    OUT shadow_denied bigint,
+    OUT on_error_raised bigint,
+    OUT on_error_denied bigint,
+    OUT on_error_allowed bigint,
+    OUT on_error_local bigint,
+    OUT demand_per_second float8)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'distkit_rate_stats'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION distkit_rate_stats() IS
+'Rate limiters this server has decided on: units held, reserved, spent and returned, refills, and the decisions taken';
+
+CREATE VIEW distkit_rate_stats AS SELECT * FROM distkit_rate_stats();
+COMMENT ON VIEW distkit_rate_stats IS
+'Rate limiters this server has decided on (one row each): lax reservations and decision counts';

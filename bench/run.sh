@@ -236,7 +236,7 @@ sql_probe() {
 	return 1
 }
 
-declare -A status title pgopt flushfig
+declare -A status title pgopt flushfig ratefig
 active=()
 for w in $all; do
 	[ -f "$wdir/$w.sql" ] || { echo "bench: $wdir/$w.sql missing" >&2; exit 2; }
@@ -244,6 +244,7 @@ for w in $all; do
 	[ -n "${title[$w]}" ] || title[$w]=$w
 	pgopt[$w]=$(directive "$w" pgoptions)
 	flushfig[$w]=$(directive "$w" flush-figures)
+	ratefig[$w]=$(directive "$w" rate-figures)
 	st=ok
 	while IFS= read -r probe; do
 		[ -n "$probe" ] || continue
@@ -396,6 +397,13 @@ flush_record() {	# rep workload clients increments "before" "after"
 			e1 - e0, r1 - r0, f1 - f0, k1 - k0, s1 - s0, x1 - x0, (c1 - c0) / 1e6, (p0 == p1 && p0 != 0) ? "yes" : "no", (r1c - r0c) / 1e6 }' >>"$flushraw"
 }
 
+# For lax rate limiting workloads ("-- rate-figures: yes"): the
+# reservations (Redis calls) and decisions of distkit_rate_stats around each
+# run.  "refills decisions"
+rate_snap() { q "SELECT coalesce(sum(refills), 0) || ' ' || coalesce(sum(allowed + denied), 0) || ' ' || coalesce(sum(allowed), 0) FROM distkit_rate_stats" | tr -d '\n'; }
+rateraw="$out/$stamp.rate.tsv"
+printf 'rep\tworkload\tclients\treservations\tdecisions\tallowed\n' >"$rateraw"
+
 nclients=$(wc -w <<<"$BENCH_CLIENTS")
 nlax=0
 for w in "${active[@]}"; do [ "${flushfig[$w]}" != yes ] || nlax=$((nlax + 1)); done
@@ -414,7 +422,14 @@ for rep in $(seq 1 "$BENCH_REPS"); do
 				r=$(redis_run "$c" "${rn[$c]}") || r=""
 			else
 				[ "${flushfig[$w]}" != yes ] || snap0=$(flush_snap_before)
+				rsnap0=""
+				[ "${ratefig[$w]}" != yes ] || rsnap0=$(rate_snap)
 				r=$(pgbench_run "$w" "$c" "$rep") || r=""
+				if [ -n "$rsnap0" ]; then
+					read -r rr0 rd0 ra0 <<<"$rsnap0"
+					read -r rr1 rd1 ra1 <<<"$(rate_snap)"
+					printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$c" "$((rr1 - rr0))" "$((rd1 - rd0))" "$((ra1 - ra0))" >>"$rateraw"
+				fi
 			fi
 			if [ -z "$r" ]; then
 				status[$w]="failed: run $rep with $c clients failed (see $logs)"
@@ -686,6 +701,9 @@ report="$out/$stamp.md"
 	ratio_row "lax inc (1 key) / pgmemcache memcache_incr" lax_inc_1 pgmemcache_incr "–"
 	ratio_row "instance-aware strict inc / strict inc" instance_inc_strict strict_inc "–"
 	ratio_row "instance-aware lax inc / lax inc (1 key)" instance_inc_lax lax_inc_1 "–"
+	ratio_row "lax rate_allow, saturated / lax inc (1 key)" rate_allow_lax lax_inc_1 "≥ 0.8 (issue 17)"
+	ratio_row "lax rate_allow, open / lax inc (1 key)" rate_allow_lax_open lax_inc_1 "≥ 0.8 (issue 17)"
+	ratio_row "lax rate_allow, saturated / strict rate_allow" rate_allow_lax rate_allow "–"
 	echo
 	echo "\"–\": not measured in this run."
 	for c in $BENCH_CLIENTS; do
@@ -705,6 +723,18 @@ report="$out/$stamp.md"
 		t=$(get redis_evalsha "$c" 3)
 		[ -z "$t" ] || echo "| redis-benchmark EVALSHA (no PostgreSQL) | $(int "$t") | $(ms "$(get redis_evalsha "$c" 4)") | $(ms "$(get redis_evalsha "$c" 5)") | $(ms "$(get redis_evalsha "$c" 6)") | $(ratio "$t" "$(get select1 "$c" 3)") | $(ratio "$t" "$(get nextval "$c" 3)") | $(int "$(get redis_evalsha "$c" 7)")–$(int "$(get redis_evalsha "$c" 8)") |"
 	done
+	if [ "$(wc -l <"$rateraw")" -gt 1 ]; then
+		echo
+		echo "## Lax rate limiting: Redis calls per decision"
+		echo
+		echo "Reservations (lua/rate_reserve.lua calls: the only Redis calls of lax rate limiting) and decisions"
+		echo "counted by distkit_rate_stats around each run, summed over the repetitions (issue 17's goal: < 0.01)."
+		echo
+		echo "| workload | clients | decisions | allowed | reservations | Redis calls per decision |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+		awk -F'\t' 'NR > 1 { k = $2 "\t" $3; r[k] += $4; d[k] += $5; a[k] += $6; if (!(k in seen)) { seen[k] = 1; order[++n] = k } }
+			END { for (i = 1; i <= n; i++) { split(order[i], f, "\t"); printf "| %s | %s | %d | %d | %d | %.5f |\n", f[1], f[2], d[order[i]], a[order[i]], r[order[i]], d[order[i]] ? r[order[i]] / d[order[i]] : 0 } }' "$rateraw"
+	fi
 	echo
 	echo "## Lax counters: the flusher"
 	echo

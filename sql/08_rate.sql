@@ -387,3 +387,95 @@ BEGIN;
 SELECT distkit_rate_allow('tx', 1, '1000 s');
 ROLLBACK;
 SELECT distkit_rate_allow('tx', 1, '1000 s');
+
+--
+-- Lax mode (docs/rate-limiting.md, "Lax mode"): decisions from units this
+-- server reserved from the same GCRA key; never more than strict allows.
+-- rate 10 per 1000 s (T = 100 s): nothing refills during the test, so the
+-- figures are exact whatever the block sizes.
+--
+SELECT array_agg(distkit_rate_allow('lx', 10, '1000 s', mode => 'lax') ORDER BY i)
+FROM generate_series(1, 12) i;
+SELECT key, held, reserved, spent, allowed, denied, near_limit >= 2 AS near_counted
+FROM distkit_rate_stats WHERE key = 'lx';
+-- lax and strict share one limit: a strict call finds it empty
+SELECT allowed, remaining, decided_by FROM distkit_rate_check('lx', 10, '1000 s');
+SELECT allowed, would_allow, decided_by FROM distkit_rate_check('lx', 10, '1000 s', mode => 'lax');
+-- strict first, then lax: lax gets only what strict left
+SELECT distkit_rate_allow('lx2', 5, '1000 s', cost => 3);
+SELECT count(*) FILTER (WHERE a) AS lax_allowed
+FROM (SELECT distkit_rate_allow('lx2', 5, '1000 s', mode => 'lax') AS a
+      FROM generate_series(1, 6)) s;
+-- the default mode comes from distkit.rate_default_mode
+SET distkit.rate_default_mode = lax;
+SELECT decided_by FROM distkit_rate_check('lx3', 10, '1000 s');
+RESET distkit.rate_default_mode;
+SELECT decided_by FROM distkit_rate_check('lx3', 10, '1000 s');
+-- costs: a lax call of cost 4 takes 4 units at once
+SELECT array_agg(distkit_rate_allow('lx4', 10, '1000 s', cost => 4, mode => 'lax') ORDER BY i)
+FROM generate_series(1, 3) i;
+SELECT spent, allowed, denied FROM distkit_rate_stats WHERE key = 'lx4';
+-- a reset clears the state in Redis and this server's reservation
+SELECT distkit_rate_reset('lx');
+SELECT held FROM distkit_rate_stats WHERE key = 'lx';
+SELECT distkit_rate_allow('lx', 10, '1000 s', mode => 'lax');
+\set raw `"$DISTKIT_REDIS_CTL" cli GET 'distkit:re:{lx}'`
+SELECT :'raw' AS reset_epoch;
+-- bad input: the same SQLSTATEs as strict calls
+SELECT dk_error($$SELECT distkit_rate_allow('e', 0, mode => 'lax')$$);
+SELECT dk_error($$SELECT distkit_rate_allow('e', 10, '1 s', 10, 11, mode => 'lax')$$);
+SELECT dk_error($$SELECT distkit_rate_allow(NULL, 1, mode => 'lax')$$);
+SELECT dk_error($$SELECT distkit_rate_allow('e', 10, '1 mon', mode => 'lax')$$);
+SELECT dk_error($$SELECT distkit_rate_allow('', 10, mode => 'lax')$$);
+SELECT dk_error($$SELECT distkit_rate_allow('e', 10, on_error => 'maybe')$$);
+SELECT dk_error($$SELECT * FROM distkit_rate_check('e', 10, on_error => '')$$);
+SELECT dk_error($$SELECT distkit_rate_allow('e', 10, mode => 'fast')$$);
+SELECT dk_error($$SET distkit.rate_on_error = 'sometimes'$$);
+
+--
+-- Shadow mode: every call allowed, what would have been denied counted
+--
+SELECT array_agg(distkit_rate_allow('sh', 2, '1000 s', shadow => true) ORDER BY i)
+FROM generate_series(1, 5) i;
+SELECT allowed, would_allow, decided_by FROM distkit_rate_check('sh', 2, '1000 s', shadow => true);
+SET distkit.rate_shadow = on;
+SELECT array_agg(distkit_rate_allow('sh', 2, '1000 s', mode => 'lax') ORDER BY i)
+FROM generate_series(1, 3) i;
+RESET distkit.rate_shadow;
+SELECT distkit_rate_allow('sh', 2, '1000 s');
+SELECT allowed, denied, shadow_denied FROM distkit_rate_stats WHERE key = 'sh';
+
+--
+-- on_error with Redis stopped: error (the default) raises, deny and allow
+-- answer, local decides from this server's share (one server here: the
+-- whole limit, burst 2)
+--
+\! "$DISTKIT_REDIS_CTL" stop
+SELECT dk_error($$SELECT distkit_rate_allow('oe', 2, '1000 s')$$);
+SELECT dk_error($$SELECT distkit_rate_allow('oe', 2, '1000 s', on_error => 'error', mode => 'lax')$$);
+SELECT distkit_rate_allow('oe', 2, '1000 s', on_error => 'deny');
+SELECT distkit_rate_allow('oe', 2, '1000 s', on_error => 'allow');
+SELECT array_agg(distkit_rate_allow('oe', 2, '1000 s', on_error => 'local') ORDER BY i)
+FROM generate_series(1, 3) i;
+SELECT allowed, remaining, retry_after, decided_by
+FROM distkit_rate_check('oe', 2, '1000 s', on_error => 'allow');
+SET distkit.rate_on_error = deny;
+SELECT allowed, would_allow, decided_by FROM distkit_rate_check('oe', 2, '1000 s', mode => 'lax');
+SELECT allowed, would_allow, decided_by FROM distkit_rate_check('oe', 2, '1000 s', shadow => true);
+RESET distkit.rate_on_error;
+\! "$DISTKIT_REDIS_CTL" start
+SELECT on_error_raised, on_error_denied, on_error_allowed, on_error_local, shadow_denied
+FROM distkit_rate_stats WHERE key = 'oe';
+-- the limiter was used in lax mode: once Redis is back the worker reserves
+-- ahead for it, and gives the units back when it has been idle for
+-- distkit.rate_return_after (1 s)
+DO $$
+BEGIN
+	FOR i IN 1..200 LOOP
+		EXIT WHEN (SELECT remaining FROM distkit_rate_peek('oe', 2, '1000 s')) = 2
+			AND (SELECT held FROM distkit_rate_stats WHERE key = 'oe') = 0;
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END $$;
+SELECT held, returned = reserved AS all_returned FROM distkit_rate_stats WHERE key = 'oe';
+SELECT array_agg(distkit_rate_allow('oe', 2, '1000 s') ORDER BY i) FROM generate_series(1, 3) i;

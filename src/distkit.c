@@ -22,6 +22,8 @@
  *	worker.c	the background worker: flushes the lax buffer, runs the periodic tasks
  *	instance.c	instance-aware counters, heartbeats and the live list
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
+ *	ratestate.c	lax rate limiting: the shared-memory table of reservations,
+ *				refilled and returned by the worker; distkit_rate_stats
  *	lease.c		leases with fencing tokens; what a session holds, released at its end
  *	leader.c	leader election: the shared-memory table the worker renews
  *	semaphore.c	fleet semaphores (permits that expire)
@@ -74,6 +76,7 @@ _PG_init(void)
 	DkLaxInit();
 	DkInstanceInit();
 	DkLeaderInit();
+	DkRateInit();
 	DkIdempotencyInit();
 	DkTxnInit();
 	DkMetricsInit();

@@ -21,6 +21,7 @@ extern bool DkPreloaded;
 /* subsystem init functions, called from _PG_init */
 extern void DkCounterInit(void);
 extern int	DkCounterDefaultMode(void);
+extern void DkRateInit(void);	/* ratestate.c: lax rate limiting */
 extern void DkSecretsInit(void);
 extern void DkWorkerRegister(void);
 extern void DkLeaderInit(void);

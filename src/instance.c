@@ -187,6 +187,24 @@ DkInstanceInit(void)
 	DkWorkerAddTask("heartbeat", Heartbeat, HeartbeatIntervalMs, LeaveRegistry);
 }
 
+/*
+ * Number of live servers in the last heartbeat's list (at least 1: this
+ * one), for the lax rate limiter's block size and its on_error = 'local'
+ * share.  1 without shared memory or before the first heartbeat.
+ */
+int
+DkInstanceLiveCount(void)
+{
+	int			n;
+
+	if (live == NULL)
+		return 1;
+	SpinLockAcquire(&live->mutex);
+	n = live->count;
+	SpinLockRelease(&live->mutex);
+	return Max(n, 1);
+}
+
 /* Append the live list (count, then ids) to a counter command. */
 static void
 AppendLive(DkCmd *cmd)

@@ -13,6 +13,7 @@
 #include "redis.h"
 
 extern void DkInstanceInit(void);
+extern int	DkInstanceLiveCount(void);
 extern DkCmd *DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq);
 extern bool DkInstanceFlushReply(DkReply *r, DkLaxView *view);
 

@@ -11,6 +11,7 @@
 #define DK_KIND_COUNTER_FLUSHED "cf"	/* per-instance last applied lax batch */
 #define DK_MAX_PREFIX_BYTES 64
 #define DK_KIND_RATE "r"
+#define DK_KIND_RATE_EPOCH "re"		/* a rate limiter's reset epoch (lax reservations) */
 #define DK_KIND_INSTANCE "i"			/* instance-aware counter (hash of slices) */
 #define DK_KIND_INSTANCE_FLUSHED "if"	/* its per-instance last applied lax batch */
 #define DK_KIND_REGISTRY "reg"			/* the instance registry (one key) */

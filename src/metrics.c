@@ -90,8 +90,8 @@ static const DkOpDef OPS[] = {
 	{"distkit_clear", "counter/clear", false},
 	{"distkit_inc_if", "counter/inc_if", false},
 	{"distkit_flush", "counter/flush", false},
-	{"distkit_rate_allow", "rate/allow", false},
-	{"distkit_rate_check", "rate/check", false},
+	{"distkit_rate_allow", "rate/allow", true},
+	{"distkit_rate_check", "rate/check", true},
 	{"distkit_rate_peek", "rate/peek", false},
 	{"distkit_rate_reset", "rate/reset", false},
 	{"distkit_instance_inc", "instance/inc", true},
@@ -143,7 +143,7 @@ static const DkOpDef OPS[] = {
 #define DK_OP_FLUSH_BATCH (DK_NOPS - 1)
 
 /* Counted entries: one per operation, two (strict, lax) with a mode. */
-#define DK_NENTRIES (DK_NOPS + 7)
+#define DK_NENTRIES (DK_NOPS + 9)
 
 /* Error classes, in the view's column order. */
 #define DK_ERR_CONNECTION 0		/* 08 */

@@ -37,6 +37,7 @@
 
 #include "distkit.h"
 #include "keys.h"
+#include "ratestate.h"
 #include "redis.h"
 
 #ifndef HAVE_INT128
@@ -52,18 +53,7 @@ PG_FUNCTION_INFO_V1(distkit_rate_reset);
 #define RATE_LIMIT_BITS 52
 #define RATE_LIMIT ((int64) 1 << RATE_LIMIT_BITS)
 
-/* A limiter's parameters and the quantities the script needs. */
-typedef struct RateParams
-{
-	int64		rate;
-	int64		per_us;
-	int64		burst;
-	int64		cost;
-	int64		inc_us;			/* per * cost / rate = inc_us + inc_f / rate */
-	int64		inc_f;
-	int64		tau_us;			/* per * burst / rate = tau_us + tau_f / rate */
-	int64		tau_f;
-} RateParams;
+typedef DkRateParams RateParams;
 
 /* What the script saw and did; times relative to Redis's now. */
 typedef struct RateResult
@@ -144,20 +134,18 @@ RateArgs(FunctionCallInfo fcinfo, bool with_cost, RateParams *p, text **key, siz
 	inc = (int128) p->per_us * p->cost;
 	p->inc_us = (int64) (inc / p->rate);
 	p->inc_f = (int64) (inc % p->rate);
+	p->t_us = p->per_us / p->rate;
+	p->t_f = p->per_us % p->rate;
 
 	rkey = DkKeyFromText(DK_KIND_RATE, *key, "key", klen);
 	return rkey;
 }
 
-/* Run the GCRA script for one limiter. */
-static RateResult
-RunGcra(text *key, const char *rkey, size_t klen, const RateParams *p, DkSafety safety)
+/* The GCRA script's command for one limiter. */
+static DkCmd *
+GcraCommand(const char *rkey, size_t klen, const RateParams *p)
 {
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_RATE_GCRA, 1);
-	DkReply    *r;
-	RateResult	res;
-	char	   *what = RateWhat(key);
-	int64		v[5];
 
 	DkCmdArg(cmd, rkey, klen);
 	DkCmdArgInt(cmd, p->rate);
@@ -165,12 +153,19 @@ RunGcra(text *key, const char *rkey, size_t klen, const RateParams *p, DkSafety 
 	DkCmdArgInt(cmd, p->inc_f);
 	DkCmdArgInt(cmd, p->tau_us);
 	DkCmdArgInt(cmd, p->tau_f);
-	r = DkRedisRunOne(cmd, safety);
+	return cmd;
+}
+
+/* The GCRA script's reply, checked. */
+static RateResult
+GcraResult(text *key, DkReply *r, const RateParams *p)
+{
+	RateResult	res;
+	char	   *what = RateWhat(key);
+	int64		v[5];
+
 	if (r->type == DK_REPLY_ERROR && strncmp(r->str, "DKBADSTATE", 10) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("Redis key of %s does not hold a rate limiter state", what),
-				 errhint("Another program wrote to distkit's key space; delete the key or change distkit.prefix.")));
+		DkRateRaiseBadState(what);
 	if (r->type == DK_REPLY_ERROR)
 		DkReplyRaiseError(r, what);
 	if (r->type != DK_REPLY_ARRAY || r->nelem != 5)
@@ -183,6 +178,13 @@ RunGcra(text *key, const char *rkey, size_t klen, const RateParams *p, DkSafety 
 	res.tat = (int128) v[1] * p->rate + v[2];
 	res.new_tat = (int128) v[3] * p->rate + v[4];
 	return res;
+}
+
+/* Run the GCRA script for one limiter. */
+static RateResult
+RunGcra(text *key, const char *rkey, size_t klen, const RateParams *p, DkSafety safety)
+{
+	return GcraResult(key, DkRedisRunOne(GcraCommand(rkey, klen, p), safety), p);
 }
 
 /* ceil(a / b) for a >= 0, b > 0. */
@@ -213,46 +215,204 @@ RateInterval(const RateParams *p, int128 d)
 	return iv;
 }
 
-/* distkit_rate_allow(key, rate, per, burst, cost): may cost units pass now? */
+/* A decision of distkit_rate_allow / distkit_rate_check and how it was taken. */
+typedef struct RateDecision
+{
+	bool		allowed;		/* what the caller is told */
+	bool		would_allow;	/* the decision before shadow mode */
+	const char *decided_by;
+	bool		have_res;		/* strict: res is Redis's answer */
+	RateResult	res;
+	bool		have_lax;		/* lax: lax holds this server's figures */
+	DkRateLaxInfo lax;
+} RateDecision;
+
+/* The on_error argument (argno), or distkit.rate_on_error when NULL. */
+static DkRateOnError
+OnErrorArg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *s;
+	DkRateOnError policy;
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return DkRateOnErrorSetting();
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (!DkRateParseOnError(s, &policy))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("on_error must be error, deny, allow or local, not \"%s\"", s),
+				 errhint("on_error says what a call does when Redis cannot be reached; NULL means distkit.rate_on_error.")));
+	return policy;
+}
+
+/*
+ * The decision of allow/check: arguments key, rate, per, burst, cost,
+ * on_error, shadow, mode.  Strict: one GCRA script; lax: ratestate.c.
+ * Redis unreachable: the on_error policy; shadow: every call allowed.
+ */
+static RateDecision
+Decide(FunctionCallInfo fcinfo, RateParams *p)
+{
+	text	   *key;
+	size_t		klen;
+	char	   *rkey = RateArgs(fcinfo, true, p, &key, &klen);
+	DkRateOnError policy = OnErrorArg(fcinfo, 5);
+	bool		shadow = (PG_NARGS() <= 6 || PG_ARGISNULL(6)) ? DkRateShadowSetting() : PG_GETARG_BOOL(6);
+	DkMode		mode = DkArgMode(fcinfo, 7, DkRateDefaultMode());
+	RateDecision d = {0};
+	int			slot = -1;
+	bool		reached = true;
+	bool		done = false;
+
+	if (mode == DK_MODE_LAX)
+		DkRequirePreload("lax rate limiting");
+	if (DkPreloaded)
+		slot = DkRateSlot(key, rkey, klen, mode == DK_MODE_LAX);
+	if (mode == DK_MODE_LAX && slot >= 0)
+	{
+		DkRateLaxResult lr = DkRateLaxDecide(slot, rkey, klen, p,
+											 policy == DK_ON_ERROR_ERROR, &d.lax);
+
+		if (lr == DK_RATE_LAX_ALLOWED || lr == DK_RATE_LAX_DENIED)
+		{
+			d.allowed = lr == DK_RATE_LAX_ALLOWED;
+			d.decided_by = "reservation";
+			d.have_lax = true;
+			done = true;		/* counted by ratestate.c */
+		}
+		else if (lr == DK_RATE_LAX_UNREACHABLE)
+			reached = false;
+	}
+	if (!done && reached)
+	{
+		DkCmd	   *cmd = GcraCommand(rkey, klen, p);
+		DkReply   **volatile replies = NULL;
+
+		if (policy == DK_ON_ERROR_ERROR)
+		{
+			PG_TRY();
+			{
+				replies = palloc(sizeof(DkReply *));
+				replies[0] = DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT);
+			}
+			PG_CATCH();
+			{
+				DkRateCount(slot, DK_RC_ON_ERROR_RAISED);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+		}
+		else
+			reached = DkRedisRunIfReachable(&cmd, 1, DK_NOT_IDEMPOTENT, (DkReply ***) &replies);
+		if (reached)
+		{
+			d.res = GcraResult(key, replies[0], p);
+			d.have_res = true;
+			d.allowed = d.res.allowed;
+			d.decided_by = "redis";
+			DkRateCount(slot, d.allowed ? DK_RC_ALLOWED : DK_RC_DENIED);
+			if (!d.allowed || Remaining(p, &d.res) * 5 < p->burst)
+				DkRateCount(slot, DK_RC_NEAR_LIMIT);
+			done = true;
+		}
+	}
+	if (!done)
+	{
+		switch (policy)
+		{
+			case DK_ON_ERROR_ALLOW:
+				d.allowed = true;
+				d.decided_by = "on_error=allow";
+				DkRateCount(slot, DK_RC_ON_ERROR_ALLOWED);
+				break;
+			case DK_ON_ERROR_LOCAL:
+				d.allowed = DkRateLocalDecide(slot, p);
+				d.decided_by = "on_error=local";
+				DkRateCount(slot, DK_RC_ON_ERROR_LOCAL);
+				break;
+			default:
+				d.allowed = false;
+				d.decided_by = "on_error=deny";
+				DkRateCount(slot, DK_RC_ON_ERROR_DENIED);
+				break;
+		}
+	}
+	d.would_allow = d.allowed;
+	if (shadow && !d.allowed)
+	{
+		DkRateCount(slot, DK_RC_SHADOW_DENIED);
+		d.allowed = true;
+	}
+	return d;
+}
+
+/*
+ * distkit_rate_allow(key, rate, per, burst, cost, on_error, shadow, mode):
+ * may cost units pass now?
+ */
 Datum
 distkit_rate_allow(PG_FUNCTION_ARGS)
 {
 	RateParams	p;
-	text	   *key;
-	size_t		klen;
-	char	   *rkey = RateArgs(fcinfo, true, &p, &key, &klen);
-	RateResult	res = RunGcra(key, rkey, klen, &p, DK_NOT_IDEMPOTENT);
 
-	PG_RETURN_BOOL(res.allowed);
+	PG_RETURN_BOOL(Decide(fcinfo, &p).allowed);
+}
+
+/* An interval of us microseconds. */
+static Interval *
+UsInterval(int64 us)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = Max(us, 0);
+	return iv;
 }
 
 /*
- * distkit_rate_check(key, rate, per, burst, cost): the same decision, with
- * remaining, retry_after (NULL when allowed) and reset_after.
+ * distkit_rate_check(...): the same decision, with remaining, retry_after
+ * (NULL when allowed), reset_after, would_allow (before shadow mode) and
+ * decided_by.  Lax: remaining is what this server holds; the figures
+ * Redis did not give (on_error) are NULL.
  */
 Datum
 distkit_rate_check(PG_FUNCTION_ARGS)
 {
 	RateParams	p;
-	text	   *key;
-	size_t		klen;
-	char	   *rkey = RateArgs(fcinfo, true, &p, &key, &klen);
-	RateResult	res;
+	RateDecision d;
 	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	res = RunGcra(key, rkey, klen, &p, DK_NOT_IDEMPOTENT);
-	values[0] = BoolGetDatum(res.allowed);
-	values[1] = Int64GetDatum(Remaining(&p, &res));
-	if (res.allowed)
-		nulls[2] = true;
-	else
-		values[2] = IntervalPGetDatum(RateInterval(&p, res.new_tat -
-												   (int128) p.per_us * p.burst));
-	values[3] = IntervalPGetDatum(RateInterval(&p, res.tat));
+	d = Decide(fcinfo, &p);
+	values[0] = BoolGetDatum(d.allowed);
+	nulls[1] = nulls[2] = nulls[3] = true;
+	if (d.have_res)
+	{
+		nulls[1] = nulls[3] = false;
+		values[1] = Int64GetDatum(Remaining(&p, &d.res));
+		if (!d.res.allowed)
+		{
+			nulls[2] = false;
+			values[2] = IntervalPGetDatum(RateInterval(&p, d.res.new_tat -
+													   (int128) p.per_us * p.burst));
+		}
+		values[3] = IntervalPGetDatum(RateInterval(&p, d.res.tat));
+	}
+	else if (d.have_lax)
+	{
+		nulls[1] = nulls[3] = false;
+		values[1] = Int64GetDatum(d.lax.held);
+		if (!d.would_allow && d.lax.retry_after_us >= 0)
+		{
+			nulls[2] = false;
+			values[2] = IntervalPGetDatum(UsInterval(d.lax.retry_after_us));
+		}
+		values[3] = IntervalPGetDatum(UsInterval(d.lax.reset_after_us));
+	}
+	values[4] = BoolGetDatum(d.would_allow);
+	values[5] = PointerGetDatum(cstring_to_text(d.decided_by));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
@@ -278,15 +438,25 @@ distkit_rate_peek(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
-/* distkit_rate_reset(key): forget the limiter's state; true if it had any. */
+/*
+ * distkit_rate_reset(key): forget the limiter's state and start a new reset
+ * epoch (servers holding lax reservations drop them at their next one);
+ * true if it had any state.
+ */
 Datum
 distkit_rate_reset(PG_FUNCTION_ARGS)
 {
 	text	   *key = DkArgText(fcinfo, 0, "key");
 	size_t		klen;
+	size_t		elen;
 	char	   *rkey = DkKeyFromText(DK_KIND_RATE, key, "key", &klen);
-	DkCmd	   *cmd = DkCmdNew("DEL");
+	char	   *ekey = DkKeyFromText(DK_KIND_RATE_EPOCH, key, "key", &elen);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_RATE_RESET, 2);
+	bool		had;
 
 	DkCmdArg(cmd, rkey, klen);
-	PG_RETURN_BOOL(DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), RateWhat(key)) > 0);
+	DkCmdArg(cmd, ekey, elen);
+	DkRateForget(rkey, klen);
+	had = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), RateWhat(key)) > 0;
+	PG_RETURN_BOOL(had);
 }

@@ -48,6 +48,7 @@ static const DkShmemRegion REGIONS[] = {
 	{"distkit live instances", DkLiveShmemSize, DkLiveShmemInit, NULL},
 	{"distkit leaders", DkLeaderShmemSize, DkLeaderShmemInit, "distkit leader"},
 	{"distkit call metrics", DkMetricsShmemSize, DkMetricsShmemInit, "distkit metrics"},
+	{"distkit rate reservations", DkRateShmemSize, DkRateShmemInit, "distkit rate"},
 };
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

@@ -36,5 +36,7 @@ extern Size DkLeaderShmemSize(void);	/* leader.c */
 extern void DkLeaderShmemInit(void *base, bool found, LWLock *lock);
 extern Size DkMetricsShmemSize(void);	/* metrics.c */
 extern void DkMetricsShmemInit(void *base, bool found, LWLock *lock);
+extern Size DkRateShmemSize(void);	/* ratestate.c */
+extern void DkRateShmemInit(void *base, bool found, LWLock *lock);
 
 #endif

@@ -20,8 +20,9 @@ my $pw = 's3cret-acl-pw';
 my $prefix = 'dkacl';
 # the commands counters, rate limiters and lax flushing need (a subset of
 # the list in docs/reliability.md, which the source check at the end keeps
-# exact for every primitive); AUTH is always allowed
-my @needed = qw(evalsha script|load select get set incrby del hget hset pexpire time scan unlink);
+# exact for every primitive; incr: distkit_rate_reset's reset epoch); AUTH is
+# always allowed
+my @needed = qw(evalsha script|load select get set incr incrby del hget hset pexpire time scan unlink);
 
 my $port = start_redis('security');
 sub acl_user
