@@ -32,6 +32,10 @@
  *				applied at commit, discarded on rollback
  *	metrics.c	call metrics per operation (distkit_stat_calls), through
  *				the function manager's hooks
+ *	queue.c		work queues on Redis Streams (distkit_queue_*)
+ *	outbox.c	the transactional outbox (distkit_outbox_send) and the
+ *				shippers' shared memory, start and stop
+ *	shipper.c	the outbox shipper: a background worker per database
  * Lua scripts live in lua/ and are embedded at build time (the generated
  * lua_scripts.c holds them, lua_scripts.h their DK_LUA_* ids).
  *
@@ -49,6 +53,7 @@
 #include "keys.h"
 #include "lax.h"
 #include "metrics.h"
+#include "queue.h"
 #include "redis.h"
 
 PG_MODULE_MAGIC;
@@ -73,6 +78,8 @@ _PG_init(void)
 	DkIdempotencyInit();
 	DkTxnInit();
 	DkMetricsInit();
+	DkQueueInit();
+	DkOutboxInit();
 	if (DkPreloaded)
 		DkWorkerRegister();
 
