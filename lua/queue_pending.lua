@@ -3,10 +3,10 @@
 -- KEYS[1] the stream; ARGV[1] group.
 -- Returns a flat array: consumer, pending count, idle ms of its oldest
 -- pending message, ...; empty when the group does not exist.
-local ok, s = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
-if not ok then
-  if string.find(tostring(s.err or s), 'NOGROUP', 1, true) then return {} end
-  return redis.error_reply(tostring(s.err or s))
+local s = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if s.err then
+  if string.find(s.err, 'NOGROUP', 1, true) then return {} end
+  return s
 end
 local out = {}
 if s[4] then

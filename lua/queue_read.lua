@@ -12,9 +12,9 @@
 -- Returns a flat array: id, payload, deliveries, id, payload, ...
 local grp, consumer = ARGV[1], ARGV[2]
 local count, vis, maxd = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], grp, '0', 'MKSTREAM')
-if not ok and not string.find(tostring(err.err or err), 'BUSYGROUP', 1, true) then
-  return redis.error_reply(tostring(err.err or err))
+local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], grp, '0', 'MKSTREAM')
+if type(created) == 'table' and created.err and not string.find(created.err, 'BUSYGROUP', 1, true) then
+  return created
 end
 local function payload_of(fields)
   for i = 1, #fields - 1, 2 do
