@@ -475,14 +475,23 @@ distkit_outbox_send(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	static Oid	plan_nsp = InvalidOid;
+	static Oid	fn_oid = InvalidOid;
+	static Oid	fn_nsp = InvalidOid;
 	text	   *queue = DkArgText(fcinfo, 0, "queue");
 	Jsonb	   *payload;
-	Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
+	Oid			nsp;
 	Datum		values[2];
 	int64		id;
 	bool		isnull;
 
 	DkRequirePreload("distkit_outbox_send");
+	/* the table is in the function's schema (the extension's) */
+	if (fcinfo->flinfo->fn_oid != fn_oid)
+	{
+		fn_nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
+		fn_oid = fcinfo->flinfo->fn_oid;
+	}
+	nsp = fn_nsp;
 	(void) DkQueueCheckName(queue);
 	DkArgNotNull(fcinfo, 1, "payload");
 	payload = PG_GETARG_JSONB_P(1);

@@ -56,6 +56,7 @@
 #define BATCH_ROWS 2000			/* rows read per cycle */
 #define CHUNK_ROWS 250			/* rows per script call */
 #define IDLE_POLL_MS 1000		/* an idle shipper looks at the table anyway */
+#define GATHER_MS 5				/* after a partial batch: let more rows commit */
 #define STANDBY_POLL_MS 1000
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_CAP_MS 5000
@@ -148,12 +149,13 @@ ForgetAdd(const char *queue, int64 id)
 
 /*
  * Begin a short transaction with a snapshot and SPI; returns the quoted
- * schema of distkit's objects, or NULL (and sets no_extension) without it.
+ * schema of distkit's objects (looked up if lookup, else the last one
+ * found), or NULL (and sets no_extension) without the extension.
  */
 static const char *
-BeginTxn(void)
+BeginTxn(bool lookup)
 {
-	const char *nsp = NULL;
+	static char *nsp = NULL;	/* from the last lookup */
 
 	txn_caller_ctx = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
@@ -161,11 +163,17 @@ BeginTxn(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!lookup && nsp != NULL)
+		return nsp;
 	if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n"
 					" ON n.oid = e.extnamespace WHERE e.extname = 'distkit'", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "cannot read pg_extension");
+	if (nsp != NULL)
+		pfree(nsp);
+	nsp = NULL;
 	if (SPI_processed == 1)
-		nsp = quote_identifier(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		nsp = MemoryContextStrdup(TopMemoryContext,
+								  quote_identifier(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)));
 	else
 		no_extension = true;
 	return nsp;
@@ -184,7 +192,7 @@ EndTxn(void)
 static int
 ReadBatch(MemoryContext ctx, OutboxRow **rows)
 {
-	const char *nsp = BeginTxn();
+	const char *nsp = BeginTxn(true);
 	int			n = 0;
 
 	if (nsp != NULL)
@@ -218,7 +226,7 @@ ReadBatch(MemoryContext ctx, OutboxRow **rows)
 static void
 DeleteRows(int64 *ids, int n)
 {
-	const char *nsp = BeginTxn();
+	const char *nsp = BeginTxn(false);
 	Datum	   *elems = palloc(sizeof(Datum) * n);
 	Datum		arg;
 	Oid			type = INT8ARRAYOID;
@@ -444,6 +452,23 @@ Sleep(long ms)
 	ResetLatch(MyLatch);
 }
 
+/*
+ * After a partial batch, wait GATHER_MS before the next cycle even if
+ * commits set the latch: under load, cycles carry many rows instead of one
+ * (a cycle costs two transactions and a round trip), at the price of up
+ * to GATHER_MS of lag.  A shutdown request ends the wait.
+ */
+static void
+GatherRows(void)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GATHER_MS);
+	long		left;
+
+	while (!ShutdownRequestPending &&
+		   (left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
+		Sleep(left);
+}
+
 /* Entry point: main_arg is the database's OID, or InvalidOid and bgw_extra its name. */
 void
 DkOutboxShipperMain(Datum main_arg)
@@ -462,6 +487,11 @@ DkOutboxShipperMain(Datum main_arg)
 	else
 		BackgroundWorkerInitializeConnection(MyBgworkerEntry->bgw_extra, NULL, 0);
 	pgstat_report_appname("distkit outbox shipper");
+	/*
+	 * Its DELETEs need not wait for the WAL flush: a DELETE lost in a crash
+	 * only makes the rows ship again, which the record refuses.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	StartTransactionCommand();
 	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
@@ -503,6 +533,8 @@ DkOutboxShipperMain(Datum main_arg)
 			Sleep(BackoffMs(failures));
 		else if (n == 0)
 			Sleep(IDLE_POLL_MS);
+		else if (n < BATCH_ROWS)
+			GatherRows();
 	}
 	proc_exit(DkOutboxStopRequested() ? 0 : 1);
 }
