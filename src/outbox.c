@@ -348,7 +348,13 @@ DatabaseNeededAlone(Node *stmt)
 	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
 		name = ((RenameStmt *) stmt)->subname;
 	else if (IsA(stmt, AlterDatabaseStmt))
-		name = ((AlterDatabaseStmt *) stmt)->dbname;	/* SET TABLESPACE */
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+			if (strcmp(lfirst_node(DefElem, lc)->defname, "tablespace") == 0)
+				name = ((AlterDatabaseStmt *) stmt)->dbname;
+	}
 	else if (IsA(stmt, CreatedbStmt))
 	{
 		ListCell   *lc;
