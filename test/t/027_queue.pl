@@ -7,7 +7,9 @@
 # a shipping script lost (the proxy cuts it after Redis ran the script),
 # the shipper killed with -9 while it waits for Redis mid-batch (server
 # crash restart), an immediate stop of the server during load.  Then DROP
-# DATABASE with a shipper connected to it, and a standby that must not ship.
+# DATABASE and ALTER DATABASE RENAME with a shipper connected to the
+# database, a standby that must not ship, and consumers of one group (SQL
+# and redis-cli) with one that dies without acknowledging.
 use strict;
 use warnings;
 use FindBin;
@@ -174,6 +176,16 @@ is($rc, 0, 'DROP DATABASE succeeds while its shipper was connected') or diag($er
 is($pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper' AND datname = 'd27'}), '0',
 	'... the shipper has exited');
 
+# ALTER DATABASE ... RENAME too
+$pg->('CREATE DATABASE d27b');
+$node->safe_psql('d27b', q{CREATE EXTENSION distkit; SELECT distkit_outbox_send('q:d27', '{"x": 2}')});
+wait_for(sub { redis_cli('XLEN', 'distkit:q:{q:d27}') eq '2' }, 'the message of d27b to ship');
+($rc, $out, $err) = $node->psql('postgres', 'ALTER DATABASE d27b RENAME TO d27c');
+is($rc, 0, 'ALTER DATABASE RENAME succeeds while its shipper was connected') or diag($err);
+$node->safe_psql('d27c', q{SELECT distkit_outbox_send('q:d27', '{"x": 3}')});
+wait_for(sub { redis_cli('XLEN', 'distkit:q:{q:d27}') eq '3' }, 'the next commit to start a shipper again and ship');
+$pg->('DROP DATABASE d27c');
+
 # 8. a standby never ships
 $node->backup('b27');
 my $standby = PostgreSQL::Test::Cluster->new('standby27');
@@ -190,6 +202,38 @@ is(redis_cli('XLEN', $stream), $pg->('SELECT count(*) FROM ev') - 8, '... and sh
 set_proxy_mode($control, 'pass');
 check('standby');
 $standby->stop;
+
+# 9. consumers: two SQL consumers and a redis-cli one share a group; one
+# SQL consumer dies without acknowledging: its messages go to another
+# consumer after the visibility timeout, delivered a second time
+$pg->(q{SELECT count(distkit_queue_send('q:work', jsonb_build_object('n', n))) FROM generate_series(1, 30) n});
+my $sql_read = sub {
+	my ($consumer, $vis) = @_;
+	return map { [ split /=/ ] } split /,/, $pg->(qq{SELECT coalesce(string_agg(id || '=' || (payload->>'n') || '=' || deliveries, ',' ORDER BY id), '')
+		FROM distkit_queue_read('q:work', 'w', '$consumer', 10, '$vis')});
+};
+my @s1 = $sql_read->('sql-1', '1 second');
+my @s2 = $sql_read->('sql-2', '1 second');
+my @cli_lines = split /\n/, redis_cli('XREADGROUP', 'GROUP', 'w', 'cli-1', 'COUNT', '10', 'STREAMS', 'distkit:q:{q:work}', '>');
+my (@cli, $cur);
+for my $j (0 .. $#cli_lines)
+{
+	$cur = $cli_lines[$j] if $cli_lines[$j] =~ /^\d+-\d+$/;
+	push @cli, [ $cur, $1 ] if $cli_lines[$j] eq 'payload' && $cli_lines[$j + 1] =~ /^\{"n": (\d+)\}$/;
+}
+is(join(',', sort { $a <=> $b } map { $_->[1] } @s1, @s2, @cli), join(',', 1 .. 30),
+	'two SQL consumers and redis-cli XREADGROUP share the 30 messages, each delivered once');
+is(scalar(@cli), 10, '... 10 of them to redis-cli');
+$pg->(qq{SELECT distkit_queue_ack('q:work', 'w', '$_->[0]')}) for @s2;
+redis_cli('XACK', 'distkit:q:{q:work}', 'w', map { $_->[0] } @cli);
+is($pg->(q{SELECT string_agg(consumer || ':' || pending, ',') FROM distkit_queue_pending('q:work', 'w')}), 'sql-1:10',
+	'only the consumer that died has pending messages');
+is(scalar($sql_read->('sql-3', '1 second')), 0, 'before the visibility timeout nobody gets them');
+sleep 2;
+my @s3 = $sql_read->('sql-3', '1 second');
+is(join(',', sort { $a <=> $b } map { $_->[1] } @s3), join(',', sort { $a <=> $b } map { $_->[1] } @s1),
+	"after it, another consumer gets the dead consumer's 10 messages");
+is(join(',', map { $_->[2] } @s3), join(',', (2) x 10), '... as their second delivery');
 
 like(slurp_file($node->logfile), qr/distkit outbox shipper started for database "postgres"/, 'the listed database had its shipper');
 done_testing();
