@@ -108,15 +108,15 @@ is($pg->('SELECT count(*) FROM ev'), '800', 'of which 800 committed (every fifth
 
 # 2. out-of-order commits: A takes an outbox id, B takes a larger one and
 # ships; A commits afterwards
-my $a = $node->background_psql('postgres');
-$a->query_safe('BEGIN');
-$a->query_safe('INSERT INTO ev VALUES (2001)');
-my $a_id = $a->query_safe(q{SELECT max(id) FROM distkit_outbox});
+my $sa = $node->background_psql('postgres');
+$sa->query_safe('BEGIN');
+$sa->query_safe('INSERT INTO ev VALUES (2001)');
+my $a_id = $sa->query_safe(q{SELECT max(id) FROM distkit_outbox});
 $pg->('INSERT INTO ev VALUES (2002)');
 wait_for(sub { stream_values() =~ /,2002$/ }, 'B (the larger id) to ship');
 ok($pg->(q{SELECT count(*) FROM distkit_outbox}) eq '0', 'B shipped while A is uncommitted (its row is invisible)');
-$a->query_safe('COMMIT');
-$a->quit;
+$sa->query_safe('COMMIT');
+$sa->quit;
 check('out-of-order commits');
 ok($a_id ne '', "A's outbox id ($a_id) was smaller and still shipped once");
 
