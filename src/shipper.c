@@ -456,7 +456,7 @@ Sleep(long ms)
  * After a partial batch, wait GATHER_MS before the next cycle even if
  * commits set the latch: under load, cycles carry many rows instead of one
  * (a cycle costs two transactions and a round trip), at the price of up
- * to GATHER_MS of lag.  A shutdown request ends the wait.
+ * to GATHER_MS of lag.  A shutdown request is served after it.
  */
 static void
 GatherRows(void)
@@ -464,9 +464,10 @@ GatherRows(void)
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GATHER_MS);
 	long		left;
 
+	/* not woken by the latch: commits meanwhile cost their backends no wake-up */
 	while (!ShutdownRequestPending &&
 		   (left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
-		Sleep(left);
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, left, PG_WAIT_EXTENSION);
 }
 
 /* Entry point: main_arg is the database's OID, or InvalidOid and bgw_extra its name. */
