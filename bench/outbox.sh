@@ -1,5 +1,6 @@
 #!/bin/bash
 # distkit: the transactional outbox (issue 18), in one run:
+#  0. distkit_queue_send against a strict distkit_inc, 1 and 8 clients;
 #  1. cost: distkit_outbox_send in a committed transaction against an INSERT
 #     of the same payload into an ordinary table of the same shape, at 1 and
 #     8 clients, interleaved repetitions (median tps and the ratio), with
@@ -63,6 +64,8 @@ q "CREATE TABLE plain_outbox (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY
 payload='{"order": 42, "amount": 1999, "tenant": "acme", "items": [1, 2, 3]}'
 echo "INSERT INTO plain_outbox (queue, payload) VALUES ('bench', '$payload');" >"$base/insert.sql"
 echo "SELECT distkit_outbox_send('bench', '$payload');" >"$base/outbox.sql"
+echo "SELECT distkit_inc('bench:c');" >"$base/inc.sql"
+echo "SELECT distkit_queue_send('bench:q', '$payload');" >"$base/send.sql"
 echo "SELECT distkit_outbox_send('lag', jsonb_build_object('t', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint));" >"$base/lag.sql"
 tps() { pgbench -n -M prepared -T "$BENCH_SECONDS" -c "$1" -j "$1" -f "$2" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
 drain() {
@@ -89,6 +92,16 @@ for sc in on off; do
 	done
 done
 q "ALTER SYSTEM RESET synchronous_commit" && q "SELECT pg_reload_conf()" >/dev/null
+# 0. distkit_queue_send against a strict distkit_inc (one script round trip each)
+for rep in $(seq 1 "$BENCH_REPS"); do
+	for c in 1 8; do
+		for w in inc send; do
+			t=$(tps "$c" "$base/$w.sql")
+			runs[redis.$c.$w]="${runs[redis.$c.$w]:-} $t"
+			log "clients=$c $w rep $rep: $t tps"
+		done
+	done
+done
 [ "$(rcli XLEN 'distkit:q:{bench}')" = "$(q "SELECT last_value FROM distkit_outbox_id_seq")" ] && exact1=yes || exact1=NO
 
 # 2. shipping during 8-client production, and the lag
@@ -137,6 +150,13 @@ report="$out/$stamp-outbox.md"
 			i=$(med "${runs[$sc.$c.insert]}") o=$(med "${runs[$sc.$c.outbox]}")
 			echo "| $sc | $c | $i | $o | $(echo "scale=2; $i / $o" | bc -l) |"
 		done
+	done
+	echo
+	echo "| clients | strict distkit_inc tps | distkit_queue_send tps | send / inc (target >= 0.9) |"
+	echo "| --- | --- | --- | --- |"
+	for c in 1 8; do
+		i=$(med "${runs[redis.$c.inc]}") o=$(med "${runs[redis.$c.send]}")
+		echo "| $c | $i | $o | $(echo "scale=2; $o / $i" | bc -l) |"
 	done
 	echo
 	echo "Runs (tps):"
