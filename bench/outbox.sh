@@ -68,11 +68,20 @@ echo "SELECT distkit_inc('bench:c');" >"$base/inc.sql"
 echo "SELECT distkit_queue_send('bench:q', '$payload');" >"$base/send.sql"
 echo "SELECT distkit_outbox_send('lag', jsonb_build_object('t', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint));" >"$base/lag.sql"
 tps() { pgbench -n -M prepared -T "$BENCH_SECONDS" -c "$1" -j "$1" -f "$2" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
+# wait until the outbox is empty (at most 300 s); logs how long it took
 drain() {
-	for _ in $(seq 1 600); do
-		[ "$(q 'SELECT count(*) FROM distkit_outbox')" = 0 ] && return 0
+	local left t0 t1
+	left=$(q 'SELECT count(*) FROM distkit_outbox')
+	t0=$(date +%s.%N)
+	for _ in $(seq 1 3000); do
+		if [ "$(q 'SELECT count(*) FROM distkit_outbox')" = 0 ]; then
+			t1=$(date +%s.%N)
+			[ "$left" = 0 ] || log "drained $left rows in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s"
+			return 0
+		fi
 		sleep 0.1
 	done
+	log "the outbox did not drain in 300 s: $(q 'SELECT count(*) FROM distkit_outbox') of $left rows left"
 	return 1
 }
 
@@ -86,7 +95,7 @@ for sc in on off; do
 				t=$(tps "$c" "$base/$w.sql")
 				runs[$sc.$c.$w]="${runs[$sc.$c.$w]:-} $t"
 				log "synchronous_commit=$sc clients=$c $w rep $rep: $t tps"
-				drain
+				drain || true
 			done
 		done
 	done
