@@ -64,8 +64,8 @@ q "CREATE TABLE plain_outbox (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY
 payload='{"order": 42, "amount": 1999, "tenant": "acme", "items": [1, 2, 3]}'
 echo "INSERT INTO plain_outbox (queue, payload) VALUES ('bench', '$payload');" >"$base/insert.sql"
 echo "SELECT distkit_outbox_send('bench', '$payload');" >"$base/outbox.sql"
-echo "SELECT distkit_inc('bench:c');" >"$base/inc.sql"
-echo "SELECT distkit_queue_send('bench:q', '$payload');" >"$base/send.sql"
+echo "SELECT distkit_inc('bench.c');" >"$base/inc.sql"
+echo "SELECT distkit_queue_send('bench.q', '$payload');" >"$base/send.sql"
 echo "SELECT distkit_outbox_send('lag', jsonb_build_object('t', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint));" >"$base/lag.sql"
 tps() { pgbench -n -M prepared -T "$BENCH_SECONDS" -c "$1" -j "$1" -f "$2" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
 # wait until the outbox is empty (at most 300 s); logs how long it took
@@ -105,7 +105,7 @@ q "ALTER SYSTEM RESET synchronous_commit" && q "SELECT pg_reload_conf()" >/dev/n
 for rep in $(seq 1 "$BENCH_REPS"); do
 	for c in 1 8; do
 		for w in inc send; do
-			t=$(tps "$c" "$base/$w.sql")
+			t=$(tps "$c" "$base/$w.sql") || t=
 			runs[redis.$c.$w]="${runs[redis.$c.$w]:-} $t"
 			log "clients=$c $w rep $rep: $t tps"
 		done
