@@ -92,7 +92,7 @@ for sc in on off; do
 	for rep in $(seq 1 "$BENCH_REPS"); do
 		for c in 1 8; do
 			for w in insert outbox; do
-				t=$(tps "$c" "$base/$w.sql")
+				t=$(tps "$c" "$base/$w.sql") || t=
 				runs[$sc.$c.$w]="${runs[$sc.$c.$w]:-} $t"
 				log "synchronous_commit=$sc clients=$c $w rep $rep: $t tps"
 				drain || true
