@@ -12,7 +12,7 @@
  * backend sets the latch of its database's shipper, or starts one
  * (RegisterDynamicBackgroundWorker) when none runs.
  *
- * Shipping.  A cycle of the shipper (1) reads up to BATCH_ROWS committed
+ * Shipping (shipper.c).  A cycle of the shipper (1) reads up to BATCH_ROWS committed
  * rows in id order (the primary key's index) in a short transaction, (2)
  * ends it, (3) sends them with pipelined EVALSHAs of lua/queue_ship.lua,
  * one per queue and chunk of CHUNK_ROWS rows, (4) deletes the rows Redis
@@ -56,13 +56,10 @@
 #include "commands/defrem.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
-#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "tcop/utility.h"
@@ -71,7 +68,6 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -84,7 +80,6 @@
 #define START_RETRY_MS 10000	/* between two starts of one database's shipper */
 
 PG_FUNCTION_INFO_V1(distkit_outbox_send);
-PGDLLEXPORT void DkOutboxShipperMain(Datum main_arg);
 
 typedef struct OutboxSlot
 {
