@@ -168,3 +168,84 @@ COMMENT ON FUNCTION distkit_rate_stats() IS
 CREATE VIEW distkit_rate_stats AS SELECT * FROM distkit_rate_stats();
 COMMENT ON VIEW distkit_rate_stats IS
 'Rate limiters this server has decided on (one row each): lax reservations and decision counts';
+
+-- Queues and the transactional outbox (issue 18), new in 0.2.0.
+-- Queues on Redis Streams (docs/queues.md).  A queue is one stream; its
+-- entries have the fields payload (JSON text), origin and, when shipped
+-- from the outbox, outbox_id.  distkit_queue_send is immediate and not
+-- transactional; distkit_outbox_send is transactional and durable.
+
+CREATE FUNCTION distkit_queue_send(queue text, payload jsonb)
+RETURNS text
+AS 'MODULE_PATHNAME', 'distkit_queue_send'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_queue_send(text, jsonb) IS
+'Append a message to a queue now (not transactional); returns its stream entry id';
+
+CREATE FUNCTION distkit_queue_read(queue text, grp text, consumer text, count int DEFAULT 1,
+                                   visibility interval DEFAULT '30 seconds')
+RETURNS TABLE(id text, payload jsonb, deliveries int)
+AS 'MODULE_PATHNAME', 'distkit_queue_read'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_queue_read(text, text, text, int, interval) IS
+'Take up to count messages for a consumer of a group: unacknowledged ones older than visibility first, then new ones';
+
+CREATE FUNCTION distkit_queue_ack(queue text, grp text, id text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'distkit_queue_ack'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_queue_ack(text, text, text) IS
+'Acknowledge a message read by a group; true if it was pending';
+
+CREATE FUNCTION distkit_queue_pending(queue text, grp text)
+RETURNS TABLE(consumer text, pending bigint, oldest interval)
+AS 'MODULE_PATHNAME', 'distkit_queue_pending'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_queue_pending(text, text) IS
+'Messages delivered to a group and not acknowledged, per consumer, and how long ago its oldest one was delivered';
+
+CREATE FUNCTION distkit_queue_length(queue text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_queue_length'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_queue_length(text) IS
+'Entries in a queue''s stream (acknowledged or not, until trimmed)';
+
+CREATE FUNCTION distkit_queue_purge(queue text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_queue_purge'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_queue_purge(text) IS
+'Delete a queue''s stream, its groups and its dead letters for every server; returns the Redis keys deleted';
+REVOKE ALL ON FUNCTION distkit_queue_purge(text) FROM PUBLIC;
+
+-- The transactional outbox: rows written in the caller's transaction,
+-- shipped to their queue by this database's shipper and deleted.
+CREATE TABLE distkit_outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue text NOT NULL,
+    payload jsonb NOT NULL,
+    created timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE distkit_outbox IS
+'Messages sent with distkit_outbox_send and not yet shipped to Redis';
+SELECT pg_catalog.pg_extension_config_dump('distkit_outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('distkit_outbox_id_seq', '');
+REVOKE ALL ON distkit_outbox FROM PUBLIC;
+-- distkit_outbox_send runs with the caller's rights: it inserts and reads the id
+GRANT INSERT (queue, payload), SELECT (id) ON distkit_outbox TO PUBLIC;
+
+CREATE FUNCTION distkit_outbox_send(queue text, payload jsonb)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'distkit_outbox_send'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_outbox_send(text, jsonb) IS
+'Send a message to a queue if and when the calling transaction commits, exactly once; returns its outbox id';
+
+CREATE VIEW distkit_outbox_backlog AS
+    SELECT queue, count(*) AS messages, min(created) AS oldest,
+           now() - min(created) AS oldest_age
+      FROM distkit_outbox GROUP BY queue;
+COMMENT ON VIEW distkit_outbox_backlog IS
+'Messages of this database waiting to be shipped to Redis, per queue';
+GRANT SELECT ON distkit_outbox_backlog TO pg_monitor;

@@ -19,6 +19,7 @@ WITH s AS (
 	UNION ALL SELECT 'distkit leaders', 73744
 	UNION ALL SELECT 'distkit call metrics', 16 + 256 * metric_rows * (max_backends + 1) FROM s
 	UNION ALL SELECT 'distkit rate reservations', 1040408
+	UNION ALL SELECT 'distkit outbox shippers', 6664
 )
 SELECT name, a.size = f.size AS matches_formula,
        a.allocated_size = (a.size + 127) / 128 * 128 AS cache_line_aligned

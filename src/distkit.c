@@ -36,6 +36,10 @@
  *				the function manager's hooks
  *	shmem.c		the one map of shared memory: every module's region and
  *				LWLock, requested and created in one place
+ *	queue.c		work queues on Redis Streams (distkit_queue_*)
+ *	outbox.c	the transactional outbox (distkit_outbox_send) and the
+ *				shippers' shared memory, start and stop
+ *	shipper.c	the outbox shipper: a background worker per database
  * Lua scripts live in lua/ and are embedded at build time (the generated
  * lua_scripts.c holds them, lua_scripts.h their DK_LUA_* ids).
  *
@@ -54,6 +58,7 @@
 #include "keys.h"
 #include "lax.h"
 #include "metrics.h"
+#include "queue.h"
 #include "redis.h"
 #include "shmem.h"
 
@@ -81,6 +86,8 @@ _PG_init(void)
 	DkTxnInit();
 	DkMetricsInit();
 	DkShmemInit();
+	DkQueueInit();
+	DkOutboxInit();
 	if (DkPreloaded)
 		DkWorkerRegister();
 

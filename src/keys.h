@@ -25,6 +25,10 @@
 #define DK_KIND_IDEMPOTENCY "ik"		/* an idempotency claim (hash) */
 #define DK_KIND_BREAKER "b"				/* a breaker's state and window (hash) */
 #define DK_KIND_BREAKER_CONFIG "bc"		/* a breaker's configuration (hash) */
+/* queues (queue.c, outbox.c) */
+#define DK_KIND_QUEUE "q"				/* a queue: a stream */
+#define DK_KIND_QUEUE_DEAD "qd"			/* its dead letters: a stream */
+#define DK_KIND_QUEUE_SHIPPED "qo"		/* outbox rows it holds (sorted set) */
 
 extern void DkKeysInit(void);
 extern size_t DkKeyCheck(text *key, const char *argname);

@@ -137,6 +137,13 @@ static const DkOpDef OPS[] = {
 	{"distkit_breaker_state", "breaker/state", false},
 	{"distkit_breaker_reset", "breaker/reset", false},
 	{"distkit_breaker_trip", "breaker/trip", false},
+	{"distkit_queue_send", "queue/send", false},
+	{"distkit_queue_read", "queue/read", false},
+	{"distkit_queue_ack", "queue/ack", false},
+	{"distkit_queue_pending", "queue/pending", false},
+	{"distkit_queue_length", "queue/length", false},
+	{"distkit_queue_purge", "queue/purge", false},
+	{"distkit_outbox_send", "outbox/send", false},
 	{NULL, "flush/batch", false},
 };
 #define DK_NOPS lengthof(OPS)

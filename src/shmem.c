@@ -49,6 +49,7 @@ static const DkShmemRegion REGIONS[] = {
 	{"distkit leaders", DkLeaderShmemSize, DkLeaderShmemInit, "distkit leader"},
 	{"distkit call metrics", DkMetricsShmemSize, DkMetricsShmemInit, "distkit metrics"},
 	{"distkit rate reservations", DkRateShmemSize, DkRateShmemInit, "distkit rate"},
+	{"distkit outbox shippers", DkOutboxShmemSize, DkOutboxShmemInit, NULL},
 };
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

@@ -38,5 +38,7 @@ extern Size DkMetricsShmemSize(void);	/* metrics.c */
 extern void DkMetricsShmemInit(void *base, bool found, LWLock *lock);
 extern Size DkRateShmemSize(void);	/* ratestate.c */
 extern void DkRateShmemInit(void *base, bool found, LWLock *lock);
+extern Size DkOutboxShmemSize(void);	/* outbox.c */
+extern void DkOutboxShmemInit(void *base, bool found, LWLock *lock);
 
 #endif

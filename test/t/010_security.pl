@@ -124,8 +124,14 @@ is($as->('plain', q{
 	JOIN pg_extension e ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid
 	WHERE e.extname = 'distkit'
 	  AND has_function_privilege('plain', p.oid, 'EXECUTE')
-	      = (p.proname LIKE '%clear%' OR p.proname = 'distkit_stat_calls_reset')}), '',
-	'only the namespace-wide clear functions and the metrics reset are revoked from PUBLIC');
+	      = (p.proname LIKE '%clear%' OR p.proname IN ('distkit_stat_calls_reset', 'distkit_queue_purge'))}), '',
+	'only the namespace-wide clear functions, the queue purge and the metrics reset are revoked from PUBLIC');
+# the outbox: a plain role sends (inserts and learns the id) but cannot read
+# or change other messages
+like($as->('plain', q{SELECT distkit_outbox_send('plain-q', '{"a": 1}')}), qr/^\d+$/, 'a plain role sends through the outbox');
+is($code->('plain', 'SELECT * FROM distkit_outbox'), '42501', '... but cannot read the outbox');
+is($code->('plain', 'DELETE FROM distkit_outbox'), '42501', '... nor delete from it');
+is($code->('plain', q{SELECT distkit_queue_purge('plain-q')}), '42501', 'distkit_queue_purge is not executable by PUBLIC');
 $pg->('GRANT EXECUTE ON FUNCTION distkit_clear() TO plain');
 like($as->('plain', 'SELECT distkit_clear()'), qr/^\d+$/, 'GRANT EXECUTE ON FUNCTION distkit_clear() TO a role lets it clear');
 $pg->('REVOKE EXECUTE ON FUNCTION distkit_clear() FROM plain');
@@ -240,7 +246,12 @@ is(redis_int("$prefix:c:{g}"), 10, '... and was not applied');
 		q{SELECT * FROM distkit_instance_get('ic')}, q{SELECT * FROM distkit_instance_dec('ic')},
 		q{SELECT * FROM distkit_instance_del_here('ic')}, q{SELECT * FROM distkit_instance_del('ic')},
 		q{SELECT distkit_instance_clear()}, q{SELECT distkit_instance_clear_here()},
-		q{SELECT count(*) FROM distkit_instances}, q{SELECT distkit_flush('5 s')});
+		q{SELECT count(*) FROM distkit_instances}, q{SELECT distkit_flush('5 s')},
+		q{SELECT distkit_queue_send('qu', '{"a": 1}')}, q{SELECT distkit_outbox_send('qo', '{"b": 2}')},
+		q{SELECT * FROM distkit_queue_read('qu', 'g', 'c', 10)},
+		q{SELECT distkit_queue_ack('qu', 'g', id) FROM distkit_queue_read('qu', 'g', 'c2', 10, '1 ms')},
+		q{SELECT * FROM distkit_queue_pending('qu', 'g')}, q{SELECT distkit_queue_length('qu')},
+		q{SELECT distkit_queue_purge('qu')});
 	my $sql = 'SELECT ' . join(" || E'\\n' || ", map {
 			(my $q = $_) =~ s/%ROUND%/doc/;
 			"replace(dk_err(\$q\$$q\$q\$), E'\\n', ' ')"
@@ -248,6 +259,8 @@ is(redis_int("$prefix:c:{g}"), 10, '... and was not applied');
 	my @res = split /\n/, $pg->($sql);
 	my @bad = map { "$all[$_] -> $res[$_]" } grep { $res[$_] ne 'ok' } 0 .. $#all;
 	is(join("\n", @bad), '', 'with the documented ACL user every primitive works (' . scalar(@all) . ' calls)');
+	wait_for(sub { $pg->(q{SELECT distkit_queue_length('qo')}) eq '1' }, 'the outbox shipper to ship through the ACL user');
+	is($pg->(q{SELECT count(*) FROM distkit_outbox WHERE queue = 'qo'}), '0', '... and delete the shipped row');
 	acl_user(@needed);
 }
 
@@ -321,7 +334,7 @@ $bg->finish;
 my $src = join('', map { slurp_file($_) } glob("$FindBin::RealBin/../../src/*.c"));
 my %cmds = map { $_ => 1 } grep { defined } $src =~ /DkCmdNew\("([A-Z]+)"\)|CacheKeyCommand\(fcinfo, "([A-Z]+)"/g;
 is(join(' ', sort keys %cmds),
-	'ASKING AUTH CLUSTER DEL EVALSHA EXISTS GET HDEL PTTL ROLE SCAN SCRIPT SELECT SENTINEL SET UNLINK WAIT',
+	'ASKING AUTH CLUSTER DEL EVALSHA EXISTS GET HDEL PTTL ROLE SCAN SCRIPT SELECT SENTINEL SET UNLINK WAIT XACK XLEN',
 	'the only commands the C code builds');
 # Redis Cluster (CLUSTER SLOTS, ASKING) and Sentinel (SENTINEL to the
 # sentinels, ROLE and WAIT to the master) commands: only the connection

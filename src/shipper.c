@@ -1,0 +1,541 @@
+/*-------------------------------------------------------------------------
+ *
+ * shipper.c
+ *		The "distkit outbox shipper" background worker: one per database,
+ *		moves committed rows of distkit_outbox to their queues' streams
+ *		exactly once and deletes them (the design is in outbox.c's comment;
+ *		outbox.c starts and stops shippers).
+ *
+ * A cycle: read a batch in a short transaction, ship it with no
+ * transaction open, delete what Redis took in another short transaction.
+ * The members of the deleted rows in each queue's record are forgotten by
+ * the next script call for that queue (or a call of their own when the
+ * shipper is idle).
+ *
+ * Errors never kill it: a failed cycle aborts its transaction, is logged
+ * once per outage and retried with capped exponential back-off and full
+ * jitter; the rows stay in the table.  It serves interrupts like the
+ * distkit worker (procsignal barriers, reloads; redis.c absorbs them during
+ * Redis waits too).  On SIGTERM it abandons the Redis wait at once and
+ * exits with status 1 (restarted unless the server stops); asked to stop
+ * by outbox.c (its database is about to be dropped), without its
+ * extension, or when another shipper serves the database, with status 0.
+ * On a standby it waits, shipping nothing, until promotion.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "distkit.h"
+#include "keys.h"
+#include "queue.h"
+#include "redis.h"
+
+#define BATCH_ROWS 2000			/* rows read per cycle */
+#define CHUNK_ROWS 250			/* rows per script call */
+#define IDLE_POLL_MS 1000		/* an idle shipper looks at the table anyway */
+#define GATHER_MS 5				/* after a partial batch: let more rows commit */
+#define STANDBY_POLL_MS 1000
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_CAP_MS 5000
+#define RECORD_TTL_MS "604800000"	/* 7 days */
+
+PGDLLEXPORT void DkOutboxShipperMain(Datum main_arg);
+
+typedef struct OutboxRow
+{
+	int64		id;
+	char	   *queue;
+	char	   *payload;
+	size_t		plen;
+} OutboxRow;
+
+/* Ids of deleted rows whose record members are still to be forgotten, per queue. */
+typedef struct ForgetList
+{
+	char	   *queue;
+	int64	   *ids;
+	int			n;
+	int			cap;
+} ForgetList;
+
+static ForgetList *forget = NULL;
+static int	nforget = 0;
+static MemoryContext forget_ctx = NULL;
+
+static bool no_extension = false;
+static MemoryContext txn_caller_ctx = NULL;	/* where BeginTxn was called */
+static volatile sig_atomic_t cancel_requested = false;
+
+/* SIGINT: abandon the current Redis wait (never an ERROR outside a handler). */
+static void
+ShipperCancelHandler(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	cancel_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* redis.c's cancel check: why to abandon a Redis wait, or NULL. */
+static const char *
+ShipperCancel(void)
+{
+	if (ShutdownRequestPending)
+		return "the shutdown of the outbox shipper";
+	if (!cancel_requested)
+		return NULL;
+	cancel_requested = false;
+	return "a cancel request to the outbox shipper";
+}
+
+/* The forget list of queue (created if absent). */
+static ForgetList *
+ForgetFor(const char *queue)
+{
+	MemoryContext old;
+
+	for (int i = 0; i < nforget; i++)
+		if (strcmp(forget[i].queue, queue) == 0)
+			return &forget[i];
+	old = MemoryContextSwitchTo(forget_ctx);
+	if (forget == NULL)
+		forget = palloc(sizeof(ForgetList) * 16);
+	else if ((nforget & (nforget - 1)) == 0 && nforget >= 16)
+		forget = repalloc(forget, sizeof(ForgetList) * nforget * 2);
+	forget[nforget].queue = pstrdup(queue);
+	forget[nforget].n = 0;
+	forget[nforget].cap = 64;
+	forget[nforget].ids = palloc(sizeof(int64) * 64);
+	MemoryContextSwitchTo(old);
+	return &forget[nforget++];
+}
+
+static void
+ForgetAdd(const char *queue, int64 id)
+{
+	ForgetList *f = ForgetFor(queue);
+
+	if (f->n == f->cap)
+	{
+		f->cap *= 2;
+		f->ids = repalloc(f->ids, sizeof(int64) * f->cap);
+	}
+	f->ids[f->n++] = id;
+}
+
+/*
+ * Begin a short transaction with a snapshot and SPI; returns the quoted
+ * schema of distkit's objects (looked up if lookup, else the last one
+ * found), or NULL (and sets no_extension) without the extension.
+ */
+static const char *
+BeginTxn(bool lookup)
+{
+	static char *nsp = NULL;	/* from the last lookup */
+
+	txn_caller_ctx = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!lookup && nsp != NULL)
+		return nsp;
+	if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n"
+					" ON n.oid = e.extnamespace WHERE e.extname = 'distkit'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "cannot read pg_extension");
+	if (nsp != NULL)
+		pfree(nsp);
+	nsp = NULL;
+	if (SPI_processed == 1)
+		nsp = MemoryContextStrdup(TopMemoryContext,
+								  quote_identifier(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)));
+	else
+		no_extension = true;
+	return nsp;
+}
+
+static void
+EndTxn(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(txn_caller_ctx);
+}
+
+/* Read up to BATCH_ROWS committed rows in id order into ctx. */
+static int
+ReadBatch(MemoryContext ctx, OutboxRow **rows)
+{
+	const char *nsp = BeginTxn(true);
+	int			n = 0;
+
+	if (nsp != NULL)
+	{
+		char	   *sql = psprintf("SELECT id, queue, payload::text FROM %s.distkit_outbox ORDER BY id LIMIT %d",
+								   nsp, BATCH_ROWS);
+
+		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "cannot read distkit_outbox");
+		n = (int) SPI_processed;
+		*rows = MemoryContextAlloc(ctx, sizeof(OutboxRow) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			MemoryContext old = MemoryContextSwitchTo(ctx);
+
+			(*rows)[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			(*rows)[i].queue = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			(*rows)[i].payload = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+			(*rows)[i].plen = strlen((*rows)[i].payload);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	EndTxn();
+	return n;
+}
+
+/* Delete the rows of ids (n of them) in a short transaction. */
+static void
+DeleteRows(int64 *ids, int n)
+{
+	const char *nsp = BeginTxn(false);
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+	Datum		arg;
+	Oid			type = INT8ARRAYOID;
+
+	if (nsp != NULL)
+	{
+		for (int i = 0; i < n; i++)
+			elems[i] = Int64GetDatum(ids[i]);
+		arg = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		if (SPI_execute_with_args(psprintf("DELETE FROM %s.distkit_outbox WHERE id = ANY($1)", nsp),
+								  1, &type, &arg, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "cannot delete from distkit_outbox");
+	}
+	EndTxn();
+}
+
+static int
+CompareRows(const void *a, const void *b)
+{
+	const OutboxRow *x = a;
+	const OutboxRow *y = b;
+	int			c = strcmp(x->queue, y->queue);
+
+	if (c != 0)
+		return c;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* One script call for queue: forget its list, add rows[0..n). */
+static DkCmd *
+ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int *forgot)
+{
+	size_t		klen;
+	size_t		rlen;
+	char	   *key = DkKeyBuild(DK_KIND_QUEUE, queue, strlen(queue), &klen);
+	char	   *rkey = DkKeyBuild(DK_KIND_QUEUE_SHIPPED, queue, strlen(queue), &rlen);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_QUEUE_SHIP, 2);
+
+	*forgot = f ? f->n : 0;
+	DkCmdArg(cmd, key, klen);
+	DkCmdArg(cmd, rkey, rlen);
+	DkCmdArgStr(cmd, DkQueueOrigin());
+	DkCmdArgInt(cmd, DkQueueMaxLength());
+	DkCmdArgStr(cmd, RECORD_TTL_MS);
+	DkCmdArgInt(cmd, *forgot);
+	for (int i = 0; i < *forgot; i++)
+		DkCmdArgInt(cmd, f->ids[i]);
+	for (int i = 0; i < n; i++)
+	{
+		DkCmdArgInt(cmd, rows[i].id);
+		DkCmdArg(cmd, rows[i].payload, rows[i].plen);
+	}
+	return cmd;
+}
+
+/* One cycle; returns the rows shipped and deleted (and forgotten: > 0 if any work). */
+static int
+ShipCycle(MemoryContext ctx)
+{
+	OutboxRow  *rows = NULL;
+	int			n = ReadBatch(ctx, &rows);
+	DkCmd	  **cmds;
+	int		   *first;
+	int		   *count;
+	ForgetList **lists;
+	int		   *forgot;
+	int			ncmds = 0;
+	int64	   *done;
+	int			ndone = 0;
+	DkReply   **replies;
+	int			work = 0;
+
+	if (no_extension)
+		return 0;
+	if (n == 0)
+	{
+		/* idle: forget the records of rows deleted last time */
+		for (int i = 0; i < nforget; i++)
+			if (forget[i].n > 0)
+				work++;
+		if (work == 0)
+			return 0;
+	}
+	qsort(rows, n, sizeof(OutboxRow), CompareRows);
+	cmds = palloc(sizeof(DkCmd *) * (n / CHUNK_ROWS + n + nforget + 1));
+	first = palloc(sizeof(int) * (n + nforget + 1));
+	count = palloc(sizeof(int) * (n + nforget + 1));
+	lists = palloc(sizeof(ForgetList *) * (n + nforget + 1));
+	forgot = palloc(sizeof(int) * (n + nforget + 1));
+	for (int i = 0; i < n;)
+	{
+		int			j = i;
+		ForgetList *f = ForgetFor(rows[i].queue);
+
+		while (j < n && j - i < CHUNK_ROWS && strcmp(rows[j].queue, rows[i].queue) == 0)
+			j++;
+		lists[ncmds] = (f->n > 0 && (i == 0 || strcmp(rows[i - 1].queue, rows[i].queue) != 0)) ? f : NULL;
+		first[ncmds] = i;
+		count[ncmds] = j - i;
+		cmds[ncmds] = ShipCommand(rows[i].queue, &rows[i], j - i, lists[ncmds], &forgot[ncmds]);
+		ncmds++;
+		i = j;
+	}
+	if (n == 0)
+		for (int i = 0; i < nforget; i++)
+			if (forget[i].n > 0)
+			{
+				lists[ncmds] = &forget[i];
+				first[ncmds] = 0;
+				count[ncmds] = 0;
+				cmds[ncmds] = ShipCommand(forget[i].queue, NULL, 0, &forget[i], &forgot[ncmds]);
+				ncmds++;
+			}
+
+	/* every call is idempotent (the record); durable: with Sentinel, once a replica has it */
+	pgstat_report_activity(STATE_RUNNING, "shipping outbox rows to Redis");
+	replies = DkRedisRun(cmds, ncmds, DK_IDEMPOTENT_DURABLE);
+	done = palloc(sizeof(int64) * Max(n, 1));
+	for (int c = 0; c < ncmds; c++)
+	{
+		DkReply    *r = replies[c];
+
+		if (r->type != DK_REPLY_ARRAY || r->nelem != 2)
+		{
+			ereport(LOG,
+					(errmsg("distkit outbox shipper: Redis refused %d rows for queue \"%s\": %s",
+							count[c], count[c] > 0 ? rows[first[c]].queue : lists[c]->queue, r->type == DK_REPLY_ERROR ? r->str : "unexpected reply"),
+					 errdetail("The rows stay in distkit_outbox and are sent again.")));
+			continue;
+		}
+		if (lists[c] != NULL)
+		{
+			/* forgotten: drop the ids sent (more may have been added since: none, same cycle) */
+			memmove(lists[c]->ids, lists[c]->ids + forgot[c], sizeof(int64) * (lists[c]->n - forgot[c]));
+			lists[c]->n -= forgot[c];
+		}
+		for (int i = first[c]; i < first[c] + count[c]; i++)
+			done[ndone++] = rows[i].id;
+	}
+	if (ndone > 0)
+	{
+		pgstat_report_activity(STATE_RUNNING, "deleting shipped outbox rows");
+		DeleteRows(done, ndone);
+		/* deleted: their records may go (rows in done are in rows' order) */
+		for (int i = 0, d = 0; i < n && d < ndone; i++)
+			if (rows[i].id == done[d])
+			{
+				ForgetAdd(rows[i].queue, rows[i].id);
+				d++;
+			}
+	}
+	return ndone + (n == 0 ? work : 0);
+}
+
+/* Run a cycle, catching errors; -1 on failure. */
+static int
+TryShipCycle(MemoryContext ctx, int *failures)
+{
+	volatile int result = -1;
+
+	MemoryContextSwitchTo(ctx);
+	PG_TRY();
+	{
+		result = ShipCycle(ctx);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		LWLockReleaseAll();
+		if (*failures == 0 && !ShutdownRequestPending)
+			ereport(LOG,
+					(errmsg("distkit outbox shipper cannot ship: %s", edata->message),
+					 errdetail("The messages stay in distkit_outbox and are retried with back-off; this is logged once per outage.")));
+		(*failures)++;
+		result = -1;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContextReset(ctx);
+	if (result >= 0 && *failures > 0)
+	{
+		ereport(LOG,
+				(errmsg("distkit outbox shipper reached Redis again after %d failed attempts", *failures)));
+		*failures = 0;
+	}
+	return result;
+}
+
+static long
+BackoffMs(int failures)
+{
+	double		cap = BACKOFF_MIN_MS;
+
+	for (int i = 0; i < failures && cap < BACKOFF_CAP_MS; i++)
+		cap *= 2;
+	cap = Min(cap, BACKOFF_CAP_MS);
+	return (long) (pg_prng_double(&pg_global_prng_state) * cap) + 1;
+}
+
+/* Serve interrupts between cycles; true when the shipper should exit. */
+static bool
+HandleInterrupts(void)
+{
+	cancel_requested = false;
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	return ShutdownRequestPending;
+}
+
+static void
+Sleep(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/*
+ * After a partial batch, wait GATHER_MS before the next cycle even if
+ * commits set the latch: under load, cycles carry many rows instead of one
+ * (a cycle costs two transactions and a round trip), at the price of up
+ * to GATHER_MS of lag.  A shutdown request is served after it.
+ */
+static void
+GatherRows(void)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GATHER_MS);
+	long		left;
+
+	/* not woken by the latch: commits meanwhile cost their backends no wake-up */
+	while (!ShutdownRequestPending &&
+		   (left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, left, PG_WAIT_EXTENSION);
+}
+
+/* Entry point: main_arg is the database's OID, or InvalidOid and bgw_extra its name. */
+void
+DkOutboxShipperMain(Datum main_arg)
+{
+	Oid			dboid = DatumGetObjectId(main_arg);
+	MemoryContext ctx;
+	int			failures = 0;
+	char	   *dbname;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGINT, ShipperCancelHandler);
+	BackgroundWorkerUnblockSignals();
+	if (OidIsValid(dboid))
+		BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	else
+		BackgroundWorkerInitializeConnection(MyBgworkerEntry->bgw_extra, NULL, 0);
+	pgstat_report_appname("distkit outbox shipper");
+	/*
+	 * Its DELETEs need not wait for the WAL flush: a DELETE lost in a crash
+	 * only makes the rows ship again, which the record refuses.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	StartTransactionCommand();
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
+	if (!DkOutboxAttach(dbname))
+		proc_exit(0);			/* another shipper serves this database */
+	DkRedisSetCancelCheck(ShipperCancel);
+	DkRedisKeepConnection();
+	forget_ctx = AllocSetContextCreate(TopMemoryContext, "distkit outbox forget lists",
+									   ALLOCSET_DEFAULT_SIZES);
+	ctx = AllocSetContextCreate(TopMemoryContext, "distkit outbox cycle", ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("distkit outbox shipper started for database \"%s\"", dbname)));
+
+	for (;;)
+	{
+		int			n;
+
+		if (HandleInterrupts())
+			break;
+		if (DkOutboxStopRequested())
+			proc_exit(0);
+		if (RecoveryInProgress())
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			Sleep(STANDBY_POLL_MS);
+			continue;
+		}
+		n = TryShipCycle(ctx, &failures);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (no_extension)
+		{
+			ereport(LOG,
+					(errmsg("distkit outbox shipper exits: database \"%s\" has no distkit extension", dbname)));
+			proc_exit(0);
+		}
+		if (ShutdownRequestPending)
+			break;
+		if (n < 0)
+			Sleep(BackoffMs(failures));
+		else if (n == 0)
+			Sleep(IDLE_POLL_MS);
+		else if (n < BATCH_ROWS)
+			GatherRows();
+	}
+	proc_exit(DkOutboxStopRequested() ? 0 : 1);
+}
