@@ -111,3 +111,20 @@ COMMENT ON FUNCTION distkit_stat_calls_reset() IS
 REVOKE ALL ON FUNCTION distkit_stat_calls_reset() FROM PUBLIC;
 -- monitoring roles (e.g. the Prometheus exporter's) read the views
 GRANT SELECT ON distkit_stat_calls, distkit_stat_calls_buckets TO pg_monitor;
+
+-- distkit_instances gains instance_number (fleet scale, issue 15): the view
+-- depends on the function, so both are made again.
+DROP VIEW distkit_instances;
+DROP FUNCTION distkit_instances();
+CREATE FUNCTION distkit_instances(OUT instance_id uuid, OUT last_heartbeat timestamptz,
+                                  OUT alive boolean, OUT is_this_server boolean,
+                                  OUT instance_number int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'distkit_instances'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instances() IS
+'The instances (PostgreSQL servers) registered in Redis, with their last heartbeat';
+
+CREATE VIEW distkit_instances AS SELECT * FROM distkit_instances();
+COMMENT ON VIEW distkit_instances IS
+'The instances (PostgreSQL servers) registered in Redis, with their last heartbeat';

@@ -100,5 +100,7 @@ struct DkCmd;
 struct DkReply;
 extern struct DkCmd *DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq);
 extern bool DkInstanceFlushReply(struct DkReply *r, DkLaxView *view);
+extern struct DkReply *DkInstanceFlushResend(const DkLaxBatchItem *item, const char *seq,
+											 struct DkReply *r);
 
 #endif
