@@ -17,7 +17,7 @@
 -- ARGV[3] dead threshold in ms
 -- ARGV[4] the representation version this server writes
 -- ARGV[5] distkit.max_instances (numbers are 0 .. max-1)
--- ARGV[6] the live-set version the caller knows ("0": none)
+-- ARGV[6] the live-set version the caller knows ("0": none; "-": never send it)
 --
 -- beat:  heartbeat now; instances whose heartbeat is older than the
 --        threshold leave the live set (each exactly once); this instance
@@ -149,5 +149,5 @@ local n, serial = -1, '0'
 if v then n, serial = parse(v) end
 local version = redis.call('HGET', meta, 'version') or '0'
 local cells = ''
-if version ~= ARGV[6] then cells = redis.call('GET', livekey) or '' end
+if version ~= ARGV[6] and ARGV[6] ~= '-' then cells = redis.call('GET', livekey) or '' end
 return {tostring(now), tostring(n), serial, version, redis.call('ZCARD', alive), cells}
