@@ -123,7 +123,7 @@ if L > known then
   return redis.error_reply('DKNEWER ' .. string.format('%d', L))
 elseif L < known then
   if redis.call('EXISTS', key) == 1 then
-    if cells == nil then return redis.error_reply('DKSTALE') end
+    if cells == nil then return redis.error_reply('DKSTALE the counter needs the live set') end
     local flat = redis.call('HGETALL', key)
     local h = {}
     for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
