@@ -35,6 +35,7 @@ SELECT :'raw' AS epoch;
 \! sleep 1.3
 SELECT * FROM distkit_instance_get('inst:a');
 \set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit beat 60000`
+\set raw `"$DISTKIT_REDIS_CTL" cli ZADD 'distkit:reg:{instances}:alive' 99999999999999 00000000-0000-4000-8000-000000000001`
 \! sleep 1.3
 SELECT * FROM distkit_instance_get('inst:a');
 SELECT count(*) AS instances, count(*) FILTER (WHERE alive) AS alive,
