@@ -173,6 +173,10 @@ elseif op == 'del_here' then
     redis.call('HSET', key, 'S', join(shi - mhi, slo - mlo))
   end
   redis.call('HDEL', key, 'v:' .. me, 's:' .. me, 'e:' .. me, 't:' .. me)
+  -- no slice left and no epoch to keep: the counter is gone
+  local rest = redis.call('HMGET', key, 'L', 'S')
+  local n = (rest[1] and 1 or 0) + (rest[2] and 1 or 0)
+  if redis.call('HLEN', key) == n then redis.call('DEL', key) end
   return {total, mine}
 end
 

@@ -368,12 +368,8 @@ $$;
 SELECT instance_number AS my_num FROM distkit_instances WHERE is_this_server \gset
 \set fake `echo ffffffff-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit beat 60000`
 \set raw `"$DISTKIT_REDIS_CTL" cli ZADD 'distkit:reg:{instances}:alive' 99999999999999 ffffffff-0000-4000-8000-000000000001`
-\set num `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:reg:{instances}:num' ffffffff-0000-4000-8000-000000000001 | cut -d: -f1`
-\set ser `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:reg:{instances}:num' ffffffff-0000-4000-8000-000000000001 | cut -d: -f2`
-\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{orders:s}' v::num 1000 s::num :ser e::num 0 t::num 0`
-\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{orders:l}' v::num 1000 s::num :ser e::num 0 t::num 0`
-\set raw `"$DISTKIT_REDIS_CTL" cli HDEL 'distkit:i:{orders:s}' L`
-\set raw `"$DISTKIT_REDIS_CTL" cli HDEL 'distkit:i:{orders:l}' L`
+\set fake `"$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit slice ffffffff-0000-4000-8000-000000000001 orders:s 1000`
+\set fake `"$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit slice ffffffff-0000-4000-8000-000000000001 orders:l 1000`
 \! sleep 1.3
 SELECT * FROM t_order_counts();
 BEGIN;

@@ -29,9 +29,7 @@ SELECT :'raw' AS epoch;
 -- instance is live and its slice belongs to the current epoch
 \set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit beat 60000`
 \set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit leave 60000`
-\set num `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:reg:{instances}:num' 00000000-0000-4000-8000-000000000001 | cut -d: -f1`
-\set ser `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:reg:{instances}:num' 00000000-0000-4000-8000-000000000001 | cut -d: -f2`
-\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{inst:a}' v::num 50 s::num :ser e::num 1 t::num 0 && "$DISTKIT_REDIS_CTL" cli HDEL 'distkit:i:{inst:a}' L`
+\set fake `"$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit slice 00000000-0000-4000-8000-000000000001 inst:a 50`
 \! sleep 1.3
 SELECT * FROM distkit_instance_get('inst:a');
 \set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit beat 60000`

@@ -11,6 +11,10 @@
 # errors (0 when all went well).
 #
 # Usage: fake-instance.sh PREFIX beat|leave DEAD_THRESHOLD_MS [MAX_INSTANCES] < ids
+#        fake-instance.sh PREFIX slice ID KEY VALUE
+# slice: writes instance ID's slice of instance-aware counter KEY (the
+# counter's current epoch) as lua/instance.lua would, and drops the
+# counter's cached sum (L) so that the next call recomputes it.
 # Environment: DISTKIT_REDIS_CTL (default: test/redis-ctl.sh next to this
 # script) and whatever it needs (DISTKIT_REDIS_DIR).
 set -euo pipefail
@@ -18,6 +22,18 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 ctl=${DISTKIT_REDIS_CTL:-$here/test/redis-ctl.sh}
 prefix=${1:?prefix} op=${2:?op} threshold=${3:?dead threshold in ms} max=${4:-16384}
 representation=2	# DK_REPRESENTATION in src/instance.c
+if [ "$op" = slice ]; then
+	id=$3 key=$4 value=$5
+	ns=$("$ctl" cli HGET "$prefix:reg:{instances}:num" "$id")
+	[ -n "$ns" ] || { echo "fake-instance.sh: $id has no number" >&2; exit 1; }
+	n=${ns%%:*} serial=${ns#*:}
+	c="$prefix:i:{$key}"
+	epoch=$("$ctl" cli HGET "$c" E)
+	"$ctl" cli HSET "$c" "v:$n" "$value" "s:$n" "$serial" "e:$n" "${epoch:-0}" "t:$n" 0 >/dev/null
+	"$ctl" cli HDEL "$c" L >/dev/null
+	echo 0
+	exit 0
+fi
 script=$(cat "$here/lua/instance_registry.lua")
 sha=$("$ctl" cli SCRIPT LOAD "$script")	# on every node
 r="$prefix:reg:{instances}"

@@ -50,15 +50,11 @@ sub numser
 	return split(/:/, $v);
 }
 
-# a simulated instance's slice of counter key, written as its script would
-# (epoch: the counter's current one); L dropped so the cached sum is recomputed
+# a simulated instance's slice of counter key (fake-instance.sh slice)
 sub slice
 {
 	my ($key, $id, $value) = @_;
-	my ($n, $s) = numser($id);
-	my $epoch = redis_cli('HGET', "distkit:i:{$key}", 'E') || '0';
-	redis_cli('HSET', "distkit:i:{$key}", "v:$n", $value, "s:$n", $s, "e:$n", $epoch, "t:$n", '0');
-	redis_cli('HDEL', "distkit:i:{$key}", 'L');
+	system($fake, 'distkit', 'slice', $id, $key, $value) == 0 or die "fake-instance.sh slice failed";
 }
 
 # a simulated instance's heartbeat made old: the next heartbeat of a real
