@@ -93,9 +93,10 @@ if op == 'beat' then
   local v = redis.call('HGET', num, me)
   if not v then
     local max = tonumber(ARGV[5])
-    local n = redis.call('LPOP', free)
-    if n then
-      n = tonumber(n)
+    local n = nil
+    local popped = redis.call('LPOP', free)
+    if popped then
+      n = tonumber(popped)
       if n >= max then
         redis.call('LPUSH', free, n)
         n = nil

@@ -408,7 +408,7 @@ InstanceCommandRaw(const char *rkey, size_t klen, const char *fkey, size_t flen,
 	DkCmdArg(cmd, fkey, flen);
 	DkCmdArgStr(cmd, op);
 	DkCmdArgInt(cmd, snap->number);
-	DkCmdArgStr(cmd, snap->serial);
+	DkCmdArgStr(cmd, pstrdup(snap->serial));	/* the command keeps pointers; snap may go */
 	DkCmdArgInt(cmd, value);
 	DkCmdArgStr(cmd, seq);
 	DkCmdArgInt(cmd, snap->version);

@@ -29,7 +29,8 @@ if [ "$op" = slice ]; then
 	n=${ns%%:*} serial=${ns#*:}
 	c="$prefix:i:{$key}"
 	epoch=$("$ctl" cli HGET "$c" E)
-	"$ctl" cli HSET "$c" "v:$n" "$value" "s:$n" "$serial" "e:$n" "${epoch:-0}" "t:$n" 0 >/dev/null
+	now=$("$ctl" cli TIME | head -1)000	# Redis time in ms (to the second)
+	"$ctl" cli HSET "$c" "v:$n" "$value" "s:$n" "$serial" "e:$n" "${epoch:-0}" "t:$n" "$now" >/dev/null
 	"$ctl" cli HDEL "$c" L >/dev/null
 	echo 0
 	exit 0
@@ -40,4 +41,4 @@ r="$prefix:reg:{instances}"
 awk -v sha="$sha" -v r="$r" -v op="$op" -v t="$threshold" -v f="$representation" -v m="$max" \
 	'NF { printf "EVALSHA %s 6 %s %s:meta %s:num %s:alive %s:free %s:live %s %s %s %s %s -\n",
 		sha, r, r, r, r, r, r, op, $1, t, f, m }' |
-	"$ctl" cli | grep -c '^DK\|^ERR\|^NOSCRIPT' || true
+	"$ctl" node-cli "$("$ctl" masters | cut -d, -f1)" -c | grep -c '^DK\|^ERR\|^NOSCRIPT' || true
