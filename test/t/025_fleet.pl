@@ -16,7 +16,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $port = start_redis('fleet');
-my $threshold = 20000;
+my $threshold = 60000;	# the simulated fleet beats at each step, well within it
 my $conf = "distkit.heartbeat_interval = '200ms'\ndistkit.dead_instance_threshold = '${threshold}ms'\n";
 my $a = new_node('fa', "redis://127.0.0.1:$port/0", $conf);
 my $b = new_node('fb', "redis://127.0.0.1:$port/0", $conf);
@@ -98,10 +98,12 @@ ok($n5000 > 4000, "the last simulated instance has number $n5000 (beyond 1,024)"
 
 # 3. per call, O(1) arguments whatever the fleet size: the slow log records
 #    every command with its arguments
+is(fleet('beat', @fakes), '0', 'the simulated fleet keeps beating');
+redis_cli('CONFIG', 'SET', 'slowlog-max-len', '100000');
 redis_cli('CONFIG', 'SET', 'slowlog-log-slower-than', '0');
 redis_cli('SLOWLOG', 'RESET');
 $qa->(q{SELECT distkit_instance_inc('fleet5k', 0)});
-my $log = redis_cli('SLOWLOG', 'GET', '100');
+my $log = redis_cli('SLOWLOG', 'GET', '100000');
 redis_cli('CONFIG', 'SET', 'slowlog-log-slower-than', '10000');
 my @lines = split(/\n/, $log);
 # EVALSHA sha 2 key flush-record op number serial value seq version live, then the client
@@ -113,6 +115,7 @@ like($lines[$e + 12] // '', qr/^127\.0\.0\.1:\d+$/, 'the call has 12 arguments (
 ok(length(join('', @args)) < 200, 'short ones: O(1) payload with 5,002 live instances') or diag(join(' ', @args));
 
 # 4. a simulated instance whose heartbeat stops drops out exactly once
+is(fleet('beat', @fakes), '0', 'the simulated fleet keeps beating');
 silence($fakes[4999], $threshold + 5000);
 wait_for(sub { $get->($qa, 'fleet5k') eq '105 1' }, 'the silent instance to drop out', 10);
 wait_for(sub { $get->($qb, 'fleet5k') eq '105 5' }, '... at b too', 10);
