@@ -74,7 +74,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
 		# fleet of n live instances: this server + n-1 simulated ones, the
 		# others taken out of the live set (leave), as a shrinking fleet does
 		seq 1 $((n - 1)) | awk '{ printf "00000000-0000-4000-8000-%012d\n", $1 }' >"$base/live"
-		seq "$n" 100000 | awk '{ printf "00000000-0000-4000-8000-%012d\n", $1 }' | head -n $((registered > n ? registered - n : 0)) >"$base/gone"
+		seq "$n" $((registered - 1)) | awk '{ printf "00000000-0000-4000-8000-%012d\n", $1 }' >"$base/gone"
 		[ ! -s "$base/gone" ] || "$here/test/fake-instance.sh" "$prefix" leave 3600000 <"$base/gone" >/dev/null
 		[ ! -s "$base/live" ] || "$here/test/fake-instance.sh" "$prefix" beat 3600000 <"$base/live" >/dev/null
 		registered=$(( n > registered ? n : registered ))
