@@ -249,3 +249,20 @@ CREATE VIEW distkit_outbox_backlog AS
 COMMENT ON VIEW distkit_outbox_backlog IS
 'Messages of this database waiting to be shipped to Redis, per queue';
 GRANT SELECT ON distkit_outbox_backlog TO pg_monitor;
+
+-- distkit_instances gains instance_number (fleet scale, issue 15): the view
+-- depends on the function, so both are made again.
+DROP VIEW distkit_instances;
+DROP FUNCTION distkit_instances();
+CREATE FUNCTION distkit_instances(OUT instance_id uuid, OUT last_heartbeat timestamptz,
+                                  OUT alive boolean, OUT is_this_server boolean,
+                                  OUT instance_number int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'distkit_instances'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION distkit_instances() IS
+'The instances (PostgreSQL servers) registered in Redis, with their last heartbeat';
+
+CREATE VIEW distkit_instances AS SELECT * FROM distkit_instances();
+COMMENT ON VIEW distkit_instances IS
+'The instances (PostgreSQL servers) registered in Redis, with their last heartbeat';

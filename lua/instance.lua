@@ -2,23 +2,35 @@
 --
 -- KEYS[1] the counter: a hash with
 --     E          the counter's epoch (absent = 0)
---     v:<id>     slice of instance <id>
---     e:<id>     epoch the slice belongs to (a slice of an older epoch is stale)
---     t:<id>     Redis time (ms) of the slice's last write by its instance
--- KEYS[2] the counter's lax flush record (hash: instance id -> last batch
---     sequence applied), same hash slot; used by op "flush" only.
--- ARGV[1] op: inc | flush | get | set | set_here | del | del_here
--- ARGV[2] this instance's id
--- ARGV[3] delta or value (decimal bigint; "0" when unused)
--- ARGV[4] batch sequence (flush) or "0"
--- ARGV[5] number of live instances n, then ARGV[6 .. 5+n] their ids (this
---     instance counts as live in any case)
+--     v:<n>      slice of instance number <n>
+--     s:<n>      serial of the instance that wrote it (numbers are recycled:
+--                a slice counts only for the serial that wrote it)
+--     e:<n>      epoch the slice belongs to (a slice of an older epoch is stale)
+--     t:<n>      Redis time (ms) of the slice's last write
+--     L          live-set version the cached sum S was computed at
+--     S          cached sum of the current-epoch slices live at version L
+-- KEYS[2] the counter's lax flush record (hash: "<n>:<serial>" -> last
+--     batch sequence applied), same hash slot; used by op "flush" only.
+-- ARGV[1] op: inc | add | flush | get | set | set_here | del | del_here
+-- ARGV[2] this instance's number, ARGV[3] its serial
+-- ARGV[4] delta or value (decimal bigint; "0" when unused)
+-- ARGV[5] batch sequence (flush) or "0"
+-- ARGV[6] the live-set version the caller knows
+-- ARGV[7] "1" if this instance is live in that version, else "0"
+-- ARGV[8] (optional) the live set of that version: 4 bytes (big-endian
+--     serial, 0 = not live) per instance number
 --
--- The total is the sum of the slices of the current epoch whose instance
--- is live.  Nothing is subtracted when an instance dies: its slice simply
--- stops counting, so it is never subtracted twice and comes back exactly
--- once if the instance does (unless a set or del made it stale).  Slices of
--- instances that are not live and were not written for GC_MS are deleted.
+-- Per call the work is O(1): the total is S, plus this instance's slice
+-- when it is not live (a server always counts its own slice).  When the
+-- caller knows a newer live set than L, the script answers DKSTALE unless
+-- ARGV[8] is given, and then recomputes S over the slices (once per
+-- counter and live-set change); when the counter has seen a newer live set
+-- than the caller, it answers DKNEWER (the caller refreshes and retries).
+-- Both answers change nothing.  Nothing is subtracted when an instance
+-- dies: its slice simply stops counting at the next recompute, so it is
+-- never subtracted twice and comes back exactly once if the instance does
+-- (unless a set or del made it stale).  Slices not live and not written
+-- for GC_MS are deleted at a recompute.
 --
 -- Returns {total, this instance's slice} as decimal strings (values before
 -- the change for del and del_here).  Arithmetic is exact over 64 bits:
@@ -57,48 +69,96 @@ local function join(hi, lo)
   return string.format('-%.0f%09d', h, l)
 end
 
-local key, op, me = KEYS[1], ARGV[1], ARGV[2]
-local live = {[me] = true}
-for i = 1, tonumber(ARGV[5]) do live[ARGV[5 + i]] = true end
+local key, op, me, serial = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local known, melive, cells = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 if op == 'flush' then
-  local last = redis.call('HGET', KEYS[2], me)
-  if last and tonumber(last) >= tonumber(ARGV[4]) then
+  local last = redis.call('HGET', KEYS[2], me .. ':' .. serial)
+  if last and tonumber(last) >= tonumber(ARGV[5]) then
     op = 'get'                        -- already applied: report only
   else
     op = 'inc'
   end
 end
 
--- read the counter: epoch, this slice, sum of other live current slices
-local flat = redis.call('HGETALL', key)
-local h = {}
-for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-local epoch = h['E'] or '0'
-local mine = (h['e:' .. me] == epoch and h['v:' .. me]) or '0'
-local ohi, olo = 0, 0
-local garbage = {}
-for f, v in pairs(h) do
-  if string.sub(f, 1, 2) == 'v:' then
-    local id = string.sub(f, 3)
-    if id ~= me then
-      if live[id] then
-        if h['e:' .. id] == epoch then
-          local a, b = split(v)
-          ohi, olo = ohi + a, olo + b
-        end
-      elseif now - (tonumber(h['t:' .. id]) or 0) > GC_MS then
-        garbage[#garbage + 1] = id
-      end
+local f = redis.call('HMGET', key, 'E', 'L', 'S', 'v:' .. me, 's:' .. me, 'e:' .. me)
+local epoch = f[1] or '0'
+local L = tonumber(f[2] or '-1')
+local S = f[3] or '0'
+if f[5] and tonumber(f[5]) > tonumber(serial) then
+  return redis.error_reply('DKREAPED number ' .. me .. ' belongs to a newer instance')
+end
+local mine = (f[5] == serial and f[6] == epoch and f[4]) or '0'
+
+-- serial of number n in the live set given
+local function live_serial(n)
+  local i = 4 * tonumber(n) + 1
+  if #cells < i + 3 then return '0' end
+  local a, b, c, d = string.byte(cells, i, i + 3)
+  return string.format('%d', ((a * 256 + b) * 256 + c) * 256 + d)
+end
+
+-- add (a deferred increment at commit): applied whatever the versions; a
+-- mismatch only drops the cached sum (the next call recomputes it)
+if op == 'add' then
+  if L == known or redis.call('EXISTS', key) == 0 then
+    op = 'inc'
+  else
+    local a, b = split(mine)
+    local c, d = split(ARGV[4])
+    local nm = join(a + c, b + d)
+    if nm == nil then
+      return redis.error_reply('DKOVERFLOW the result is outside bigint')
     end
+    redis.call('HSET', key, 'v:' .. me, nm, 's:' .. me, serial, 'e:' .. me, epoch, 't:' .. me, now)
+    redis.call('HDEL', key, 'L', 'S')
+    return {nm, nm}
   end
 end
 
+if L > known then
+  return redis.error_reply('DKNEWER ' .. string.format('%d', L))
+elseif L < known then
+  if redis.call('EXISTS', key) == 1 then
+    if cells == nil then return redis.error_reply('DKSTALE the counter needs the live set') end
+    local flat = redis.call('HGETALL', key)
+    local h = {}
+    for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+    local hi, lo = 0, 0
+    local garbage = {}
+    for fld, v in pairs(h) do
+      if string.sub(fld, 1, 2) == 'v:' then
+        local n = string.sub(fld, 3)
+        if h['s:' .. n] == live_serial(n) then
+          if h['e:' .. n] == epoch then
+            local a, b = split(v)
+            hi, lo = hi + a, lo + b
+          end
+        elseif n ~= me and now - (tonumber(h['t:' .. n]) or 0) > GC_MS then
+          garbage[#garbage + 1] = n
+        end
+      end
+    end
+    S = join(hi, lo)
+    if S == nil then
+      return redis.error_reply('DKOVERFLOW the total is outside bigint')
+    end
+    for _, n in ipairs(garbage) do
+      redis.call('HDEL', key, 'v:' .. n, 's:' .. n, 'e:' .. n, 't:' .. n)
+    end
+    redis.call('HSET', key, 'L', string.format('%d', known), 'S', S)
+  else
+    S = '0'
+  end
+end
+
+local shi, slo = split(S)
 local mhi, mlo = split(mine)
-local total = join(ohi + mhi, olo + mlo)
+local total
+if melive then total = S else total = join(shi + mhi, slo + mlo) end
 if total == nil then
   return redis.error_reply('DKOVERFLOW the total is outside bigint')
 end
@@ -109,36 +169,47 @@ elseif op == 'del' then
   redis.call('DEL', key)
   return {total, mine}
 elseif op == 'del_here' then
-  redis.call('HDEL', key, 'v:' .. me, 'e:' .. me, 't:' .. me)
+  if melive and mine ~= '0' then
+    redis.call('HSET', key, 'S', join(shi - mhi, slo - mlo))
+  end
+  redis.call('HDEL', key, 'v:' .. me, 's:' .. me, 'e:' .. me, 't:' .. me)
+  -- no slice left and no epoch to keep: the counter is gone
+  local rest = redis.call('HMGET', key, 'L', 'S')
+  local n = (rest[1] and 1 or 0) + (rest[2] and 1 or 0)
+  if redis.call('HLEN', key) == n then redis.call('DEL', key) end
   return {total, mine}
 end
 
-local newmine, newtotal
+local newmine, newS
 if op == 'inc' then
-  local dhi, dlo = split(ARGV[3])
+  local dhi, dlo = split(ARGV[4])
   newmine = join(mhi + dhi, mlo + dlo)
-  newtotal = join(ohi + mhi + dhi, olo + mlo + dlo)
+  newS = melive and join(shi + dhi, slo + dlo) or S
 elseif op == 'set_here' then
-  local vhi, vlo = split(ARGV[3])
-  newmine = ARGV[3]
-  newtotal = join(ohi + vhi, olo + vlo)
+  local vhi, vlo = split(ARGV[4])
+  newmine = ARGV[4]
+  newS = melive and join(shi - mhi + vhi, slo - mlo + vlo) or S
 elseif op == 'set' then
   epoch = tostring(redis.call('HINCRBY', key, 'E', 1))
-  newmine = ARGV[3]
-  newtotal = ARGV[3]
+  newmine = ARGV[4]
+  newS = melive and ARGV[4] or '0'
 else
   return redis.error_reply('DKBADOP unknown operation')
 end
-if newmine == nil or newtotal == nil then
+local newtotal = newS
+if newS ~= nil and newmine ~= nil and not melive then
+  local a, b = split(newS)
+  local c, d = split(newmine)
+  newtotal = join(a + c, b + d)
+end
+if newmine == nil or newS == nil or newtotal == nil then
   return redis.error_reply('DKOVERFLOW the result is outside bigint')
 end
 
-redis.call('HSET', key, 'v:' .. me, newmine, 'e:' .. me, epoch, 't:' .. me, now)
-for _, id in ipairs(garbage) do
-  redis.call('HDEL', key, 'v:' .. id, 'e:' .. id, 't:' .. id)
-end
+redis.call('HSET', key, 'v:' .. me, newmine, 's:' .. me, serial, 'e:' .. me, epoch, 't:' .. me, now,
+           'L', string.format('%d', known), 'S', newS)
 if ARGV[1] == 'flush' then
-  redis.call('HSET', KEYS[2], me, ARGV[4])
+  redis.call('HSET', KEYS[2], me .. ':' .. serial, ARGV[5])
   redis.call('PEXPIRE', KEYS[2], 604800000)
 end
 return {newtotal, newmine}

@@ -361,11 +361,15 @@ LANGUAGE sql AS $$
 	SELECT s.total, s.this_instance, l.total, l.this_instance
 	FROM distkit_instance_get('orders:s', 'strict') s, distkit_instance_get('orders:l', 'lax') l
 $$;
--- another instance's live slice (simulated) is part of the totals throughout
-SELECT instance_id AS my_id FROM distkit_stats \gset
-\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{orders:s}' v:ffffffff-0000-4000-8000-000000000001 1000 e:ffffffff-0000-4000-8000-000000000001  0`
-\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{orders:l}' v:ffffffff-0000-4000-8000-000000000001 1000 e:ffffffff-0000-4000-8000-000000000001  0`
-\set raw `"$DISTKIT_REDIS_CTL" cli ZADD 'distkit:reg:{instances}' 99999999999999 ffffffff-0000-4000-8000-000000000001`
+-- another instance's live slice (simulated) is part of the totals throughout:
+-- registered by test/fake-instance.sh as its worker would, its heartbeat
+-- then dated far in the future (so it stays live), its slices written
+-- directly (L dropped: the cached sum is recomputed)
+SELECT instance_number AS my_num FROM distkit_instances WHERE is_this_server \gset
+\set fake `echo ffffffff-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit beat 60000`
+\set raw `"$DISTKIT_REDIS_CTL" cli ZADD 'distkit:reg:{instances}:alive' 99999999999999 ffffffff-0000-4000-8000-000000000001`
+\set fake `"$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit slice ffffffff-0000-4000-8000-000000000001 orders:s 1000`
+\set fake `"$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit slice ffffffff-0000-4000-8000-000000000001 orders:l 1000`
 \! sleep 1.3
 SELECT * FROM t_order_counts();
 BEGIN;
@@ -398,9 +402,9 @@ BEGIN
 END $$;
 SELECT distkit_flush() >= 0 AS flushed;
 SELECT * FROM t_order_counts();
-\set raw `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:i:{orders:s}' 'v:':my_id`
+\set raw `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:i:{orders:s}' 'v:':my_num`
 SELECT :'raw' AS strict_slice_in_redis;
-\set raw `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:i:{orders:l}' 'v:':my_id`
+\set raw `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:i:{orders:l}' 'v:':my_num`
 SELECT :'raw' AS lax_slice_in_redis;
 -- del returns what the transaction saw, set_here supersedes the pending
 -- increments, and the deltas made after them count from there
@@ -441,7 +445,7 @@ SELECT * FROM distkit_instance_get('orders:s');
 COMMIT;
 SELECT * FROM distkit_instance_get('orders:s');
 RESET distkit.transactional;
-\set raw `"$DISTKIT_REDIS_CTL" cli ZREM 'distkit:reg:{instances}' ffffffff-0000-4000-8000-000000000001`
+\set fake `echo ffffffff-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit leave 60000`
 SELECT distkit_instance_clear() AS removed;
 DROP TABLE t_orders;
 

@@ -23,14 +23,21 @@ SELECT * FROM distkit_instance_set_here('inst:a', 7);
 \set raw `"$DISTKIT_REDIS_CTL" cli HGET 'distkit:i:{inst:a}' E`
 SELECT :'raw' AS epoch;
 
--- another instance's slice, written directly in Redis: it counts only while
--- that instance is live and its slice belongs to the current epoch
-\set raw `"$DISTKIT_REDIS_CTL" cli HSET 'distkit:i:{inst:a}' v:00000000-0000-4000-8000-000000000001 50 e:00000000-0000-4000-8000-000000000001 1`
-SELECT * FROM distkit_instance_get('inst:a');
-\set raw `"$DISTKIT_REDIS_CTL" cli ZADD 'distkit:reg:{instances}' 99999999999999 00000000-0000-4000-8000-000000000001`
+-- another instance (registered by test/fake-instance.sh as its worker
+-- would, then stopped cleanly) and its slice, written directly in Redis
+-- (L dropped, so the cached sum is recomputed): it counts only while that
+-- instance is live and its slice belongs to the current epoch
+\set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit beat 60000`
+\set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit leave 60000`
+\set fake `"$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit slice 00000000-0000-4000-8000-000000000001 inst:a 50`
 \! sleep 1.3
 SELECT * FROM distkit_instance_get('inst:a');
-SELECT count(*) AS instances, count(*) FILTER (WHERE alive) AS alive FROM distkit_instances;
+\set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit beat 60000`
+\set raw `"$DISTKIT_REDIS_CTL" cli ZADD 'distkit:reg:{instances}:alive' 99999999999999 00000000-0000-4000-8000-000000000001`
+\! sleep 1.3
+SELECT * FROM distkit_instance_get('inst:a');
+SELECT count(*) AS instances, count(*) FILTER (WHERE alive) AS alive,
+       count(DISTINCT instance_number) AS numbers FROM distkit_instances;
 -- del_here removes only our slice; the other slice stays
 SELECT * FROM distkit_instance_del_here('inst:a');
 SELECT * FROM distkit_instance_get('inst:a');
@@ -38,7 +45,7 @@ SELECT * FROM distkit_instance_get('inst:a');
 SELECT * FROM distkit_instance_set('inst:a', 10);
 SELECT * FROM distkit_instance_get('inst:a');
 -- the other instance leaves: nothing changes (its slice was stale)
-\set raw `"$DISTKIT_REDIS_CTL" cli ZREM 'distkit:reg:{instances}' 00000000-0000-4000-8000-000000000001`
+\set fake `echo 00000000-0000-4000-8000-000000000001 | "$(dirname "$DISTKIT_REDIS_CTL")/fake-instance.sh" distkit leave 60000`
 \! sleep 1.3
 SELECT * FROM distkit_instance_get('inst:a');
 -- del removes the counter for everybody and returns what it had

@@ -15,7 +15,7 @@ WITH s AS (
 	       + 4 * (SELECT min(1::bigint << i) FROM generate_series(0, 40) i
 	              WHERE (1::bigint << i) >= 2 * cap)
 	       + 344 * cap FROM s
-	UNION ALL SELECT 'distkit live instances', 37904
+	UNION ALL SELECT 'distkit live instances', 380 + 4 * current_setting('distkit.max_instances')::bigint
 	UNION ALL SELECT 'distkit leaders', 73744
 	UNION ALL SELECT 'distkit call metrics', 16 + 256 * metric_rows * (max_backends + 1) FROM s
 	UNION ALL SELECT 'distkit rate reservations', 1040408

@@ -257,7 +257,8 @@ COMMENT ON FUNCTION distkit_instance_clear_here() IS
 REVOKE ALL ON FUNCTION distkit_instance_clear_here() FROM PUBLIC;
 
 CREATE FUNCTION distkit_instances(OUT instance_id uuid, OUT last_heartbeat timestamptz,
-                                  OUT alive boolean, OUT is_this_server boolean)
+                                  OUT alive boolean, OUT is_this_server boolean,
+                                  OUT instance_number int)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'distkit_instances'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;

@@ -4,27 +4,38 @@
  *		Instance-aware counters: per-server slices, heartbeats, liveness.
  *
  * Every PostgreSQL server running distkit is an instance with a UUID
- * chosen at each postmaster start (see lax.c).  An instance-aware counter
- * is a Redis hash holding, per instance, its slice, the counter epoch the
- * slice belongs to and when it was last written (lua/instance.lua).  Its
- * total is the sum of the slices of the current epoch whose instance is
- * live.
+ * chosen at each postmaster start (see lax.c).  In the registry (one hash
+ * slot, lua/instance_registry.lua) each instance also gets a small number,
+ * recycled 7 days after its last heartbeat, and a serial that is never
+ * reused; the live set is a string of 4 bytes per number (the serial of
+ * the live instance holding it, 0 when none) with a version that changes
+ * whenever the live set does.  The worker records this instance's
+ * heartbeat every distkit.heartbeat_interval; instances whose heartbeat is
+ * older than distkit.dead_instance_threshold leave the live set at the
+ * next heartbeat of any server.  Each server keeps its number, serial and
+ * a copy of the live set with its version in shared memory.
  *
- * Liveness: the worker records this instance's heartbeat (Redis time) in
- * the registry <prefix>:reg:{instances} every distkit.heartbeat_interval
- * and gets back the instances whose heartbeat is younger than
- * distkit.dead_instance_threshold; that live list is kept in shared memory
- * and passed to every counter script.  Nothing is subtracted when an
- * instance dies — its slice stops counting — so a dead instance is never
- * subtracted twice, a paused instance that comes back counts again exactly
- * once, and a set/del (which bumps or removes the epoch) makes old slices
- * stale for good.  The cost of a call is bounded by the number of
- * instances that wrote the counter, never by the number of keys.  A clean
- * shutdown removes the instance from the registry, so its slices stop
- * counting at the other servers' next heartbeat.
+ * An instance-aware counter is a Redis hash holding, per instance number,
+ * its slice, the serial that wrote it, the counter epoch the slice belongs
+ * to and when it was last written, plus a cached sum S of the live
+ * current-epoch slices and the live-set version L it was computed at
+ * (lua/instance.lua).  A call passes only this instance's number, serial,
+ * the live-set version it knows and whether it is live there: O(1) bytes
+ * and O(1) Redis work whatever the fleet size.  When the versions differ
+ * the script changes nothing and answers DKSTALE (the caller resends with
+ * its copy of the live set, and the script recomputes S once) or DKNEWER
+ * (the caller refreshes its copy from the registry first).  Nothing is
+ * subtracted when an instance dies — its slice stops counting — so a dead
+ * instance is never subtracted twice, a paused instance that comes back
+ * counts again exactly once, and a set/del (which bumps or removes the
+ * epoch) makes old slices stale for good.  A server always counts its own
+ * slice in what it is answered.
  *
- * Passing the live list keeps each script on one hash slot (the registry
- * is never read by counter scripts), ready for Redis Cluster.
+ * There is one hard limit, distkit.max_instances numbers: an instance that
+ * finds none free is refused with an ERROR (54000), shown in
+ * distkit_instances with no number.  The registry records the Redis
+ * representation's version (<prefix>:reg:{instances}:meta); a server that
+ * finds another one refuses instance-aware calls (55000).
  *
  *-------------------------------------------------------------------------
  */
@@ -37,7 +48,6 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -51,8 +61,10 @@
 #include "txn.h"
 #include "version.h"
 
-#define MAX_LIVE 1024			/* instances kept in the live list */
-#define ID_LEN 37
+/* The Redis representation of instance-aware counters and the registry. */
+#define DK_REPRESENTATION "2"
+#define SERIAL_LEN 16
+#define MAX_RESENDS 4
 
 PG_FUNCTION_INFO_V1(distkit_instance_inc);
 PG_FUNCTION_INFO_V1(distkit_instance_dec);
@@ -65,33 +77,61 @@ PG_FUNCTION_INFO_V1(distkit_instance_clear);
 PG_FUNCTION_INFO_V1(distkit_instance_clear_here);
 PG_FUNCTION_INFO_V1(distkit_instances);
 
+typedef enum DkLiveProblem
+{
+	DK_LIVE_OK,
+	DK_LIVE_FULL,				/* no instance number left */
+	DK_LIVE_FORMAT				/* another representation under the prefix */
+} DkLiveProblem;
+
+/* This instance's registration and its copy of the live set. */
 typedef struct DkLiveShared
 {
-	slock_t		mutex;
-	int			count;
-	TimestampTz updated_at;		/* 0: never */
-	char		ids[MAX_LIVE][ID_LEN];
+	LWLock	   *lock;
+	int			number;			/* -1: not registered yet */
+	char		serial[SERIAL_LEN];
+	int64		version;		/* of the live set below; 0: none */
+	int			live_count;
+	DkLiveProblem problem;
+	char		found[64];		/* DK_LIVE_FULL: numbers in use; FORMAT: the version found */
+	TimestampTz updated_at;
+	char		prefix[256];	/* the registry's prefix (the worker's distkit.prefix) */
+	int			cells_len;		/* bytes of cells in use */
+	char		cells[FLEXIBLE_ARRAY_MEMBER];	/* 4 bytes per number */
 } DkLiveShared;
+
+/* A backend's snapshot of it, for one call. */
+typedef struct LiveSnap
+{
+	int			number;
+	char		serial[SERIAL_LEN];
+	int64		version;
+	bool		me_live;
+	char	   *cells;			/* NULL unless asked for */
+	int			cells_len;
+} LiveSnap;
 
 static int	heartbeat_interval_ms = 1000;
 static int	dead_threshold_ms = 30000;
+static int	max_instances = 16384;
 static DkLiveShared *live = NULL;
-/* Size of the region "distkit live instances". */
+/* Size of the region "distkit live instances": the live set of max_instances numbers. */
 Size
 DkLiveShmemSize(void)
 {
-	return sizeof(DkLiveShared);
+	return add_size(offsetof(DkLiveShared, cells), mul_size(4, max_instances));
 }
 
-/* Region init (shmem.c): create or attach to the live list. */
+/* Region init (shmem.c): create or attach to the live set. */
 void
 DkLiveShmemInit(void *base, bool found, LWLock *lock)
 {
 	live = base;
 	if (!found)
 	{
-		memset(live, 0, sizeof(DkLiveShared));
-		SpinLockInit(&live->mutex);
+		memset(live, 0, offsetof(DkLiveShared, cells));
+		live->number = -1;
+		live->lock = lock;
 	}
 }
 
@@ -102,47 +142,136 @@ HeartbeatIntervalMs(void)
 	return heartbeat_interval_ms;
 }
 
-/* The registry command: op beat | leave | list. */
+/*
+ * The registry command: op beat | live | leave | list.  list reads the
+ * registry of the session's prefix; the others the one this server's
+ * worker beats in (its distkit.prefix, kept in shared memory).
+ */
 static DkCmd *
 RegistryCommand(const char *op)
 {
+	static const char *const suffixes[] = {"", ":meta", ":num", ":alive", ":free", ":live"};
 	size_t		len;
-	char	   *reg = DkKeyBuild(DK_KIND_REGISTRY, "instances", 9, &len);
-	DkCmd	   *cmd = DkCmdScript(DK_LUA_INSTANCE_REGISTRY, 1);
+	const char *prefix = DkKeyPrefix();
+	char	   *reg;
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_INSTANCE_REGISTRY, lengthof(suffixes));
+	int64		version = 0;
 
-	DkCmdArg(cmd, reg, len);
+	if (live && strcmp(op, "list") != 0 && !IsBackgroundWorker)
+	{
+		LWLockAcquire(live->lock, LW_SHARED);
+		if (live->prefix[0])
+			prefix = pstrdup(live->prefix);
+		LWLockRelease(live->lock);
+	}
+	reg = DkKeyBuildWithPrefix(prefix, DK_KIND_REGISTRY, "instances", 9, &len);
+	for (int i = 0; i < lengthof(suffixes); i++)
+		DkCmdArgStr(cmd, psprintf("%.*s%s", (int) len, reg, suffixes[i]));
 	DkCmdArgStr(cmd, op);
 	DkCmdArgStr(cmd, DkLaxInstanceId());
 	DkCmdArgInt(cmd, dead_threshold_ms);
+	DkCmdArgStr(cmd, DK_REPRESENTATION);
+	DkCmdArgInt(cmd, max_instances);
+	if (live)
+	{
+		LWLockAcquire(live->lock, LW_SHARED);
+		version = live->version;
+		LWLockRelease(live->lock);
+	}
+	DkCmdArgInt(cmd, version);
 	return cmd;
 }
 
-/* Worker task: heartbeat, and refresh the live list. */
+/* Raise the error for a registry problem (see DkLiveProblem). */
+static void
+RaiseProblem(DkLiveProblem problem, const char *found)
+{
+	if (problem == DK_LIVE_FORMAT)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the Redis data under distkit.prefix \"%s\" is in representation %s; this server uses representation %s",
+						DkKeyPrefix(), found, DK_REPRESENTATION),
+				 errdetail("Servers running different distkit versions must not share a prefix: one would miscount the other's data."),
+				 errhint("Give this server its own distkit.prefix, or upgrade every server of the fleet to the same distkit version (and remove the prefix's old keys).")));
+	if (problem == DK_LIVE_FULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the instance registry of distkit.prefix \"%s\" is full: %s instances hold the %d instance numbers",
+						DkKeyPrefix(), found, max_instances),
+				 errdetail("This server has no instance number, so it cannot count in instance-aware counters."),
+				 errhint("Raise distkit.max_instances (on every server, needs a restart); numbers of instances silent for 7 days are recycled.")));
+}
+
+/* An error reply of the registry script: DKFORMAT/DKFULL or a Redis error. */
+static void
+RegistryError(DkReply *r, const char *what)
+{
+	DkLiveProblem problem = DK_LIVE_OK;
+	const char *found = "";
+
+	if (strncmp(r->str, "DKFORMAT ", 9) == 0)
+		problem = DK_LIVE_FORMAT, found = r->str + 9;
+	else if (strncmp(r->str, "DKFULL ", 7) == 0)
+		problem = DK_LIVE_FULL, found = r->str + 7;
+	if (problem == DK_LIVE_OK)
+		DkReplyRaiseError(r, what);
+	if (live)
+	{
+		LWLockAcquire(live->lock, LW_EXCLUSIVE);
+		live->problem = problem;
+		strlcpy(live->found, found, sizeof(live->found));
+		LWLockRelease(live->lock);
+	}
+	RaiseProblem(problem, found);
+}
+
+/*
+ * Run the registry's beat or live op and keep what it answers in shared
+ * memory: {now, number, serial, version, live count, live set or ""}.
+ */
+static void
+RefreshLive(const char *op)
+{
+	const char *what = strcmp(op, "beat") == 0 ? "the instance heartbeat" : "the instance registry";
+	DkReply    *r = DkRedisRunOne(RegistryCommand(op), DK_IDEMPOTENT);
+	int64		version;
+	DkReply    *cells;
+
+	if (r->type == DK_REPLY_ERROR)
+		RegistryError(r, what);
+	if (r->type != DK_REPLY_ARRAY || r->nelem != 6 || r->elem[5]->type != DK_REPLY_STRING ||
+		r->elem[2]->type != DK_REPLY_STRING || r->elem[2]->len >= SERIAL_LEN)
+		elog(ERROR, "unexpected reply to %s", what);
+	version = DkReplyInt64(r->elem[3], what);
+	cells = r->elem[5];
+	LWLockAcquire(live->lock, LW_EXCLUSIVE);
+	if (version >= live->version)
+	{
+		live->number = (int) DkReplyInt64(r->elem[1], what);
+		strlcpy(live->serial, r->elem[2]->str, SERIAL_LEN);
+		live->live_count = (int) DkReplyInt64(r->elem[4], what);
+		if (version != live->version)
+		{
+			live->cells_len = Min(cells->len, 4 * max_instances);
+			memcpy(live->cells, cells->str, live->cells_len);
+			live->version = version;
+		}
+		live->problem = DK_LIVE_OK;
+		if (IsBackgroundWorker)
+			strlcpy(live->prefix, DkKeyPrefix(), sizeof(live->prefix));
+		live->updated_at = GetCurrentTimestamp();
+	}
+	LWLockRelease(live->lock);
+}
+
+/* Worker task: heartbeat, and refresh the live set. */
 static void
 Heartbeat(void)
 {
-	DkReply    *r = DkRedisRunOne(RegistryCommand("beat"), DK_IDEMPOTENT);
-	int			n;
-
-	if (r->type == DK_REPLY_ERROR)
-		DkReplyRaiseError(r, "the instance heartbeat");
-	if (r->type != DK_REPLY_ARRAY || r->nelem < 1)
-		elog(ERROR, "unexpected reply to the instance heartbeat");
-	n = Min(r->nelem - 1, MAX_LIVE);
-	SpinLockAcquire(&live->mutex);
-	live->count = 0;
-	for (int i = 0; i < n; i++)
-	{
-		DkReply    *id = r->elem[i + 1];
-
-		if (id->type == DK_REPLY_STRING && id->len < ID_LEN)
-			strlcpy(live->ids[live->count++], id->str, ID_LEN);
-	}
-	live->updated_at = GetCurrentTimestamp();
-	SpinLockRelease(&live->mutex);
+	RefreshLive("beat");
 }
 
-/* Worker shutdown: leave the registry, so our slices stop counting at once. */
+/* Worker shutdown: leave the live set, so our slices stop counting at once. */
 static void
 LeaveRegistry(void)
 {
@@ -161,7 +290,7 @@ static const DkTxnKindOps instance_txn_ops = {
 	.lax_kind = DK_LAX_INSTANCE,
 };
 
-/* Defines the GUCs; when preloaded, the live list and the heartbeat task. */
+/* Defines the GUCs; when preloaded, the live set and the heartbeat task. */
 void
 DkInstanceInit(void)
 {
@@ -182,13 +311,21 @@ DkInstanceInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("distkit.max_instances",
+							"How many instance numbers the registry hands out (servers registered within 7 days).",
+							"A server that finds no free number is refused with an error; set the same value on every server.",
+							&max_instances,
+							16384, 2, 1 << 22,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
 	if (!DkPreloaded)
 		return;
 	DkWorkerAddTask("heartbeat", Heartbeat, HeartbeatIntervalMs, LeaveRegistry);
 }
 
 /*
- * Number of live servers in the last heartbeat's list (at least 1: this
+ * Number of live servers in the last heartbeat's live set (at least 1: this
  * one), for the lax rate limiter's block size and its on_error = 'local'
  * share.  1 without shared memory or before the first heartbeat.
  */
@@ -199,48 +336,157 @@ DkInstanceLiveCount(void)
 
 	if (live == NULL)
 		return 1;
-	SpinLockAcquire(&live->mutex);
-	n = live->count;
-	SpinLockRelease(&live->mutex);
+	LWLockAcquire(live->lock, LW_SHARED);
+	n = live->live_count;
+	LWLockRelease(live->lock);
 	return Max(n, 1);
 }
 
-/* Append the live list (count, then ids) to a counter command. */
-static void
-AppendLive(DkCmd *cmd)
+/* Is serial the one of number in cells? */
+static bool
+CellHolds(const char *cells, int cells_len, int number, const char *serial)
 {
-	int			n;
-	char	   *ids;
+	const unsigned char *c = (const unsigned char *) cells + 4 * number;
+	uint32		v;
 
-	SpinLockAcquire(&live->mutex);
-	n = live->count;
-	ids = palloc(n * ID_LEN + 1);
-	memcpy(ids, live->ids, n * ID_LEN);
-	SpinLockRelease(&live->mutex);
-	DkCmdArgInt(cmd, n);
-	for (int i = 0; i < n; i++)
-		DkCmdArgStr(cmd, ids + i * ID_LEN);
+	if (number < 0 || 4 * number + 4 > cells_len)
+		return false;
+	v = ((uint32) c[0] << 24) | ((uint32) c[1] << 16) | ((uint32) c[2] << 8) | c[3];
+	return v != 0 && strtoul(serial, NULL, 10) == v;
 }
 
-/* EVALSHA instance.lua for (prefix, key) with op, value and batch sequence. */
-static DkCmd *
-InstanceCommand(const char *prefix, const char *key, size_t keylen, const char *op,
-				int64 value, const char *seq)
+/*
+ * This instance's registration for one call (a backend registers itself
+ * if the worker has not yet); with_cells: a copy of the live set too.
+ */
+static void
+TakeSnap(LiveSnap *snap, bool with_cells)
 {
-	size_t		klen;
-	size_t		flen;
-	char	   *rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE, key, keylen, &klen);
-	char	   *fkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE_FLUSHED, key, keylen, &flen);
+	DkLiveProblem problem;
+	char		found[64];
+
+	for (int attempt = 0;; attempt++)
+	{
+		LWLockAcquire(live->lock, LW_SHARED);
+		problem = live->problem;
+		strlcpy(found, live->found, sizeof(found));
+		snap->number = live->number;
+		strlcpy(snap->serial, live->serial, SERIAL_LEN);
+		snap->version = live->version;
+		snap->me_live = CellHolds(live->cells, live->cells_len, live->number, live->serial);
+		snap->cells = NULL;
+		snap->cells_len = 0;
+		if (with_cells && snap->number >= 0)
+		{
+			snap->cells_len = live->cells_len;
+			snap->cells = palloc(snap->cells_len + 1);
+			memcpy(snap->cells, live->cells, snap->cells_len);
+		}
+		LWLockRelease(live->lock);
+		if (problem != DK_LIVE_OK)
+			RaiseProblem(problem, found);
+		if (snap->number >= 0)
+			return;
+		if (attempt > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("this server has no instance number in the registry")));
+		RefreshLive("beat");
+	}
+}
+
+/* EVALSHA instance.lua on Redis keys rkey and fkey (its flush record), as seen from snap. */
+static DkCmd *
+InstanceCommandRaw(const char *rkey, size_t klen, const char *fkey, size_t flen, const char *op,
+				   int64 value, const char *seq, const LiveSnap *snap)
+{
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_INSTANCE, 2);
 
 	DkCmdArg(cmd, rkey, klen);
 	DkCmdArg(cmd, fkey, flen);
 	DkCmdArgStr(cmd, op);
-	DkCmdArgStr(cmd, DkLaxInstanceId());
+	DkCmdArgInt(cmd, snap->number);
+	DkCmdArgStr(cmd, pstrdup(snap->serial));	/* the command keeps pointers; snap may go */
 	DkCmdArgInt(cmd, value);
 	DkCmdArgStr(cmd, seq);
-	AppendLive(cmd);
+	DkCmdArgInt(cmd, snap->version);
+	DkCmdArgStr(cmd, snap->me_live ? "1" : "0");
+	/* the live set only when snap has it (a resend after DKSTALE/DKNEWER) */
+	if (snap->cells)
+		DkCmdArg(cmd, snap->cells, snap->cells_len);
 	return cmd;
+}
+
+/* The same for (prefix, key) with op, value and batch sequence. */
+static DkCmd *
+InstanceCommand(const char *prefix, const char *key, size_t keylen, const char *op,
+				int64 value, const char *seq, const LiveSnap *snap)
+{
+	size_t		klen;
+	size_t		flen;
+	char	   *rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE, key, keylen, &klen);
+	char	   *fkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE_FLUSHED, key, keylen, &flen);
+
+	return InstanceCommandRaw(rkey, klen, fkey, flen, op, value, seq, snap);
+}
+
+/* Is r the script's DKSTALE or DKNEWER answer (nothing changed)? */
+static bool
+IsVersionMismatch(const DkReply *r)
+{
+	return r->type == DK_REPLY_ERROR &&
+		(strncmp(r->str, "DKSTALE", 7) == 0 || strncmp(r->str, "DKNEWER", 7) == 0);
+}
+
+/*
+ * Settle a DKSTALE/DKNEWER answer r: refresh the live set if the counter
+ * knows a newer one, then resend with the live set until the versions
+ * agree.  Returns the final reply (r itself if it was no mismatch).
+ */
+static DkReply *
+ResendOnMismatchRaw(DkReply *r, const char *rkey, size_t klen, const char *fkey, size_t flen,
+					const char *op, int64 value, const char *seq, DkSafety safety)
+{
+	for (int attempt = 0; attempt < MAX_RESENDS && IsVersionMismatch(r); attempt++)
+	{
+		LiveSnap	snap;
+
+		if (strncmp(r->str, "DKNEWER", 7) == 0)
+			RefreshLive("live");
+		TakeSnap(&snap, true);
+		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, fkey, flen, op, value, seq, &snap), safety);
+	}
+	return r;
+}
+
+/* The same for (prefix, key). */
+static DkReply *
+ResendOnMismatch(DkReply *r, const char *prefix, const char *key, size_t keylen,
+				 const char *op, int64 value, const char *seq, DkSafety safety)
+{
+	size_t		klen;
+	size_t		flen;
+	char	   *rkey;
+	char	   *fkey;
+
+	if (!IsVersionMismatch(r))
+		return r;
+	rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE, key, keylen, &klen);
+	fkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE_FLUSHED, key, keylen, &flen);
+	return ResendOnMismatchRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
+}
+
+/* Run op on (prefix, key): one round trip, unless the live set changed. */
+static DkReply *
+RunInstance(const char *prefix, const char *key, size_t keylen, const char *op,
+			int64 value, const char *seq, DkSafety safety)
+{
+	LiveSnap	snap;
+	DkReply    *r;
+
+	TakeSnap(&snap, false);
+	r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
+	return ResendOnMismatch(r, prefix, key, keylen, op, value, seq, safety);
 }
 
 /* Parse a {total, slice} reply. */
@@ -264,7 +510,21 @@ ParseView(DkReply *r, const char *what)
 DkCmd *
 DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq)
 {
-	return InstanceCommand(item->prefix, item->key, item->keylen, "flush", item->delta, seq);
+	LiveSnap	snap;
+
+	TakeSnap(&snap, false);
+	return InstanceCommand(item->prefix, item->key, item->keylen, "flush", item->delta, seq, &snap);
+}
+
+/*
+ * The flusher's reply r to item, or, when the live set changed, the reply
+ * after resending it (the same sequence: still applied exactly once).
+ */
+DkReply *
+DkInstanceFlushResend(const DkLaxBatchItem *item, const char *seq, DkReply *r)
+{
+	return ResendOnMismatch(r, item->prefix, item->key, item->keylen, "flush", item->delta, seq,
+							DK_IDEMPOTENT_DURABLE);
 }
 
 /* Parse the flusher's reply: false if Redis refused the item. */
@@ -290,31 +550,34 @@ static DkLaxView
 StrictOp(text *key, const char *op, int64 value, DkSafety safety)
 {
 	size_t		keylen = DkKeyCheck(key, "key");
-	DkCmd	   *cmd = InstanceCommand(DkKeyPrefix(), VARDATA_ANY(key), keylen, op, value, "0");
 
-	return ParseView(DkRedisRunOne(cmd, safety), InstanceWhat(key));
+	return ParseView(RunInstance(DkKeyPrefix(), VARDATA_ANY(key), keylen, op, value, "0", safety),
+					 InstanceWhat(key));
 }
 
 /* DkLaxSeedFn: an instance-aware counter's view in Redis (arg: the key as text). */
 static void
 InstanceSeed(const char *key, size_t keylen, void *arg, DkLaxView *value)
 {
-	DkCmd	   *cmd = InstanceCommand(DkKeyPrefix(), key, keylen, "get", 0, "0");
-
-	*value = ParseView(DkRedisRunOne(cmd, DK_IDEMPOTENT), InstanceWhat((text *) arg));
+	*value = ParseView(RunInstance(DkKeyPrefix(), key, keylen, "get", 0, "0", DK_IDEMPOTENT),
+					   InstanceWhat((text *) arg));
 }
 
 /* A lax read's Redis view of key; false if Redis cannot be reached. */
 static bool
 TryInstanceRead(text *key, DkLaxView *value)
 {
-	DkCmd	   *cmd = InstanceCommand(DkKeyPrefix(), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-									  "get", 0, "0");
+	LiveSnap	snap;
+	DkCmd	   *cmd;
 	DkReply   **replies;
 
+	TakeSnap(&snap, false);
+	cmd = InstanceCommand(DkKeyPrefix(), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), "get", 0, "0", &snap);
 	if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
 		return false;
-	*value = ParseView(replies[0], InstanceWhat(key));
+	*value = ParseView(ResendOnMismatch(replies[0], DkKeyPrefix(), VARDATA_ANY(key),
+										VARSIZE_ANY_EXHDR(key), "get", 0, "0", DK_IDEMPOTENT),
+					   InstanceWhat(key));
 	return true;
 }
 
@@ -347,11 +610,17 @@ InstanceMode(FunctionCallInfo fcinfo, int argno)
 	return DkArgMode(fcinfo, argno, DkCounterDefaultMode());
 }
 
-/* Deferred increment at pre-commit: op inc under prefix. */
+/*
+ * Deferred increment at pre-commit: op add under prefix (applied whatever
+ * the live-set versions, so one command settles it).
+ */
 static DkCmd *
 TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
 {
-	return InstanceCommand(prefix, key, keylen, "inc", delta, "0");
+	LiveSnap	snap;
+
+	TakeSnap(&snap, false);
+	return InstanceCommand(prefix, key, keylen, "add", delta, "0", &snap);
 }
 
 /* The view with this transaction's pending increments of key (distkit.transactional). */
@@ -587,29 +856,34 @@ UnlinkKeys(DkReply *keys)
 	return DkRedisUnlinkKeys(keys, "distkit_instance_clear");
 }
 
-/* HDEL this instance's slice fields from a batch of counters; counts slices removed. */
+/* Drop this instance's slice from a batch of counters (op del_here); counts slices removed. */
 static int64
 DropOurSlices(DkReply *keys)
 {
-	const char *id = DkLaxInstanceId();
-	char	   *fv = psprintf("v:%s", id);
-	char	   *fe = psprintf("e:%s", id);
-	char	   *ft = psprintf("t:%s", id);
+	LiveSnap	snap;
 	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * keys->nelem);
 	DkReply   **replies;
 	int64		n = 0;
 
+	TakeSnap(&snap, false);
+	/* the flush record is not used by del_here: the counter's key stands in */
 	for (int i = 0; i < keys->nelem; i++)
-	{
-		cmds[i] = DkCmdNew("HDEL");
-		DkCmdArg(cmds[i], keys->elem[i]->str, keys->elem[i]->len);
-		DkCmdArgStr(cmds[i], fv);
-		DkCmdArgStr(cmds[i], fe);
-		DkCmdArgStr(cmds[i], ft);
-	}
+		cmds[i] = InstanceCommandRaw(keys->elem[i]->str, keys->elem[i]->len,
+									 keys->elem[i]->str, keys->elem[i]->len,
+									 "del_here", 0, "0", &snap);
 	replies = DkRedisRun(cmds, keys->nelem, DK_IDEMPOTENT);
 	for (int i = 0; i < keys->nelem; i++)
-		n += DkReplyInt64(replies[i], "distkit_instance_clear_here") > 0 ? 1 : 0;
+	{
+		DkReply    *r = ResendOnMismatchRaw(replies[i], keys->elem[i]->str, keys->elem[i]->len,
+											keys->elem[i]->str, keys->elem[i]->len,
+											"del_here", 0, "0", DK_IDEMPOTENT);
+
+		if (r->type == DK_REPLY_ERROR)
+			DkReplyRaiseError(r, "distkit_instance_clear_here");
+		if (r->type == DK_REPLY_ARRAY && r->nelem == 2 && r->elem[1]->type == DK_REPLY_STRING &&
+			strcmp(r->elem[1]->str, "0") != 0)
+			n++;
+	}
 	return n;
 }
 
@@ -641,37 +915,42 @@ distkit_instance_clear_here(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(n);
 }
 
-/* distkit_instances(): the registry — id, last heartbeat, alive, this server. */
+/*
+ * distkit_instances(): the registry — id, last heartbeat, alive (in the
+ * live set), this server, instance number (NULL: none; the SQL objects of
+ * 0.1.0 have no such column).
+ */
 Datum
 distkit_instances(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	DkReply    *r;
-	double		now_ms;
 
 	DkCheckSqlVersion();
 	RequireInstance();
 	InitMaterializedSRF(fcinfo, 0);
 	r = DkRedisRunOne(RegistryCommand("list"), DK_IDEMPOTENT);
 	if (r->type == DK_REPLY_ERROR)
-		DkReplyRaiseError(r, "the instance registry");
-	if (r->type != DK_REPLY_ARRAY || r->nelem < 1 || r->nelem % 2 != 1)
+		RegistryError(r, "the instance registry");
+	if (r->type != DK_REPLY_ARRAY || r->nelem < 1 || r->nelem % 4 != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("unexpected reply from Redis for the instance registry")));
-	now_ms = strtod(r->elem[0]->str, NULL);
-	for (int i = 1; i + 1 < r->nelem; i += 2)
+	for (int i = 1; i + 3 < r->nelem; i += 4)
 	{
-		Datum		values[4];
-		bool		nulls[4] = {false, false, false, false};
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
 		double		beat_ms = strtod(r->elem[i + 1]->str, NULL);
+		int64		number = DkReplyInt64(r->elem[i + 2], "the instance registry");
 
 		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(r->elem[i]->str));
 		/* Unix ms -> PostgreSQL timestamp */
 		values[1] = TimestampTzGetDatum((TimestampTz) (beat_ms * 1000.0) -
 										((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY));
-		values[2] = BoolGetDatum(now_ms - beat_ms <= dead_threshold_ms);
+		values[2] = BoolGetDatum(strcmp(r->elem[i + 3]->str, "1") == 0);
 		values[3] = BoolGetDatum(strcmp(r->elem[i]->str, DkLaxInstanceId()) == 0);
+		values[4] = Int32GetDatum((int32) number);
+		nulls[4] = number < 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

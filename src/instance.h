@@ -16,5 +16,6 @@ extern void DkInstanceInit(void);
 extern int	DkInstanceLiveCount(void);
 extern DkCmd *DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq);
 extern bool DkInstanceFlushReply(DkReply *r, DkLaxView *view);
+extern DkReply *DkInstanceFlushResend(const DkLaxBatchItem *item, const char *seq, DkReply *r);
 
 #endif							/* DISTKIT_INSTANCE_H */

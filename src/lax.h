@@ -95,5 +95,4 @@ extern void DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error);
 extern bool DkLaxAnythingPending(void);
 extern const char *DkLaxInstanceId(void);
 
-/* the flush of instance-aware items (instance.c) */
 #endif

@@ -45,7 +45,7 @@ typedef struct DkShmemRegion
 /* Every region, in creation order. */
 static const DkShmemRegion REGIONS[] = {
 	{"distkit lax buffer", DkLaxShmemSize, DkLaxShmemInit, "distkit"},
-	{"distkit live instances", DkLiveShmemSize, DkLiveShmemInit, NULL},
+	{"distkit live instances", DkLiveShmemSize, DkLiveShmemInit, "distkit instances"},
 	{"distkit leaders", DkLeaderShmemSize, DkLeaderShmemInit, "distkit leader"},
 	{"distkit call metrics", DkMetricsShmemSize, DkMetricsShmemInit, "distkit metrics"},
 	{"distkit rate reservations", DkRateShmemSize, DkRateShmemInit, "distkit rate"},

@@ -309,6 +309,9 @@ SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
 			DkReply    *r = replies[i];
 			DkLaxView	view = {0, 0};
 
+			/* the live set changed since the batch was built: resend the item */
+			if (it->kind == DK_LAX_INSTANCE)
+				r = DkInstanceFlushResend(it, seqstr, r);
 			if (it->kind == DK_LAX_INSTANCE && r->type != DK_REPLY_ERROR &&
 				DkInstanceFlushReply(r, &view))
 			{

@@ -83,13 +83,13 @@ for my $k (sort map { my $m = $_; map { "$m.$_" } 1 .. 10 } qw(ev.strict ev.lax 
 is(join(' ', sort @got), join(' ', sort split / /, $expect),
 	'Redis holds exactly the committed increments of every key (trigger and direct, strict and lax)');
 # instance-aware: this instance's slice in Redis, and the total, equal the committed rows
-my $id = $pg->('SELECT instance_id FROM distkit_stats');
+my $num = $pg->('SELECT instance_number FROM distkit_instances WHERE is_this_server');
 my $inst_expect = $pg->(q{SELECT string_agg('inst.' || tenant || '=' || n, ' ' ORDER BY tenant)
 	FROM (SELECT tenant, count(*) AS n FROM direct GROUP BY 1) s});
 my @islices;
 for my $t (1 .. 10)
 {
-	my $v = redis_cli('HGET', "distkit:i:{inst.$t}", "v:$id");
+	my $v = redis_cli('HGET', "distkit:i:{inst.$t}", "v:$num");
 	push @islices, "inst.$t=$v" if $v ne '' && $v != 0;
 }
 is(join(' ', @islices), $inst_expect, "Redis holds exactly the committed instance-aware increments (this instance's slices)");

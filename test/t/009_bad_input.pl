@@ -747,7 +747,8 @@ for my $k (@strict_keys, @lax_keys)
 }
 $expect{ 'distkit:r:{' . enc($_) . '}' } = ($rate_c{$_} // 0) > 0 ? 'must' : 'not' for keys %rate_fixed;
 $expect{ 'distkit:r:{' . enc($_) . '}' } = 'may' for @rate_free;
-$expect{'distkit:reg:{instances}'} = 'may';	# the instance registry (heartbeats)
+$expect{"distkit:reg:{instances}$_"} = 'may'	# the instance registry (heartbeats, numbers, live set)
+	for ('', ':meta', ':num', ':alive', ':free', ':live');
 my $hex = join("\n", map { node_cli($_, 'EVAL', q{local r = {}
 for _, k in ipairs(redis.call('KEYS', '*')) do
 	r[#r + 1] = (k:gsub('.', function(c) return string.format('%02x', c:byte()) end))

@@ -1,0 +1,188 @@
+# Instance-aware counters in a fleet of thousands of servers: two real
+# PostgreSQL servers and up to 5,000 simulated instances, registered by
+# test/fake-instance.sh exactly as a server's worker registers (numbers,
+# serials, the live set and its version), with slices written straight into
+# the counters' hashes.  Checks exact totals beyond 1,024 live servers,
+# O(1) arguments per call, a simulated instance dropping out exactly once
+# and coming back exactly once, the epoch rule, recycled numbers never
+# reviving a reaped instance's slice, the distkit.max_instances refusal and
+# the representation-version refusal.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use DistkitTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $port = start_redis('fleet');
+my $threshold = 60000;	# the simulated fleet beats at each step, well within it
+my $conf = "distkit.heartbeat_interval = '200ms'\ndistkit.dead_instance_threshold = '${threshold}ms'\n";
+my $a = new_node('fa', "redis://127.0.0.1:$port/0", $conf);
+my $b = new_node('fb', "redis://127.0.0.1:$port/0", $conf);
+my $qa = sub { $a->safe_psql('postgres', $_[0]) };
+my $qb = sub { $b->safe_psql('postgres', $_[0]) };
+my $get = sub { my ($q, $k) = @_; $q->("SELECT total || ' ' || this_instance FROM distkit_instance_get('$k')") };
+my $fake = "$FindBin::RealBin/../fake-instance.sh";
+my $reg = 'distkit:reg:{instances}';
+
+# simulated instance ids: 00000000-0000-4000-8000-<12 digits>
+my @fakes = map { sprintf('00000000-0000-4000-8000-%012d', $_) } 1 .. 5000;
+
+# run fake-instance.sh op for a list of ids; returns its error count
+sub fleet
+{
+	my ($op, @ids) = @_;
+	my $list = "$PostgreSQL::Test::Utils::tmp_check/fleet-ids";
+	open(my $fh, '>', $list) or die "cannot write $list";
+	print $fh map { "$_\n" } @ids;
+	close $fh;
+	my $errors = `'$fake' distkit $op $threshold < '$list'`;
+	chomp $errors;
+	return $errors;
+}
+
+# number and serial of an instance id
+sub numser
+{
+	my ($id) = @_;
+	my $v = redis_cli('HGET', "$reg:num", $id);
+	return split(/:/, $v);
+}
+
+# a simulated instance's slice of counter key (fake-instance.sh slice)
+sub slice
+{
+	my ($key, $id, $value) = @_;
+	system($fake, 'distkit', 'slice', $id, $key, $value) == 0 or die "fake-instance.sh slice failed";
+}
+
+# a simulated instance's heartbeat made old: the next heartbeat of a real
+# server takes it out of the live set
+sub silence
+{
+	my ($id, $age_ms) = @_;
+	my ($sec) = split(/\n/, redis_cli('TIME'));
+	my $old = $sec * 1000 - $age_ms;
+	redis_cli('ZADD', "$reg:alive", 'XX', $old, $id);
+	redis_cli('ZADD', $reg, 'XX', $old, $id);
+}
+
+wait_for(sub { $qa->('SELECT count(*) FILTER (WHERE alive) FROM distkit_instances') eq '2' },
+	'both servers registered and alive');
+
+# 1. 1,500 live instances: exact totals on both real servers
+is(fleet('beat', @fakes[0 .. 1499]), '0', '1,500 simulated instances registered');
+slice('fleet', $_, 1) for @fakes[0 .. 4];
+$qa->(q{SELECT distkit_instance_inc('fleet', 1)});
+$qb->(q{SELECT distkit_instance_inc('fleet', 5)});
+wait_for(sub { $get->($qa, 'fleet') eq '11 1' && $get->($qb, 'fleet') eq '11 5' },
+	'both servers to count the simulated slices', 10);
+is($get->($qa, 'fleet'), '11 1', '1,502 live: a sees 1 + 5 + 5 simulated slices');
+is($get->($qb, 'fleet'), '11 5', '1,502 live: b sees the same total');
+is($qa->('SELECT count(*) FILTER (WHERE alive) FROM distkit_instances'), '1502', 'distkit_instances: 1,502 alive');
+is($qa->('SELECT count(DISTINCT instance_number) FROM distkit_instances WHERE instance_number IS NOT NULL'),
+	'1502', 'each instance has its own number');
+
+# 2. 5,000 simulated instances; slices of the last 100 (numbers above 4,900)
+is(fleet('beat', @fakes), '0', '5,000 simulated instances registered (heartbeats renewed)');
+slice('fleet5k', $_, 1) for @fakes[4900 .. 4999];
+$qa->(q{SELECT distkit_instance_inc('fleet5k', 1)});
+$qb->(q{SELECT distkit_instance_inc('fleet5k', 5)});
+wait_for(sub { $get->($qa, 'fleet5k') eq '106 1' && $get->($qb, 'fleet5k') eq '106 5' },
+	'both servers to count 5,000 instances', 10);
+is($get->($qa, 'fleet5k'), '106 1', '5,002 live: exact total at a');
+is($get->($qb, 'fleet5k'), '106 5', '5,002 live: exact total at b');
+my ($n5000) = numser($fakes[4999]);
+ok($n5000 > 4000, "the last simulated instance has number $n5000 (beyond 1,024)");
+
+# 3. per call, O(1) arguments whatever the fleet size: the slow log records
+#    every command with its arguments
+is(fleet('beat', @fakes), '0', 'the simulated fleet keeps beating');
+redis_cli('CONFIG', 'SET', 'slowlog-max-len', '100000');
+redis_cli('CONFIG', 'SET', 'slowlog-log-slower-than', '0');
+redis_cli('SLOWLOG', 'RESET');
+$qa->(q{SELECT distkit_instance_inc('fleet5k', 0)});
+my $log = redis_cli('SLOWLOG', 'GET', '100000');
+redis_cli('CONFIG', 'SET', 'slowlog-log-slower-than', '10000');
+my @lines = split(/\n/, $log);
+# EVALSHA sha 2 key flush-record op number serial value seq version live, then the client
+my @calls = grep { lc($lines[$_]) eq 'evalsha' && ($lines[$_ + 5] // '') eq 'inc' } 0 .. $#lines;
+is(scalar(@calls), 1, 'the slow log holds the one call') or diag($log);
+my $e = $calls[0] // 0;
+my @args = @lines[$e .. $e + 11];
+like($lines[$e + 12] // '', qr/^127\.0\.0\.1:\d+$/, 'the call has 12 arguments (then the client address)');
+ok(length(join('', @args)) < 200, 'short ones: O(1) payload with 5,002 live instances') or diag(join(' ', @args));
+
+# 4. a simulated instance whose heartbeat stops drops out exactly once
+is(fleet('beat', @fakes), '0', 'the simulated fleet keeps beating');
+silence($fakes[4999], $threshold + 5000);
+wait_for(sub { $get->($qa, 'fleet5k') eq '105 1' }, 'the silent instance to drop out', 10);
+wait_for(sub { $get->($qb, 'fleet5k') eq '105 5' }, '... at b too', 10);
+$qa->(q{SELECT distkit_instance_inc('fleet5k', 1)});
+is($get->($qb, 'fleet5k'), '106 5', 'dead: its slice is not subtracted twice (a adds 1: 106)');
+is(fleet('beat', @fakes[0 .. 4998]), '0', 'the others keep beating');
+is($get->($qa, 'fleet5k'), '106 2', 'still 106 after more heartbeats');
+
+# 5. ... and comes back exactly once
+is(fleet('beat', $fakes[4999]), '0', 'the silent instance beats again');
+wait_for(sub { $get->($qa, 'fleet5k') eq '107 2' }, 'the instance to count again', 10);
+is(fleet('beat', $fakes[4999]), '0', 'and beats once more');
+is($get->($qb, 'fleet5k'), '107 5', 'counted again exactly once');
+
+# 6. the epoch rule: a set makes older slices stale, whoever comes back
+is(fleet('beat', @fakes[0 .. 4998]), '0', 'the simulated fleet keeps beating');
+$qb->(q{SELECT distkit_instance_inc('ep', 5)});
+slice('ep', $fakes[10], 7);
+wait_for(sub { $get->($qa, 'ep') eq '12 0' }, 'the simulated slice to count', 10);
+$qa->(q{SELECT distkit_instance_set('ep', 100)});
+is($get->($qa, 'ep'), '100 100', 'after set: 100');
+silence($fakes[10], $threshold + 5000);
+is(fleet('beat', @fakes[0 .. 9]), '0', 'a heartbeat of others');
+wait_for(sub { redis_cli('ZSCORE', "$reg:alive", $fakes[10]) eq '' }, 'the silenced instance to leave the live set', 10);
+is($get->($qb, 'ep'), '100 0', 'it died: still 100');
+is(fleet('beat', $fakes[10]), '0', 'it comes back');
+wait_for(sub { $qb->('SELECT count(*) FILTER (WHERE alive) FROM distkit_instances') eq '5002' }, 'all live again', 10);
+$qb->(q{SELECT distkit_instance_inc('ep', 0)});
+is($get->($qb, 'ep'), '100 0', 'it came back: still 100 (its slice is of an older epoch)');
+
+# 7. reaping: an instance silent for 7 days is forgotten and its number
+#    recycled; the new holder of the number does not inherit its slice
+is(fleet('beat', @fakes), '0', 'the simulated fleet keeps beating');
+my ($n7, $s7) = numser($fakes[20]);
+slice('reap', $fakes[20], 1000);
+silence($fakes[20], 8 * 24 * 3600 * 1000);
+wait_for(sub { redis_cli('HEXISTS', "$reg:num", $fakes[20]) eq '0' }, 'the silent instance to be reaped', 10);
+is(fleet('beat', 'ffffffff-0000-4000-8000-000000000001'), '0', 'a new instance registers');
+my ($nn, $ns) = numser('ffffffff-0000-4000-8000-000000000001');
+is($nn, $n7, 'it gets the recycled number');
+ok($ns > $s7, 'with a new serial');
+$qa->(q{SELECT distkit_instance_inc('reap', 1)});
+wait_for(sub { $get->($qb, 'reap') eq '1 0' }, 'b to see the total', 10);
+is($get->($qb, 'reap'), '1 0', 'the reaped instance\'s slice does not count for the new holder of its number');
+
+# 8. distkit.max_instances: a server finding no free number is refused, and listed
+my $c = new_node('fc', "redis://127.0.0.1:$port/0", $conf . "distkit.max_instances = 100\n");
+my $c_id = $c->safe_psql('postgres', 'SELECT instance_id FROM distkit_stats');
+wait_for(sub { $qa->(qq{SELECT count(*) FROM distkit_instances WHERE instance_id = '$c_id'}) eq '1' },
+	'c to appear in the registry', 10);
+is($qa->(qq{SELECT coalesce(instance_number::text, 'none') || ' ' || alive FROM distkit_instances WHERE instance_id = '$c_id'}),
+	'none false', 'distkit_instances: c has no number and is not alive');
+my ($rc, $out, $err) = $c->psql('postgres', q{SELECT distkit_instance_inc('fleet', 1)}, extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/54000.*registry of distkit.prefix "distkit" is full/s, 'c: ERROR 54000, the registry is full');
+like($err, qr/HINT:.*distkit.max_instances/, '... with a hint naming distkit.max_instances');
+$c->stop;
+
+# 9. another representation under the prefix: refused, saying what to do
+redis_cli('HSET', "$reg:meta", 'format', '1');
+wait_for(sub { my ($r) = $a->psql('postgres', q{SELECT distkit_instance_get('fleet')}); $r != 0 },
+	'a to notice the other representation', 10);
+($rc, $out, $err) = $a->psql('postgres', q{SELECT distkit_instance_get('fleet')}, extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/55000.*representation 1; this server uses representation 2/s, 'ERROR 55000 naming both representations');
+like($err, qr/HINT:.*own distkit.prefix/, '... and what to do');
+redis_cli('HSET', "$reg:meta", 'format', '2');
+wait_for(sub { my ($r) = $a->psql('postgres', q{SELECT distkit_instance_get('fleet')}); $r == 0 },
+	'a to work again', 10);
+pass('the refusal ends when the representation matches');
+
+done_testing();
