@@ -91,7 +91,7 @@ typedef struct DkLiveShared
 	int			number;			/* -1: not registered yet */
 	char		serial[SERIAL_LEN];
 	int64		version;		/* of the live set below; 0: none */
-	int			live_count;
+	pg_atomic_uint32 live_count;	/* read without the lock (DkInstanceLiveCount) */
 	DkLiveProblem problem;
 	char		found[64];		/* DK_LIVE_FULL: numbers in use; FORMAT: the version found */
 	TimestampTz updated_at;
@@ -132,6 +132,7 @@ DkLiveShmemInit(void *base, bool found, LWLock *lock)
 		memset(live, 0, offsetof(DkLiveShared, cells));
 		live->number = -1;
 		live->lock = lock;
+		pg_atomic_init_u32(&live->live_count, 0);
 	}
 }
 
@@ -249,7 +250,7 @@ RefreshLive(const char *op)
 	{
 		live->number = (int) DkReplyInt64(r->elem[1], what);
 		strlcpy(live->serial, r->elem[2]->str, SERIAL_LEN);
-		live->live_count = (int) DkReplyInt64(r->elem[4], what);
+		pg_atomic_write_u32(&live->live_count, (uint32) DkReplyInt64(r->elem[4], what));
 		if (version != live->version)
 		{
 			live->cells_len = Min(cells->len, 4 * max_instances);
@@ -327,7 +328,9 @@ DkInstanceInit(void)
 /*
  * Number of live servers in the last heartbeat's live set (at least 1: this
  * one), for the lax rate limiter's block size and its on_error = 'local'
- * share.  1 without shared memory or before the first heartbeat.
+ * share.  1 without shared memory or before the first heartbeat.  An atomic
+ * read without the lock: the rate limiter calls it holding an entry's
+ * spinlock, under which no LWLock may be taken.
  */
 int
 DkInstanceLiveCount(void)
@@ -336,9 +339,7 @@ DkInstanceLiveCount(void)
 
 	if (live == NULL)
 		return 1;
-	LWLockAcquire(live->lock, LW_SHARED);
-	n = live->live_count;
-	LWLockRelease(live->lock);
+	n = (int) pg_atomic_read_u32(&live->live_count);
 	return Max(n, 1);
 }
 

@@ -694,6 +694,8 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 	bool		ok;
 	bool		took = false;
 	volatile bool own_flag;
+	char		ekey[RATE_RKEY_MAX];
+	int			elen;
 
 	if ((int128) p->cost * p->rate >= RATE_EXACT_LIMIT)
 		return DK_RATE_LAX_NO_SLOT;
@@ -778,9 +780,11 @@ DkRateLaxDecide(int slot, const char *rkey, size_t klen, const DkRateParams *p,
 	own_flag = !e->reserving;
 	e->reserving = true;
 	want = TargetUnits(e);
-	cmd = ReserveCommand(e->rkey, e->klen, e->ekey, e->elen, e->rate, e->per_us, e->burst,
-						 want, p->cost);
+	elen = e->elen;
+	memcpy(ekey, e->ekey, elen);
 	SpinLockRelease(&e->mutex);
+	/* built without the spinlock (it allocates); rkey is the caller's, equal to e->rkey */
+	cmd = ReserveCommand(rkey, klen, ekey, elen, p->rate, p->per_us, p->burst, want, p->cost);
 
 	sent_at = MonoUs();
 	PG_TRY();
@@ -948,7 +952,37 @@ typedef struct RefillItem
 	int64		per_us;
 	int64		burst;
 	int64		min;
+	/* copied under the entry's spinlock; the command is built after it */
+	int64		end_us;
+	int64		end_f;
+	int64		back_q;
+	int64		back_r;
+	int			klen;
+	int			elen;
+	char		rkey[RATE_RKEY_MAX];
+	char		ekey[RATE_RKEY_MAX];
 } RefillItem;
+
+static RefillItem *refill_items = NULL;	/* the worker's, RATE_SLOTS of them */
+
+/* The Redis command of a refill item (no lock held: it allocates). */
+static DkCmd *
+RefillCommand(const RefillItem *it)
+{
+	DkCmd	   *cmd;
+
+	if (!it->is_return)
+		return ReserveCommand(it->rkey, it->klen, it->ekey, it->elen, it->rate,
+							  it->per_us, it->burst, it->units, it->min);
+	cmd = DkCmdScript(DK_LUA_RATE_RETURN, 1);
+	DkCmdArg(cmd, it->rkey, it->klen);
+	DkCmdArgStr(cmd, psprintf(INT64_FORMAT "+" INT64_FORMAT "/" INT64_FORMAT,
+							  it->end_us, it->end_f, it->rate));
+	DkCmdArgInt(cmd, it->rate);
+	DkCmdArgInt(cmd, it->back_q);
+	DkCmdArgInt(cmd, it->back_r);
+	return cmd;
+}
 
 /*
  * Worker task: reserve ahead for limiters in use that run low, give back
@@ -960,18 +994,22 @@ RefillTask(void)
 {
 	int64		mono = MonoUs();
 	int64		idle_us = (int64) rate_return_after_ms * 1000;
-	RefillItem *items = palloc(sizeof(RefillItem) * RATE_SLOTS);
+	RefillItem *items;
 	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * RATE_SLOTS);
 	int			n = 0;
 	DkReply   **replies;
 	int64		sent_at;
 
 	rs->worker_latch = MyLatch;
+	if (refill_items == NULL)
+		refill_items = MemoryContextAlloc(TopMemoryContext, sizeof(RefillItem) * RATE_SLOTS);
+	items = refill_items;
 	pg_atomic_write_u32(&rs->wanted, 0);
 	for (int i = 0; i < RATE_SLOTS; i++)
 	{
 		DkRateEntry *e = &rs->entries[i];
 		int64		now;
+		int			built = n;
 
 		if (!e->used)
 			continue;
@@ -998,18 +1036,18 @@ RefillTask(void)
 			if (e->tail > 0 && e->end_valid)
 			{
 				int128		back = (int128) e->tail * e->per_us;
-				DkCmd	   *cmd = DkCmdScript(DK_LUA_RATE_RETURN, 1);
 
-				DkCmdArg(cmd, e->rkey, e->klen);
-				DkCmdArgStr(cmd, psprintf(INT64_FORMAT "+" INT64_FORMAT "/" INT64_FORMAT,
-										  e->end_us, e->end_f, e->rate));
-				DkCmdArgInt(cmd, e->rate);
-				DkCmdArgInt(cmd, (int64) (back / e->rate));
-				DkCmdArgInt(cmd, (int64) (back % e->rate));
 				items[n].slot = i;
 				items[n].is_return = true;
 				items[n].units = e->tail;
-				cmds[n++] = cmd;
+				items[n].rate = e->rate;
+				items[n].end_us = e->end_us;
+				items[n].end_f = e->end_f;
+				items[n].back_q = (int64) (back / e->rate);
+				items[n].back_r = (int64) (back % e->rate);
+				items[n].klen = e->klen;
+				memcpy(items[n].rkey, e->rkey, e->klen);
+				n++;
 			}
 			DropBlocks(e);
 			e->rate_obs = 0;
@@ -1034,11 +1072,15 @@ RefillTask(void)
 			 * meanwhile; units not taken stay in Redis for whoever asks.
 			 */
 			items[n].min = Min(Watermark(e), want);
-			cmds[n] = ReserveCommand(e->rkey, e->klen, e->ekey, e->elen, e->rate,
-									 e->per_us, e->burst, want, items[n].min);
+			items[n].klen = e->klen;
+			memcpy(items[n].rkey, e->rkey, e->klen);
+			items[n].elen = e->elen;
+			memcpy(items[n].ekey, e->ekey, e->elen);
 			n++;
 		}
 		SpinLockRelease(&e->mutex);
+		if (n > built)
+			cmds[built] = RefillCommand(&items[built]);
 	}
 	if (n == 0)
 		return;
