@@ -747,6 +747,8 @@ for my $k (@strict_keys, @lax_keys)
 }
 $expect{ 'distkit:r:{' . enc($_) . '}' } = ($rate_c{$_} // 0) > 0 ? 'must' : 'not' for keys %rate_fixed;
 $expect{ 'distkit:r:{' . enc($_) . '}' } = 'may' for @rate_free;
+# a limiter's reset epoch (lax rate limiting): bumped by distkit_rate_reset
+$expect{ 'distkit:re:{' . enc($_) . '}' } = 'may' for keys %rate_fixed, @rate_free;
 $expect{"distkit:reg:{instances}$_"} = 'may'	# the instance registry (heartbeats, numbers, live set)
 	for ('', ':meta', ':num', ':alive', ':free', ':live');
 my $hex = join("\n", map { node_cli($_, 'EVAL', q{local r = {}

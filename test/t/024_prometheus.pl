@@ -30,6 +30,7 @@ $pg->(q{SELECT distkit_stat_calls_reset()});
 $pg->(q{SELECT distkit_inc('prom') FROM generate_series(1, 7)});
 $pg->(q{SELECT distkit_inc('prom', 1, 'lax') FROM generate_series(1, 5)});
 $pg->(q{SELECT distkit_rate_allow('prom', 100, '1 minute') FROM generate_series(1, 3)});
+$pg->(q{SELECT distkit_queue_length('prom') FROM generate_series(1, 4)});	# an operation without a mode
 for (1 .. 2)
 {
 	my ($ret, $out, $err) = $node->psql('postgres', q{SELECT distkit_inc(NULL)});
@@ -75,7 +76,7 @@ sub sample
 is(sample('distkit_calls_total', operation => 'counter/inc', mode => 'strict'), '9',
 	'strict increments: 7 + 2 failed');
 is(sample('distkit_calls_total', operation => 'counter/inc', mode => 'lax'), '5', 'lax increments');
-is(sample('distkit_calls_total', operation => 'rate/allow', mode => ''), '3', 'rate checks (no mode)');
+is(sample('distkit_calls_total', operation => 'rate/allow', mode => 'strict'), '3', 'strict rate checks');
 is(sample('distkit_call_errors_total', operation => 'counter/inc', mode => 'strict', class => '22'), '2',
 	'failed increments, SQLSTATE class 22');
 is(sample('distkit_call_errors_total', operation => 'counter/inc', mode => 'strict', class => '08'), '0',
@@ -90,7 +91,7 @@ is(sample('distkit_call_duration_seconds_count', operation => 'counter/inc', mod
 	'histogram count');
 is(sample('distkit_call_duration_seconds_bucket', operation => 'counter/inc', mode => 'strict', le => '+Inf'), '9',
 	'histogram +Inf bucket');
-is(sample('distkit_call_duration_seconds_bucket', operation => 'rate/allow', le => '+Inf'), '3',
+is(sample('distkit_call_duration_seconds_bucket', operation => 'queue/length', mode => '', le => '+Inf'), '4',
 	'histogram of an operation without a mode');
 ok(defined sample('distkit_call_duration_seconds_bucket', operation => 'counter/inc', mode => 'lax', le => '0.001'),
 	'buckets in seconds (1 ms)');
