@@ -312,14 +312,16 @@ DkInstanceInit(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
-	DefineCustomIntVariable("distkit.max_instances",
-							"How many instance numbers the registry hands out (servers registered within 7 days).",
-							"A server that finds no free number is refused with an error; set the same value on every server.",
-							&max_instances,
-							16384, 2, 1 << 22,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* PGC_POSTMASTER variables can only be defined while preloading */
+	if (DkPreloaded)
+		DefineCustomIntVariable("distkit.max_instances",
+								"How many instance numbers the registry hands out (servers registered within 7 days).",
+								"A server that finds no free number is refused with an error; set the same value on every server.",
+								&max_instances,
+								16384, 2, 1 << 22,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	if (!DkPreloaded)
 		return;
 	DkWorkerAddTask("heartbeat", Heartbeat, HeartbeatIntervalMs, LeaveRegistry);
