@@ -408,6 +408,12 @@ StartListedShippers(void)
 static int
 ListedShippersIntervalMs(void)
 {
+	/*
+	 * Every wake-up of the worker also flushes the lax buffer, so no list, no
+	 * wake-up (a reload that sets one wakes the worker, which asks again).
+	 */
+	if (outbox_databases == NULL || outbox_databases[0] == '\0')
+		return 3600 * 1000;
 	return START_RETRY_MS;
 }
 

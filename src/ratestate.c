@@ -83,7 +83,7 @@ PG_FUNCTION_INFO_V1(distkit_rate_stats);
 #define RATE_HORIZON_US 100000	/* a block lasts this long at observed demand */
 #define RATE_MIN_SPAN_US 20000	/* and spans at least this much slot time */
 #define RATE_ACTIVE_REFILL_MS 10
-#define RATE_IDLE_TASK_MS 1000
+#define RATE_IDLE_TASK_MS 60000	/* no limiter in use: backends wake the worker (WantRefill) */
 #define RATE_WAIT_US 100000		/* wait for another's reservation at most */
 #define RATE_EXACT_LIMIT ((int64) 1 << 53)
 
