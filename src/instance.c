@@ -496,6 +496,29 @@ ResendOnMismatch(DkReply *r, const char *prefix, const char *key, size_t keylen,
 	return ResendOnMismatchRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
 }
 
+/*
+ * Settle the reply r to a call (not the flusher's) of op on (prefix, key).
+ * DKREAPED: this server was silent longer than the reap time (7 days, e.g.
+ * a paused VM) and a newer instance holds its old number; the script
+ * changed nothing.  Register again (a new number, empty slices: a server
+ * back after 7 days starts afresh) and resend once.  Then DKSTALE/DKNEWER
+ * as ResendOnMismatch.
+ */
+static DkReply *
+SettleCall(DkReply *r, const char *prefix, const char *key, size_t keylen, const char *op,
+		   int64 value, const char *seq, DkSafety safety)
+{
+	if (r->type == DK_REPLY_ERROR && strncmp(r->str, "DKREAPED", 8) == 0)
+	{
+		LiveSnap	snap;
+
+		RefreshLive("beat");
+		TakeSnap(&snap, false);
+		r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
+	}
+	return ResendOnMismatch(r, prefix, key, keylen, op, value, seq, safety);
+}
+
 /* Run op on (prefix, key): one round trip, unless the live set changed. */
 static DkReply *
 RunInstance(const char *prefix, const char *key, size_t keylen, const char *op,
@@ -506,7 +529,7 @@ RunInstance(const char *prefix, const char *key, size_t keylen, const char *op,
 
 	TakeSnap(&snap, false);
 	r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
-	return ResendOnMismatch(r, prefix, key, keylen, op, value, seq, safety);
+	return SettleCall(r, prefix, key, keylen, op, value, seq, safety);
 }
 
 /* Parse a {total, slice} reply. */
@@ -631,12 +654,12 @@ KindCommand(const DkCounterCall *call)
 						   "0", &snap);
 }
 
-/* Resend call with the live set while the script answers DKSTALE/DKNEWER. */
+/* Settle call's reply: register again after DKREAPED, resend after DKSTALE/DKNEWER. */
 static DkReply *
 KindSettle(const DkCounterCall *call, DkReply *r, DkSafety safety)
 {
-	return ResendOnMismatch(r, call->prefix, call->key, call->keylen, KindOp(call->op),
-							call->value, "0", safety);
+	return SettleCall(r, call->prefix, call->key, call->keylen, KindOp(call->op),
+					  call->value, "0", safety);
 }
 
 /* The view with this transaction's pending increments of key (distkit.transactional). */
