@@ -4,7 +4,8 @@
  * when it (or the subtransaction that made them) rolls back.
  *
  * A counter kind (counterkind.h) whose increments can be deferred registers
- * its table (DkTxnRegisterKind, from its init function); counterkind.c then:
+ * its table (DkTxnRegisterKind, from its init function).  Then counterkind.c
+ * (increments, reads) and the kind's own strict writes:
  *
  *	in its increment function, when DkTxnActive():
  *		read the current value(s) without I/O if possible (lax: the
