@@ -21,6 +21,11 @@
  * server's buffered increments of the key to reach Redis, so they are
  * ordered after them, and then update the buffer's view.
  *
+ * The counting shared with instance-aware counters (add, defer, lax read
+ * with its fallback, dec) is counterkind.c's; this file gives it the
+ * table of simple counters (counter_kind: Redis commands and reply
+ * parsing) and holds the SQL functions.
+ *
  * By default counters are not transactional: an increment is applied at
  * once and stays applied if the calling transaction rolls back.  With
  * distkit.transactional on, CounterAdd hands increments to txn.c, which
@@ -41,6 +46,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "counterkind.h"
 #include "distkit.h"
 #include "keys.h"
 #include "lax.h"
@@ -66,20 +72,26 @@ static const struct config_enum_entry mode_options[] = {
 	{NULL, 0, false}
 };
 
-static DkCmd *TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta);
+static DkCmd *CounterCommand(const DkCounterCall *call);
+static DkLaxView CounterParse(DkReply *r, const char *what);
 
-/* How txn.c applies deferred increments of counters. */
-static const DkTxnKindOps counter_txn_ops = {
-	.what = "counter",
-	.strict_add = TxnStrictAdd,
+/* The table of simple counters (counterkind.h). */
+static const DkCounterKind counter_kind = {
+	.noun = "counter",
+	.inc_function = "distkit_inc",
 	.lax_kind = DK_LAX_SIMPLE,
+	.txn_kind = DK_TXN_COUNTER,
+	.has_slice = false,
+	.command = CounterCommand,
+	.settle = NULL,
+	.parse = CounterParse,
 };
 
 /* Defines distkit.default_mode; plugs counters into transactional counting. */
 void
 DkCounterInit(void)
 {
-	DkTxnRegisterKind(DK_TXN_COUNTER, &counter_txn_ops);
+	DkTxnRegisterKind(&counter_kind);
 	DefineCustomEnumVariable("distkit.default_mode",
 							 "Counting mode used when a call passes no mode.",
 							 "strict: one Redis round trip per call; lax: buffered in shared memory.",
@@ -113,8 +125,7 @@ CounterMode(FunctionCallInfo fcinfo, int argno)
 static void
 SettleLax(text *key)
 {
-	if (DkPreloaded)
-		DkLaxSettle(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	DkCounterSettleLax(&counter_kind, key);
 }
 
 /* After a strict write: the buffer's view of key is now value. */
@@ -123,120 +134,63 @@ NoteStrictWrite(text *key, int64 value)
 {
 	DkLaxView	v = {value, 0};
 
-	if (DkPreloaded)
-		DkLaxAfterStrictWrite(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), v);
+	DkCounterNoteWrite(&counter_kind, key, v);
 }
 
 /* Description of a counter for messages: counter "key". */
 static char *
 CounterWhat(text *key)
 {
-	return psprintf("counter %s", DkKeyQuote(key));
-}
-
-/* Deferred increment at pre-commit: EVALSHA counter_inc for key under prefix. */
-static DkCmd *
-TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
-{
-	size_t		rlen;
-	char	   *rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_COUNTER, key, keylen, &rlen);
-	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_INC, 1);
-
-	DkCmdArg(cmd, rkey, rlen);
-	DkCmdArgInt(cmd, delta);
-	return cmd;
+	return DkCounterWhat(&counter_kind, key);
 }
 
 /*
- * Add delta to a counter in Redis; returns the new value, which also
- * becomes this server's lax view of the key (DkLaxAfterStrictAdd).
+ * The Redis command of call: counter_get, or counter_inc (now and at
+ * commit alike: it answers the new value).
  */
-static int64
-StrictAdd(text *key, int64 delta)
+static DkCmd *
+CounterCommand(const DkCounterCall *call)
 {
-	size_t		klen;
-	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, "key", &klen);
-	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_INC, 1);
-	DkLaxReadTicket ticket;
-	bool		buffered;
-	DkLaxView	v = {0, 0};
+	size_t		rlen;
+	char	   *rkey = DkKeyBuildWithPrefix(call->prefix, DK_KIND_COUNTER, call->key, call->keylen, &rlen);
+	DkCmd	   *cmd;
 
-	DkCmdArg(cmd, rkey, klen);
-	DkCmdArgInt(cmd, delta);
-	buffered = DkLaxStrictAddTicket(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket);
-	v.total = DkReplyInt64(DkRedisRunOne(cmd, DK_NOT_IDEMPOTENT), CounterWhat(key));
-	DkLaxAfterStrictAdd(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-						buffered ? &ticket : NULL, v);
-	return v.total;
+	if (call->op == DK_COUNTER_GET)
+	{
+		cmd = DkCmdScript(DK_LUA_COUNTER_GET, 1);
+		DkCmdArg(cmd, rkey, rlen);
+		return cmd;
+	}
+	cmd = DkCmdScript(DK_LUA_COUNTER_INC, 1);
+	DkCmdArg(cmd, rkey, rlen);
+	DkCmdArgInt(cmd, call->value);
+	return cmd;
 }
 
-/* The command reading a counter's value from Redis. */
+/* A counter's reply: its value (a counter has no slices). */
+static DkLaxView
+CounterParse(DkReply *r, const char *what)
+{
+	DkLaxView	v = {DkReplyInt64(r, what), 0};
+
+	return v;
+}
+
+/* The command reading a counter's value from Redis (get_many). */
 static DkCmd *
 GetCommand(text *key, const char *argname)
 {
-	size_t		klen;
-	char	   *rkey = DkKeyFromText(DK_KIND_COUNTER, key, argname, &klen);
-	DkCmd	   *cmd = DkCmdScript(DK_LUA_COUNTER_GET, 1);
+	DkCounterCall call = {DkKeyPrefix(), VARDATA_ANY(key), DkKeyCheck(key, argname),
+	DK_COUNTER_GET, 0};
 
-	DkCmdArg(cmd, rkey, klen);
-	return cmd;
-}
-
-/* DkLaxSeedFn: a counter's value in Redis (arg: the key as text). */
-static void
-CounterSeed(const char *key, size_t keylen, void *arg, DkLaxView *value)
-{
-	text	   *k = (text *) arg;
-
-	value->total = DkReplyInt64(DkRedisRunOne(GetCommand(k, "key"), DK_IDEMPOTENT), CounterWhat(k));
-	value->slice = 0;
-}
-
-/*
- * distkit.transactional: defer the increment to commit (txn.c); returns
- * the value the transaction then sees.  Lax: the buffer's view (Redis is
- * read once for a key this server holds no total for, and when the buffer
- * cannot hold the key); strict: Redis's.
- */
-static int64
-CounterDefer(text *key, int64 delta, DkMode mode)
-{
-	size_t		keylen = DkKeyCheck(key, "key");
-	bool		buffered = true;
-	int64		value;
-
-	if (mode == DK_MODE_LAX)
-	{
-		DkLaxView	view;
-
-		if (DkLaxViewSeeded(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, CounterSeed, key, &view))
-		{
-			DkTxnAdd(DK_TXN_COUNTER, key, delta, mode, true, &view.total, 1);
-			return view.total;
-		}
-		buffered = false;
-	}
-	value = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
-	DkTxnAdd(DK_TXN_COUNTER, key, delta, mode, buffered, &value, 1);
-	return value;
+	return CounterCommand(&call);
 }
 
 /* Add delta in the given mode; returns the new value (lax: this server's view). */
 static int64
 CounterAdd(text *key, int64 delta, DkMode mode)
 {
-	if (DkTxnActive())
-		return CounterDefer(key, delta, mode);
-	if (mode == DK_MODE_LAX)
-	{
-		size_t		keylen = DkKeyCheck(key, "key");
-		DkLaxView	view;
-
-		if (DkLaxAddSeeded(DK_LAX_SIMPLE, VARDATA_ANY(key), keylen, delta, CounterSeed, key, &view))
-			return DkTxnSeen(DK_TXN_COUNTER, key, view.total);
-		DkLaxCountStrictFallback();
-	}
-	return DkTxnSeen(DK_TXN_COUNTER, key, StrictAdd(key, delta));
+	return DkCounterAdd(&counter_kind, key, delta, mode).total;
 }
 
 /* distkit_inc(key, delta, mode): add delta, return the new value. */
@@ -256,14 +210,8 @@ distkit_dec(PG_FUNCTION_ARGS)
 	text	   *key = DkArgText(fcinfo, 0, "key");
 	int64		delta = DkArgInt64(fcinfo, 1, "delta");
 	DkMode		mode = CounterMode(fcinfo, 2);
-	int64		negated;
 
-	if (pg_sub_s64_overflow(0, delta, &negated))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("delta " INT64_FORMAT " cannot be negated", delta),
-				 errhint("Use distkit_inc with a positive delta instead.")));
-	PG_RETURN_INT64(CounterAdd(key, negated, mode));
+	PG_RETURN_INT64(CounterAdd(key, DkCounterNegate(&counter_kind, delta), mode));
 }
 
 
@@ -271,34 +219,7 @@ distkit_dec(PG_FUNCTION_ARGS)
 static int64
 CounterGet(text *key, DkMode mode)
 {
-	DkLaxReadTicket ticket;
-	DkLaxReadState state = DK_LAX_NO_ENTRY;
-	DkLaxView	view = {0, 0};
-
-	if (mode == DK_MODE_LAX)
-	{
-		state = DkLaxLookupForRead(DK_LAX_SIMPLE, VARDATA_ANY(key), DkKeyCheck(key, "key"),
-								   &view, &ticket);
-		if (state == DK_LAX_FRESH)
-			return view.total;
-		if (state == DK_LAX_STALE && ticket.known_valid)
-		{
-			/* Redis unreachable: a lax read answers with this server's view */
-			DkCmd	   *cmd = GetCommand(key, "key");
-			DkReply   **replies;
-
-			if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
-				return view.total;
-			view.total = DkReplyInt64(replies[0], CounterWhat(key));
-			view = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-								  &ticket, view);
-			return view.total;
-		}
-	}
-	view.total = DkReplyInt64(DkRedisRunOne(GetCommand(key, "key"), DK_IDEMPOTENT), CounterWhat(key));
-	if (state == DK_LAX_STALE)
-		view = DkLaxStoreRead(DK_LAX_SIMPLE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), &ticket, view);
-	return view.total;
+	return DkCounterGet(&counter_kind, key, mode).total;
 }
 
 /* distkit_get(key, mode): the current value, with this transaction's pending increments. */

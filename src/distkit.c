@@ -21,6 +21,7 @@
  *	lax.c		the shared-memory buffer of lax counters, distkit_stats
  *	worker.c	the background worker: flushes the lax buffer, runs the periodic tasks
  *	instance.c	instance-aware counters, heartbeats and the live list
+ *	counterkind.c	the counting both kinds of counters share (one table per kind)
  *	rate.c		GCRA rate limiters (distkit_rate_allow, distkit_rate_check, ...)
  *	ratestate.c	lax rate limiting: the shared-memory table of reservations,
  *				refilled and returned by the worker; distkit_rate_stats

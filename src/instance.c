@@ -31,6 +31,11 @@
  * epoch) makes old slices stale for good.  A server always counts its own
  * slice in what it is answered.
  *
+ * Adding, reading (with the lax fallback), deferring and dec are
+ * counterkind.c's, shared with simple counters; this file gives them the
+ * kind's table (instance_kind: the instance.lua command of an op and its
+ * resend after a live-set change, the {total, slice} reply).
+ *
  * There is one hard limit, distkit.max_instances numbers: an instance that
  * finds none free is refused with an ERROR (54000), shown in
  * distkit_instances with no number.  The registry records the Redis
@@ -52,6 +57,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "counterkind.h"
 #include "distkit.h"
 #include "instance.h"
 #include "shmem.h"
@@ -282,20 +288,31 @@ LeaveRegistry(void)
 		DkReplyRaiseError(r, "leaving the instance registry");
 }
 
-static DkCmd *TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta);
+static DkCmd *KindCommand(const DkCounterCall *call);
+static DkReply *KindSettle(const DkCounterCall *call, DkReply *r, DkSafety safety);
+static DkLaxView ParseView(DkReply *r, const char *what);
 
-/* How txn.c applies deferred increments of instance-aware counters. */
-static const DkTxnKindOps instance_txn_ops = {
-	.what = "instance-aware counter",
-	.strict_add = TxnStrictAdd,
+/*
+ * The table of instance-aware counters (counterkind.h).  Their lax flush
+ * (DkInstanceFlush*, called by the worker) joins it when the flush is
+ * redesigned into batches.
+ */
+static const DkCounterKind instance_kind = {
+	.noun = "instance-aware counter",
+	.inc_function = "distkit_instance_inc",
 	.lax_kind = DK_LAX_INSTANCE,
+	.txn_kind = DK_TXN_INSTANCE_COUNTER,
+	.has_slice = true,
+	.command = KindCommand,
+	.settle = KindSettle,
+	.parse = ParseView,
 };
 
 /* Defines the GUCs; when preloaded, the live set and the heartbeat task. */
 void
 DkInstanceInit(void)
 {
-	DkTxnRegisterKind(DK_TXN_INSTANCE_COUNTER, &instance_txn_ops);
+	DkTxnRegisterKind(&instance_kind);
 	DefineCustomIntVariable("distkit.heartbeat_interval",
 							"How often this server records its heartbeat in Redis.",
 							NULL,
@@ -479,6 +496,29 @@ ResendOnMismatch(DkReply *r, const char *prefix, const char *key, size_t keylen,
 	return ResendOnMismatchRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
 }
 
+/*
+ * Settle the reply r to a call (not the flusher's) of op on (prefix, key).
+ * DKREAPED: this server was silent longer than the reap time (7 days, e.g.
+ * a paused VM) and a newer instance holds its old number; the script
+ * changed nothing.  Register again (a new number, empty slices: a server
+ * back after 7 days starts afresh) and resend once.  Then DKSTALE/DKNEWER
+ * as ResendOnMismatch.
+ */
+static DkReply *
+SettleCall(DkReply *r, const char *prefix, const char *key, size_t keylen, const char *op,
+		   int64 value, const char *seq, DkSafety safety)
+{
+	if (r->type == DK_REPLY_ERROR && strncmp(r->str, "DKREAPED", 8) == 0)
+	{
+		LiveSnap	snap;
+
+		RefreshLive("beat");
+		TakeSnap(&snap, false);
+		r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
+	}
+	return ResendOnMismatch(r, prefix, key, keylen, op, value, seq, safety);
+}
+
 /* Run op on (prefix, key): one round trip, unless the live set changed. */
 static DkReply *
 RunInstance(const char *prefix, const char *key, size_t keylen, const char *op,
@@ -489,7 +529,7 @@ RunInstance(const char *prefix, const char *key, size_t keylen, const char *op,
 
 	TakeSnap(&snap, false);
 	r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
-	return ResendOnMismatch(r, prefix, key, keylen, op, value, seq, safety);
+	return SettleCall(r, prefix, key, keylen, op, value, seq, safety);
 }
 
 /* Parse a {total, slice} reply. */
@@ -545,7 +585,7 @@ DkInstanceFlushReply(DkReply *r, DkLaxView *view)
 static char *
 InstanceWhat(text *key)
 {
-	return psprintf("instance-aware counter %s", DkKeyQuote(key));
+	return DkCounterWhat(&instance_kind, key);
 }
 
 /* Run op on key strictly (one round trip). */
@@ -556,32 +596,6 @@ StrictOp(text *key, const char *op, int64 value, DkSafety safety)
 
 	return ParseView(RunInstance(DkKeyPrefix(), VARDATA_ANY(key), keylen, op, value, "0", safety),
 					 InstanceWhat(key));
-}
-
-/* DkLaxSeedFn: an instance-aware counter's view in Redis (arg: the key as text). */
-static void
-InstanceSeed(const char *key, size_t keylen, void *arg, DkLaxView *value)
-{
-	*value = ParseView(RunInstance(DkKeyPrefix(), key, keylen, "get", 0, "0", DK_IDEMPOTENT),
-					   InstanceWhat((text *) arg));
-}
-
-/* A lax read's Redis view of key; false if Redis cannot be reached. */
-static bool
-TryInstanceRead(text *key, DkLaxView *value)
-{
-	LiveSnap	snap;
-	DkCmd	   *cmd;
-	DkReply   **replies;
-
-	TakeSnap(&snap, false);
-	cmd = InstanceCommand(DkKeyPrefix(), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), "get", 0, "0", &snap);
-	if (!DkRedisRunIfReachable(&cmd, 1, DK_IDEMPOTENT, &replies))
-		return false;
-	*value = ParseView(ResendOnMismatch(replies[0], DkKeyPrefix(), VARDATA_ANY(key),
-										VARSIZE_ANY_EXHDR(key), "get", 0, "0", DK_IDEMPOTENT),
-					   InstanceWhat(key));
-	return true;
 }
 
 /* Return (total, this_instance) as a row. */
@@ -613,83 +627,46 @@ InstanceMode(FunctionCallInfo fcinfo, int argno)
 	return DkArgMode(fcinfo, argno, DkCounterDefaultMode());
 }
 
-/*
- * Deferred increment at pre-commit: op add under prefix (applied whatever
- * the live-set versions, so one command settles it).
- */
+/* The instance.lua op of a counter op: get; inc; add (at commit: applied whatever the live-set versions). */
+static const char *
+KindOp(DkCounterOp op)
+{
+	switch (op)
+	{
+		case DK_COUNTER_GET:
+			return "get";
+		case DK_COUNTER_INC:
+			return "inc";
+		case DK_COUNTER_TXN_ADD:
+			return "add";
+	}
+	pg_unreachable();
+}
+
+/* The command of call, as seen from this instance's registration. */
 static DkCmd *
-TxnStrictAdd(const char *prefix, const char *key, size_t keylen, int64 delta)
+KindCommand(const DkCounterCall *call)
 {
 	LiveSnap	snap;
 
 	TakeSnap(&snap, false);
-	return InstanceCommand(prefix, key, keylen, "add", delta, "0", &snap);
+	return InstanceCommand(call->prefix, call->key, call->keylen, KindOp(call->op), call->value,
+						   "0", &snap);
+}
+
+/* Settle call's reply: register again after DKREAPED, resend after DKSTALE/DKNEWER. */
+static DkReply *
+KindSettle(const DkCounterCall *call, DkReply *r, DkSafety safety)
+{
+	return SettleCall(r, call->prefix, call->key, call->keylen, KindOp(call->op),
+					  call->value, "0", safety);
 }
 
 /* The view with this transaction's pending increments of key (distkit.transactional). */
 static DkLaxView
 TxnSeen(text *key, DkLaxView v)
 {
-	v.total = DkTxnSeen(DK_TXN_INSTANCE_COUNTER, key, v.total);
-	v.slice = DkTxnSeen(DK_TXN_INSTANCE_COUNTER, key, v.slice);
-	return v;
-}
-
-/*
- * distkit.transactional: defer the increment to commit (txn.c); returns
- * what the transaction then sees.  Lax: the buffer's view (Redis is read
- * once for a key this server holds no total for, and when the buffer
- * cannot hold the key); strict: Redis's.
- */
-static DkLaxView
-InstanceDefer(text *key, int64 delta, DkMode mode)
-{
-	bool		buffered = true;
-	int64		values[2];
-	DkLaxView	view;
-
-	if (mode == DK_MODE_LAX)
-		buffered = DkLaxViewSeeded(DK_LAX_INSTANCE, VARDATA_ANY(key), DkKeyCheck(key, "key"),
-								   InstanceSeed, key, &view);
-	if (mode != DK_MODE_LAX || !buffered)
-		view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
-	values[0] = view.total;
-	values[1] = view.slice;
-	DkTxnAdd(DK_TXN_INSTANCE_COUNTER, key, delta, mode, buffered, values, 2);
-	view.total = values[0];
-	view.slice = values[1];
-	return view;
-}
-
-/* A strict increment; its result also becomes this server's lax view (DkLaxAfterStrictAdd). */
-static DkLaxView
-StrictInc(text *key, int64 delta)
-{
-	size_t		keylen = DkKeyCheck(key, "key");
-	DkLaxReadTicket ticket;
-	bool		buffered = DkLaxStrictAddTicket(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, &ticket);
-	DkLaxView	v = StrictOp(key, "inc", delta, DK_NOT_IDEMPOTENT);
-
-	DkLaxAfterStrictAdd(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, buffered ? &ticket : NULL, v);
-	return v;
-}
-
-/* Add delta to this instance's slice. */
-static DkLaxView
-InstanceAdd(text *key, int64 delta, DkMode mode)
-{
-	if (DkTxnActive())
-		return InstanceDefer(key, delta, mode);
-	if (mode == DK_MODE_LAX)
-	{
-		size_t		keylen = DkKeyCheck(key, "key");
-		DkLaxView	view;
-
-		if (DkLaxAddSeeded(DK_LAX_INSTANCE, VARDATA_ANY(key), keylen, delta, InstanceSeed, key, &view))
-			return TxnSeen(key, view);
-		DkLaxCountStrictFallback();
-	}
-	return TxnSeen(key, StrictInc(key, delta));
+	return DkCounterTxnSeen(&instance_kind, key, v);
 }
 
 /* distkit_instance_inc(key, delta, mode): add to this instance's slice. */
@@ -700,7 +677,7 @@ distkit_instance_inc(PG_FUNCTION_ARGS)
 	int64		delta = DkArgInt64(fcinfo, 1, "delta");
 
 	RequireInstance();
-	PG_RETURN_DATUM(ViewRow(fcinfo, InstanceAdd(key, delta, InstanceMode(fcinfo, 2))));
+	PG_RETURN_DATUM(ViewRow(fcinfo, DkCounterAdd(&instance_kind, key, delta, InstanceMode(fcinfo, 2))));
 }
 
 /* distkit_instance_dec(key, delta, mode): subtract from this instance's slice. */
@@ -712,12 +689,8 @@ distkit_instance_dec(PG_FUNCTION_ARGS)
 	int64		negated;
 
 	RequireInstance();
-	if (pg_sub_s64_overflow(0, delta, &negated))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("delta " INT64_FORMAT " cannot be negated", delta),
-				 errhint("Use distkit_instance_inc with a positive delta instead.")));
-	PG_RETURN_DATUM(ViewRow(fcinfo, InstanceAdd(key, negated, InstanceMode(fcinfo, 2))));
+	negated = DkCounterNegate(&instance_kind, delta);
+	PG_RETURN_DATUM(ViewRow(fcinfo, DkCounterAdd(&instance_kind, key, negated, InstanceMode(fcinfo, 2))));
 }
 
 /* distkit_instance_get(key, mode): (total, this_instance). */
@@ -730,32 +703,8 @@ distkit_instance_get(PG_FUNCTION_ARGS)
 
 	RequireInstance();
 	mode = InstanceMode(fcinfo, 1);
-	if (mode == DK_MODE_LAX)
-	{
-		DkLaxReadTicket ticket;
-		DkLaxReadState state = DkLaxLookupForRead(DK_LAX_INSTANCE, VARDATA_ANY(key),
-												  DkKeyCheck(key, "key"), &view, &ticket);
-
-		if (state == DK_LAX_FRESH)
-			PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
-		if (state == DK_LAX_STALE)
-		{
-			DkLaxView	redis_view;
-
-			/* Redis unreachable: a lax read answers with this server's view, if it has one */
-			if (ticket.known_valid)
-			{
-				if (!TryInstanceRead(key, &redis_view))
-					PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
-			}
-			else
-				redis_view = StrictOp(key, "get", 0, DK_IDEMPOTENT);
-			view = DkLaxStoreRead(DK_LAX_INSTANCE, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-								  &ticket, redis_view);
-			PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
-		}
-	}
-	PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, StrictOp(key, "get", 0, DK_IDEMPOTENT))));
+	view = DkCounterGet(&instance_kind, key, mode);
+	PG_RETURN_DATUM(ViewRow(fcinfo, TxnSeen(key, view)));
 }
 
 /* A strict write: settle buffered increments first, remember the result after. */

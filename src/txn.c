@@ -27,8 +27,8 @@
  * pending deltas of the keys they overwrite, so that a transaction sees
  * its own statements in order.
  *
- * Kinds of increments (simple counters here; instance-aware counters)
- * plug in with DkTxnRegisterKind (see txn.h).  The memory lives in
+ * Counter kinds (simple and instance-aware) plug in their table of
+ * operations (counterkind.h) with DkTxnRegisterKind.  The memory lives in
  * txn_cxt, a child of TopMemoryContext reset at the end of every
  * transaction that used it.
  *
@@ -46,6 +46,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "counterkind.h"
 #include "distkit.h"
 #include "keys.h"
 #include "lax.h"
@@ -105,7 +106,7 @@ typedef struct TxnSlot
 #include "lib/simplehash.h"
 
 static bool txn_enabled = false;
-static const DkTxnKindOps *kind_ops[DK_TXN_NKINDS];
+static const DkCounterKind *kind_ops[DK_TXN_NKINDS];
 
 /* State of the current transaction; txn_hash == NULL: nothing deferred. */
 static MemoryContext txn_cxt = NULL;
@@ -138,12 +139,12 @@ DkTxnInit(void)
 	RegisterSubXactCallback(TxnSubXactCallback, NULL);
 }
 
-/* Plug in a kind of deferrable increment. */
+/* Plug in a counter kind whose increments can be deferred. */
 void
-DkTxnRegisterKind(DkTxnKind kind, const DkTxnKindOps *ops)
+DkTxnRegisterKind(const DkCounterKind *kind)
 {
-	Assert(kind >= 0 && kind < DK_TXN_NKINDS);
-	kind_ops[kind] = ops;
+	Assert(kind->txn_kind >= 0 && kind->txn_kind < DK_TXN_NKINDS);
+	kind_ops[kind->txn_kind] = kind;
 }
 
 /* True when increments must be deferred (distkit.transactional). */
@@ -153,7 +154,7 @@ DkTxnActive(void)
 	return txn_enabled;
 }
 
-static const DkTxnKindOps *
+static const DkCounterKind *
 KindOps(DkTxnKind kind)
 {
 	if (kind < 0 || kind >= DK_TXN_NKINDS || kind_ops[kind] == NULL)
@@ -278,7 +279,7 @@ ItemWhat(const TxnItem *item)
 	size_t		keylen;
 	const char *key = ItemKey(item, &keylen);
 
-	return psprintf("%s %s", KindOps(item->key.kind)->what,
+	return psprintf("%s %s", KindOps(item->key.kind)->noun,
 					DkKeyQuote(cstring_to_text_with_len(key, (int) keylen)));
 }
 
@@ -371,7 +372,7 @@ void
 DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode, bool buffered,
 		 int64 *values, int nvalues)
 {
-	const DkTxnKindOps *ops = KindOps(kind);
+	const DkCounterKind *ops = KindOps(kind);
 	size_t		keylen = DkKeyCheck(key, "key");
 	int64		pending;
 	int64		after;
@@ -386,7 +387,7 @@ DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode, bool buffered,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
 				 errmsg("cannot defer an increment of %s while the transaction commits",
-						psprintf("%s %s", ops->what, DkKeyQuote(key))),
+						psprintf("%s %s", ops->noun, DkKeyQuote(key))),
 				 errhint("Make the increment before COMMIT, or with distkit.transactional off.")));
 
 	if (!PendingSum(kind, VARDATA_ANY(key), keylen, &pending) ||
@@ -394,7 +395,7 @@ DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode, bool buffered,
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("pending increments of %s would overflow bigint",
-						psprintf("%s %s", ops->what, DkKeyQuote(key))),
+						psprintf("%s %s", ops->noun, DkKeyQuote(key))),
 				 errdetail("This transaction has " INT64_FORMAT " pending; the delta is " INT64_FORMAT ".",
 						   pending, delta),
 				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
@@ -405,7 +406,7 @@ DkTxnAdd(DkTxnKind kind, text *key, int64 delta, DkMode mode, bool buffered,
 		if (pg_add_s64_overflow(values[i], after, &seen))
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("%s would overflow bigint", psprintf("%s %s", ops->what, DkKeyQuote(key))),
+					 errmsg("%s would overflow bigint", psprintf("%s %s", ops->noun, DkKeyQuote(key))),
 					 errdetail("The value is " INT64_FORMAT ", this transaction's pending increments add "
 							   INT64_FORMAT " and the delta is " INT64_FORMAT ".",
 							   values[i], pending, delta),
@@ -434,7 +435,7 @@ TxnPending(DkTxnKind kind, text *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("pending increments of %s overflow bigint",
-						psprintf("%s %s", KindOps(kind)->what, DkKeyQuote(key))),
+						psprintf("%s %s", KindOps(kind)->noun, DkKeyQuote(key))),
 				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
 	return sum;
 }
@@ -458,7 +459,7 @@ DkTxnAddPending(DkTxnKind kind, text *key, int64 value, int64 pending)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("%s with this transaction's pending increments is out of bigint range",
-						psprintf("%s %s", KindOps(kind)->what, DkKeyQuote(key))),
+						psprintf("%s %s", KindOps(kind)->noun, DkKeyQuote(key))),
 				 errdetail("The value is " INT64_FORMAT "; this transaction's pending increments add "
 						   INT64_FORMAT ".", value, pending),
 				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
@@ -498,7 +499,7 @@ DkTxnForget(DkTxnKind kind, text *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("pending increments of %s overflow bigint",
-						psprintf("%s %s", KindOps(kind)->what, DkKeyQuote(key))),
+						psprintf("%s %s", KindOps(kind)->noun, DkKeyQuote(key))),
 				 errdetail("They were dropped: the key was just overwritten."),
 				 errhint("Counters hold values from -9223372036854775808 to 9223372036854775807.")));
 	return sum;
@@ -588,7 +589,7 @@ StrictCommand(const TxnItem *item, int64 delta)
 	const char *key = ItemKey(item, &keylen);
 
 	/* item->key.name is "<prefix>\0<key>": it starts with the prefix as a C string */
-	return KindOps(item->key.kind)->strict_add(item->key.name, key, keylen, delta);
+	return DkCounterTxnCommand(KindOps(item->key.kind), item->key.name, key, keylen, delta);
 }
 
 /*
@@ -752,7 +753,7 @@ TxnPreCommit(void)
 static bool
 TryLaxAdd(const TxnItem *item)
 {
-	const DkTxnKindOps *ops = KindOps(item->key.kind);
+	const DkCounterKind *ops = KindOps(item->key.kind);
 	size_t		keylen;
 	const char *key = ItemKey(item, &keylen);
 	MemoryContext oldcxt = CurrentMemoryContext;

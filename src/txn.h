@@ -3,8 +3,9 @@
  * in backend memory and applied when the transaction commits, discarded
  * when it (or the subtransaction that made them) rolls back.
  *
- * A primitive whose increments can be deferred is a "kind".  It registers
- * how to apply a delta (DkTxnRegisterKind, from its init function), then:
+ * A counter kind (counterkind.h) whose increments can be deferred registers
+ * its table (DkTxnRegisterKind, from its init function).  Then counterkind.c
+ * (increments, reads) and the kind's own strict writes:
  *
  *	in its increment function, when DkTxnActive():
  *		read the current value(s) without I/O if possible (lax: the
@@ -31,33 +32,17 @@ typedef enum DkTxnKind
 } DkTxnKind;
 
 /*
- * What txn.c needs to know about a kind.  key/keylen is the user key (not
- * NUL-terminated); prefix is distkit.prefix as it was when the increment
- * was made.
+ * A kind's table of operations (counterkind.h): txn.c uses its noun for
+ * messages, DkCounterTxnCommand before commit (strict mode, and lax deltas
+ * the buffer cannot take; called with -delta to revert after a failure of
+ * another key; any reply but an error reply means it was applied) and,
+ * after the commit record (lax mode), adds the delta to the shared buffer
+ * under its lax_kind, no I/O.
  */
-typedef struct DkTxnKindOps
-{
-	/* noun for messages, e.g. "counter": messages say counter "key" */
-	const char *what;
-
-	/*
-	 * Before commit (strict mode, and lax deltas the buffer cannot take): a
-	 * command adding delta in Redis; any reply but an error reply means it
-	 * was applied.  Called with -delta to revert after a failure of another
-	 * key.
-	 */
-	DkCmd	   *(*strict_add) (const char *prefix, const char *key, size_t keylen, int64 delta);
-
-	/*
-	 * After the commit record (lax mode) the delta is added to the shared
-	 * buffer under this kind, no I/O; if the buffer cannot take it any more
-	 * it is sent with strict_add.
-	 */
-	DkLaxKind	lax_kind;
-} DkTxnKindOps;
+typedef struct DkCounterKind DkCounterKind;
 
 extern void DkTxnInit(void);
-extern void DkTxnRegisterKind(DkTxnKind kind, const DkTxnKindOps *ops);
+extern void DkTxnRegisterKind(const DkCounterKind *kind);
 
 /* distkit.transactional is on: increments must go through DkTxnAdd. */
 extern bool DkTxnActive(void);

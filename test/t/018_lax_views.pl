@@ -9,7 +9,11 @@
 #   3. a clear forgets every remembered total;
 #   4. a strict increment on this server becomes the view of a buffered key
 #      at once (simple and instance-aware counters);
-#   5. 8 clients over 1,000 keys through the 64-entry buffer: every key exact.
+#   5. 8 clients over 1,000 keys through the 64-entry buffer: every key exact;
+#   6. with Redis stopped, a lax read of a key read before answers with this
+#      server's (stale) view, and a strict read or a lax read of a key never
+#      read raises the connection error: simple and instance-aware counters
+#      alike (one code path, counterkind.c).
 use strict;
 use warnings;
 use FindBin;
@@ -111,6 +115,49 @@ my $sum = 0;
 $sum += redis_int("distkit:c:{many:$_}") for 1 .. 1000;
 is($sum, 16000, 'Redis holds every increment exactly');
 is($stat->('dropped_deltas'), '0', 'nothing was dropped');
+
+# 6. Redis stopped: lax reads fall back to this server's view, both kinds alike
+restart_fresh();
+is($pg->(q{SELECT distkit_inc('fb:c', 7, 'lax')}), '7', 'fb:c counted (7)');
+is($pg->(q{SELECT row(i.*)::text FROM distkit_instance_inc('fb:i', 7, 'lax') i}), '(7,7)',
+	'fb:i counted (7, 7)');
+$pg->('SELECT distkit_flush()');
+redis_ctl('stop');
+my %before = map { $_ => $stat->($_) } qw(seed_reads strict_fallbacks dropped_deltas);
+is($pg->(q{SELECT distkit_inc('fb:c', 3, 'lax')}), '10', 'Redis stopped: fb:c +3 buffered (10)');
+is($pg->(q{SELECT row(i.*)::text FROM distkit_instance_inc('fb:i', 3, 'lax') i}), '(10,10)',
+	'Redis stopped: fb:i +3 buffered (10, 10)');
+# both views are older than distkit.flush_interval (20 ms): a lax read tries Redis first
+is($pg->(q{SELECT pg_sleep(0.1), distkit_get('fb:c', 'lax')}), '|10',
+	'lax read of fb:c: Redis unreachable, this server\'s view (10)');
+is($pg->(q{SELECT pg_sleep(0.1), row(i.*)::text FROM distkit_instance_get('fb:i', 'lax') i}), '|(10,10)',
+	'lax read of fb:i: Redis unreachable, this server\'s view (10, 10)');
+is($pg->(q{SELECT pg_sleep(0.1), value FROM distkit_get_many(ARRAY['fb:c'], 'lax')}), '|10',
+	'lax get_many of fb:c: the same view (10)');
+is($stat->($_), $before{$_}, "Redis stopped: $_ unchanged") for sort keys %before;
+my $errors = sub {
+	my ($sql) = @_;
+	my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY sqlstate\n$sql");
+	return $err;
+};
+my $strict_c = $errors->(q{SELECT distkit_get('fb:c', 'strict')});
+my $strict_i = $errors->(q{SELECT distkit_instance_get('fb:i', 'strict')});
+like($strict_c, qr/ERROR:\s+08\d\d\d/, "strict read of fb:c raises a connection error ($strict_c)");
+is($strict_i, $strict_c, 'strict read of fb:i: the same error');
+my $never_c = $errors->(q{SELECT distkit_get('fb:never', 'lax')});
+my $never_i = $errors->(q{SELECT distkit_instance_get('fb:never', 'lax')});
+is($never_c, $strict_c, 'lax read of a key never read (simple): the connection error');
+is($never_i, $strict_c, 'lax read of a key never read (instance-aware): the same error');
+my (undef, undef, $msg_c) = $node->psql('postgres', q{SELECT distkit_get('fb:c', 'strict')});
+my (undef, undef, $msg_i) = $node->psql('postgres', q{SELECT distkit_instance_get('fb:i', 'strict')});
+like($msg_c, qr/ERROR:  .*Redis/, "strict read of fb:c: $msg_c");
+is($msg_i, $msg_c, 'the two strict reads fail with the same message');
+redis_ctl('start');
+$pg->(q{SELECT distkit_flush('10 s')});
+is(redis_int('distkit:c:{fb:c}'), 10, 'Redis back: fb:c holds 10');
+is($pg->(q{SELECT distkit_get('fb:c', 'strict')}), '10', 'strict read of fb:c: 10');
+is($pg->(q{SELECT row(i.*)::text FROM distkit_instance_get('fb:i', 'strict') i}), '(10,10)',
+	'strict read of fb:i: (10, 10)');
 
 $node->stop;
 done_testing();

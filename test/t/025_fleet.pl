@@ -5,8 +5,11 @@
 # the counters' hashes.  Checks exact totals beyond 1,024 live servers,
 # O(1) arguments per call, a simulated instance dropping out exactly once
 # and coming back exactly once, the epoch rule, recycled numbers never
-# reviving a reaped instance's slice, the distkit.max_instances refusal and
-# the representation-version refusal.
+# reviving a reaped instance's slice, the distkit.max_instances refusal,
+# the representation-version refusal, and a real server paused longer than
+# the reap time whose number went to a newer instance (DKREAPED).
+# DISTKIT_TAP_REDIS_MODE=cluster runs it against a 3-master Redis Cluster
+# (the registry and each counter are in one hash slot either way).
 use strict;
 use warnings;
 use FindBin;
@@ -15,11 +18,13 @@ use DistkitTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $port = start_redis('fleet');
+my $mode = $ENV{DISTKIT_TAP_REDIS_MODE} // 'single';
+my $url = $mode eq 'cluster' ? start_cluster('fleet') : 'redis://127.0.0.1:' . start_redis('fleet') . '/0';
+diag("Redis: $mode ($url)");
 my $threshold = 60000;	# the simulated fleet beats at each step, well within it
 my $conf = "distkit.heartbeat_interval = '200ms'\ndistkit.dead_instance_threshold = '${threshold}ms'\n";
-my $a = new_node('fa', "redis://127.0.0.1:$port/0", $conf);
-my $b = new_node('fb', "redis://127.0.0.1:$port/0", $conf);
+my $a = new_node('fa', $url, $conf);
+my $b = new_node('fb', $url, $conf);
 my $qa = sub { $a->safe_psql('postgres', $_[0]) };
 my $qb = sub { $b->safe_psql('postgres', $_[0]) };
 my $get = sub { my ($q, $k) = @_; $q->("SELECT total || ' ' || this_instance FROM distkit_instance_get('$k')") };
@@ -28,6 +33,14 @@ my $reg = 'distkit:reg:{instances}';
 
 # simulated instance ids: 00000000-0000-4000-8000-<12 digits>
 my @fakes = map { sprintf('00000000-0000-4000-8000-%012d', $_) } 1 .. 5000;
+
+# the port of the Redis node holding a key (the only one in single mode)
+sub node_of_key
+{
+	my ($key) = @_;
+	return redis_ctl_out('port') if $mode ne 'cluster';
+	return cluster_node_of_slot(redis_cli('CLUSTER', 'KEYSLOT', $key));
+}
 
 # run fake-instance.sh op for a list of ids; returns its error count
 sub fleet
@@ -99,12 +112,13 @@ ok($n5000 > 4000, "the last simulated instance has number $n5000 (beyond 1,024)"
 # 3. per call, O(1) arguments whatever the fleet size: the slow log records
 #    every command with its arguments
 is(fleet('beat', @fakes), '0', 'the simulated fleet keeps beating');
-redis_cli('CONFIG', 'SET', 'slowlog-max-len', '100000');
-redis_cli('CONFIG', 'SET', 'slowlog-log-slower-than', '0');
-redis_cli('SLOWLOG', 'RESET');
+my $node5k = node_of_key('distkit:i:{fleet5k}');
+node_cli($node5k, 'CONFIG', 'SET', 'slowlog-max-len', '100000');
+node_cli($node5k, 'CONFIG', 'SET', 'slowlog-log-slower-than', '0');
+node_cli($node5k, 'SLOWLOG', 'RESET');
 $qa->(q{SELECT distkit_instance_inc('fleet5k', 0)});
-my $log = redis_cli('SLOWLOG', 'GET', '100000');
-redis_cli('CONFIG', 'SET', 'slowlog-log-slower-than', '10000');
+my $log = node_cli($node5k, 'SLOWLOG', 'GET', '100000');
+node_cli($node5k, 'CONFIG', 'SET', 'slowlog-log-slower-than', '10000');
 my @lines = split(/\n/, $log);
 # EVALSHA sha 2 key flush-record op number serial value seq version live, then the client
 my @calls = grep { lc($lines[$_]) eq 'evalsha' && ($lines[$_ + 5] // '') eq 'inc' } 0 .. $#lines;
@@ -162,7 +176,7 @@ wait_for(sub { $get->($qb, 'reap') eq '1 0' }, 'b to see the total', 10);
 is($get->($qb, 'reap'), '1 0', 'the reaped instance\'s slice does not count for the new holder of its number');
 
 # 8. distkit.max_instances: a server finding no free number is refused, and listed
-my $c = new_node('fc', "redis://127.0.0.1:$port/0", $conf . "distkit.max_instances = 100\n");
+my $c = new_node('fc', $url, $conf . "distkit.max_instances = 100\n");
 my $c_id = $c->safe_psql('postgres', 'SELECT instance_id FROM distkit_stats');
 wait_for(sub { $qa->(qq{SELECT count(*) FROM distkit_instances WHERE instance_id = '$c_id'}) eq '1' },
 	'c to appear in the registry', 10);
@@ -184,5 +198,44 @@ redis_cli('HSET', "$reg:meta", 'format', '2');
 wait_for(sub { my ($r) = $a->psql('postgres', q{SELECT distkit_instance_get('fleet')}); $r == 0 },
 	'a to work again', 10);
 pass('the refusal ends when the representation matches');
+
+# 10. a real server paused longer than the reap time: its number went to a
+#     newer instance, which wrote a slice under it.  a's worker is stopped
+#     (SIGSTOP: no heartbeat, a's shared memory keeps the old number), a's
+#     registry entry is made 8 days old, b's next heartbeat reaps it and a
+#     simulated instance gets the number.  a's next call meets DKREAPED
+#     (nothing changed), registers again with a new number and counts from
+#     an empty slice, exactly once.
+is(fleet('beat', @fakes), '0', 'the simulated fleet keeps beating');
+is($get->($qa, 'rk'), '0 0', 'rk is new');
+$qa->(q{SELECT distkit_instance_inc('rk', 10)});
+is($get->($qa, 'rk'), '10 10', 'a counts 10 in rk');
+my $a_id = $qa->('SELECT instance_id FROM distkit_stats');
+my ($na, $sa) = numser($a_id);
+my $worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
+ok($worker =~ /^\d+$/, "a's worker is $worker");
+kill('STOP', $worker) or die "cannot stop a's worker";
+silence($a_id, 8 * 24 * 3600 * 1000);
+wait_for(sub { redis_cli('HEXISTS', "$reg:num", $a_id) eq '0' }, 'b\'s heartbeat to reap a', 10);
+my $newer = 'ffffffff-0000-4000-8000-000000000002';
+is(fleet('beat', $newer), '0', 'a newer instance registers');
+my ($nn2, $ns2) = numser($newer);
+is($nn2, $na, "it gets a's number ($na)");
+slice('rk', $newer, 50);
+is($qa->('SELECT instance_number FROM distkit_instances WHERE is_this_server'), '',
+	'a (paused worker) is not in the registry');
+is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rk', 1) i}), '(51,1)',
+	'a\'s next call: DKREAPED, a registers again and counts 1 in an empty slice (51 = 50 + 1)');
+my ($na2, $sa2) = numser($a_id);
+ok(defined($na2) && $na2 ne $na && $sa2 > $ns2, "a holds a new number ($na2) and a newer serial");
+is($qa->('SELECT instance_number FROM distkit_instances WHERE is_this_server'), $na2,
+	'distkit_instances shows a\'s new number (its worker still stopped)');
+wait_for(sub { $get->($qb, 'rk') eq '51 0' }, 'b to see 51', 10);
+is($get->($qb, 'rk'), '51 0', 'b: 51, the newer instance\'s 50 and a\'s 1 (a\'s old 10 does not count)');
+kill('CONT', $worker);
+$qa->(q{SELECT distkit_instance_inc('rk', 1)});
+wait_for(sub { $get->($qb, 'rk') eq '52 0' }, 'b to see 52', 10);
+is($get->($qa, 'rk'), '52 2', 'a\'s worker resumed: a counts on with its new number (52, slice 2)');
+is(join(':', numser($a_id)), "$na2:$sa2", 'and keeps it');
 
 done_testing();
