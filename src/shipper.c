@@ -548,6 +548,14 @@ DkOutboxShipperMain(Datum main_arg)
 	 * only makes the rows ship again, which the record refuses.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Its saved plans must walk the primary key whatever the table's size
+	 * when they were planned (a plan made while the table was nearly empty,
+	 * a sequential scan and a sort, would be kept while a backlog of
+	 * millions of rows builds up).
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	StartTransactionCommand();
 	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
