@@ -57,6 +57,8 @@
 #define CHUNK_ROWS 250			/* rows per script call */
 #define IDLE_POLL_MS 1000		/* an idle shipper looks at the table anyway */
 #define GATHER_MS 5				/* after a partial batch: let more rows commit */
+#define GATHER_SMALL_MS 20		/* ... after a batch of fewer than SMALL_BATCH_ROWS */
+#define SMALL_BATCH_ROWS 200
 #define STANDBY_POLL_MS 1000
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_CAP_MS 5000
@@ -508,15 +510,20 @@ Sleep(long ms)
 }
 
 /*
- * After a partial batch, wait GATHER_MS before the next cycle even if
- * commits set the latch: under load, cycles carry many rows instead of one
- * (a cycle costs two transactions and a round trip), at the price of up
- * to GATHER_MS of lag.  A shutdown request is served after it.
+ * After a partial batch of n rows, wait before the next cycle even if
+ * commits set the latch: under load, cycles carry many rows instead of a
+ * few (a cycle costs two transactions, the DELETE's WAL, which the
+ * producers' next WAL flushes write too, and a round trip), at the price
+ * of lag: GATHER_MS, or GATHER_SMALL_MS after a batch of fewer than
+ * SMALL_BATCH_ROWS rows (a few producers committing one message each: the
+ * shipper's cycles would otherwise slow their commits most).  A shutdown
+ * request is served after it.
  */
 static void
-GatherRows(void)
+GatherRows(int n)
 {
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GATHER_MS);
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													n < SMALL_BATCH_ROWS ? GATHER_SMALL_MS : GATHER_MS);
 	long		left;
 
 	/* not woken by the latch: commits meanwhile cost their backends no wake-up */
@@ -598,7 +605,7 @@ DkOutboxShipperMain(Datum main_arg)
 		else if (n == 0)
 			Sleep(IDLE_POLL_MS);
 		else if (n < BATCH_ROWS)
-			GatherRows();
+			GatherRows(n);
 	}
 	proc_exit(DkOutboxStopRequested() ? 0 : 1);
 }
