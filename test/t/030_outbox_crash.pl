@@ -94,11 +94,11 @@ sub wait_ship_in_flight
 				AND query = 'shipping outbox rows to Redis' AND state = 'active')
 			|| ':' || (SELECT count(*) FROM distkit_outbox WHERE id = $last)
 			|| ':' || (SELECT messages FROM distkit_outbox_backlog WHERE queue = 'q:crash')
-			|| ':' || (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'producer%' AND state = 'active')});
+			|| ':' || (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'producer%')});
 		return 0 unless $r =~ /^(\d+):1:(\d+):(\d+)$/ && $2 > 500 && $3 == $nprod;
 		$pid = $1;
 		return 1;
-	}, "$label: a shipping script applied in Redis, its reply in flight, a backlog, $nprod producers running", 60);
+	}, "$label: a shipping script applied in Redis, its reply in flight, a backlog, $nprod producers connected", 60);
 	return $pid;
 }
 
