@@ -6,7 +6,8 @@
 #     8 clients, interleaved repetitions (median tps and the ratio), with
 #     synchronous_commit on (the default: the commit's WAL flush counts)
 #     and off (the CPU cost shows);
-#  2. shipping while 8 clients produce for BENCH_SECONDS: messages produced
+#  2. shipping while 8 clients produce for BENCH_SECONDS (one message per
+#     transaction, then ten): messages produced
 #     and shipped per second, backlog left, end-to-end lag (commit -> entry
 #     in the stream: the entry id's Redis time minus clock_timestamp() taken
 #     by the sending statement, same machine clock) p50 / p99 / max;
@@ -67,6 +68,8 @@ echo "SELECT distkit_outbox_send('bench', '$payload');" >"$base/outbox.sql"
 echo "SELECT distkit_inc('bench.c');" >"$base/inc.sql"
 echo "SELECT distkit_queue_send('bench.q', '$payload');" >"$base/send.sql"
 echo "SELECT distkit_outbox_send('lag', jsonb_build_object('t', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint));" >"$base/lag.sql"
+# 10 messages per transaction (a trigger on a 10-row INSERT does the same)
+echo "SELECT count(distkit_outbox_send('lag10', jsonb_build_object('t', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint))) FROM generate_series(1, 10);" >"$base/lag10.sql"
 tps() { pgbench -n -M prepared -T "$BENCH_SECONDS" -c "$1" -j "$1" -f "$2" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
 # wait until the outbox is empty (at most 300 s); logs how long it took
 drain() {
@@ -113,21 +116,26 @@ for rep in $(seq 1 "$BENCH_REPS"); do
 done
 [ "$(rcli XLEN 'distkit:q:{bench}')" = "$(q "SELECT last_value FROM distkit_outbox_id_seq")" ] && exact1=yes || exact1=NO
 
-# 2. shipping during 8-client production, and the lag
-rcli DEL 'distkit:q:{lag}' >/dev/null
-start=$(date +%s.%N)
-produced=$(pgbench -n -M prepared -T "$BENCH_SECONDS" -c 8 -j 8 -f "$base/lag.sql" 2>/dev/null | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
-end=$(date +%s.%N)
-shipped_during=$(rcli XLEN 'distkit:q:{lag}')
-backlog_end=$(q "SELECT count(*) FROM distkit_outbox")
-drain
-rcli --raw XRANGE 'distkit:q:{lag}' - + | awk '/^[0-9]+-[0-9]+$/ { split($1, a, "-"); id = a[1] } /^\{"t": / { gsub(/[^0-9]/, "", $0); print id * 1000 - $0 }' \
-	| sort -n >"$base/lag.us"
-lagn=$(wc -l <"$base/lag.us")
+# 2. shipping during 8-client production, and the lag: one message per
+# transaction (lag), then ten (lag10)
 pct() { awk -v p="$1" -v n="$lagn" 'NR == int(n * p / 100 + 0.999999) { printf "%.1f", $1 / 1000 }' "$base/lag.us"; }
-lag50=$(pct 50) lag99=$(pct 99) lagmax=$(tail -1 "$base/lag.us" | awk '{ printf "%.1f", $1 / 1000 }')
-dur=$(echo "$end - $start" | bc -l)
-exact2=$([ "$lagn" = "$produced" ] && echo yes || echo NO)
+declare -A ship
+for w in lag lag10; do
+	rcli DEL "distkit:q:{$w}" >/dev/null
+	start=$(date +%s.%N)
+	tx=$(pgbench -n -M prepared -T "$BENCH_SECONDS" -c 8 -j 8 -f "$base/$w.sql" 2>/dev/null | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+	end=$(date +%s.%N)
+	produced=$tx
+	[ "$w" = lag ] || produced=$((tx * 10))
+	shipped_during=$(rcli XLEN "distkit:q:{$w}")
+	backlog_end=$(q "SELECT count(*) FROM distkit_outbox")
+	drain
+	rcli --raw XRANGE "distkit:q:{$w}" - + | awk '/^[0-9]+-[0-9]+$/ { split($1, a, "-"); id = a[1] } /^\{"t": / { gsub(/[^0-9]/, "", $0); print id * 1000 - $0 }' \
+		| sort -n >"$base/lag.us"
+	lagn=$(wc -l <"$base/lag.us")
+	dur=$(echo "$end - $start" | bc -l)
+	ship[$w]="$produced produced ($(echo "scale=0; $produced / $dur" | bc -l)/s in $tx transactions), $shipped_during shipped by the end ($(echo "scale=0; $shipped_during / $dur" | bc -l)/s), backlog at the end $backlog_end; lag commit -> stream: p50 $(pct 50) ms, p99 $(pct 99) ms, max $(tail -1 "$base/lag.us" | awk '{ printf "%.1f", $1 / 1000 }') ms ($lagn messages; each once: $([ "$lagn" = "$produced" ] && echo yes || echo NO))"
+done
 
 # 3. a backlog built while Redis is down, then drained
 "$rctl" stop >/dev/null
@@ -173,7 +181,9 @@ report="$out/$stamp-outbox.md"
 	echo
 	echo "Every message of part 1 in the stream once: $exact1."
 	echo
-	echo "Shipping during ${BENCH_SECONDS} s of 8 producing clients: $produced produced ($(echo "scale=0; $produced / $dur" | bc -l)/s), $shipped_during shipped by the end ($(echo "scale=0; $shipped_during / $dur" | bc -l)/s), backlog at the end $backlog_end; lag commit -> stream: p50 $lag50 ms, p99 $lag99 ms, max $lagmax ms ($lagn messages; each once: $exact2)."
+	echo "Shipping during ${BENCH_SECONDS} s of 8 producing clients, one message per transaction: ${ship[lag]}."
+	echo
+	echo "Shipping during ${BENCH_SECONDS} s of 8 producing clients, ten messages per transaction: ${ship[lag10]}."
 	echo
 	echo "Backlog: $BENCH_BACKLOG rows committed with Redis stopped (view: $bl_view), drained in $(printf '%.2f' "$drain_s") s = $(echo "scale=0; $BENCH_BACKLOG / $drain_s" | bc -l) messages/s; stream length $bl_len (each once: $exact3)."
 } >"$report"

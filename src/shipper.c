@@ -57,6 +57,8 @@
 #define CHUNK_ROWS 250			/* rows per script call */
 #define IDLE_POLL_MS 1000		/* an idle shipper looks at the table anyway */
 #define GATHER_MS 5				/* after a partial batch: let more rows commit */
+#define GATHER_SMALL_MS 20		/* ... after a batch of fewer than SMALL_BATCH_ROWS */
+#define SMALL_BATCH_ROWS 200
 #define STANDBY_POLL_MS 1000
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_CAP_MS 5000
@@ -88,6 +90,39 @@ static MemoryContext forget_ctx = NULL;
 static bool no_extension = false;
 static MemoryContext txn_caller_ctx = NULL;	/* where BeginTxn was called */
 static volatile sig_atomic_t cancel_requested = false;
+
+/*
+ * Saved plans of the batch SELECT and the DELETE (parsed and planned once,
+ * not per cycle); dropped when the extension's schema changes and after a
+ * failed cycle (the table may have been dropped and re-created).
+ */
+static SPIPlanPtr read_plan = NULL;
+static SPIPlanPtr delete_plan = NULL;
+static bool checked_extension = false;	/* pg_extension read since the last failure */
+
+static void
+FreePlans(void)
+{
+	if (read_plan != NULL)
+		SPI_freeplan(read_plan);
+	if (delete_plan != NULL)
+		SPI_freeplan(delete_plan);
+	read_plan = NULL;
+	delete_plan = NULL;
+}
+
+/* A saved plan of sql (with nargs arguments of types). */
+static SPIPlanPtr
+SavedPlan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+	if (p == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return p;
+}
 
 /* SIGINT: abandon the current Redis wait (never an ERROR outside a handler). */
 static void
@@ -149,8 +184,9 @@ ForgetAdd(const char *queue, int64 id)
 
 /*
  * Begin a short transaction with a snapshot and SPI; returns the quoted
- * schema of distkit's objects (looked up if lookup, else the last one
- * found), or NULL (and sets no_extension) without the extension.
+ * schema of distkit's objects (looked up if lookup or never found yet, else
+ * the last one found), or NULL (and sets no_extension) without the
+ * extension.  A new schema drops the saved plans.
  */
 static const char *
 BeginTxn(bool lookup)
@@ -168,14 +204,26 @@ BeginTxn(bool lookup)
 	if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n"
 					" ON n.oid = e.extnamespace WHERE e.extname = 'distkit'", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "cannot read pg_extension");
-	if (nsp != NULL)
-		pfree(nsp);
-	nsp = NULL;
 	if (SPI_processed == 1)
-		nsp = MemoryContextStrdup(TopMemoryContext,
-								  quote_identifier(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)));
+	{
+		const char *found = quote_identifier(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+
+		if (nsp == NULL || strcmp(nsp, found) != 0)
+		{
+			FreePlans();
+			if (nsp != NULL)
+				pfree(nsp);
+			nsp = MemoryContextStrdup(TopMemoryContext, found);
+		}
+	}
 	else
+	{
+		FreePlans();
+		if (nsp != NULL)
+			pfree(nsp);
+		nsp = NULL;
 		no_extension = true;
+	}
 	return nsp;
 }
 
@@ -188,19 +236,24 @@ EndTxn(void)
 	MemoryContextSwitchTo(txn_caller_ctx);
 }
 
-/* Read up to BATCH_ROWS committed rows in id order into ctx. */
+/*
+ * Read up to BATCH_ROWS committed rows in id order into ctx.  pg_extension
+ * is read at the first cycle and after a failed one (not per cycle: a
+ * dropped extension makes the saved plan fail, and the next cycle looks).
+ */
 static int
 ReadBatch(MemoryContext ctx, OutboxRow **rows)
 {
-	const char *nsp = BeginTxn(true);
+	const char *nsp = BeginTxn(!checked_extension);
 	int			n = 0;
 
+	checked_extension = true;
 	if (nsp != NULL)
 	{
-		char	   *sql = psprintf("SELECT id, queue, payload::text FROM %s.distkit_outbox ORDER BY id LIMIT %d",
-								   nsp, BATCH_ROWS);
-
-		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		if (read_plan == NULL)
+			read_plan = SavedPlan(psprintf("SELECT id, queue, payload::text FROM %s.distkit_outbox ORDER BY id LIMIT %d",
+										   nsp, BATCH_ROWS), 0, NULL);
+		if (SPI_execute_plan(read_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "cannot read distkit_outbox");
 		n = (int) SPI_processed;
 		*rows = MemoryContextAlloc(ctx, sizeof(OutboxRow) * Max(n, 1));
@@ -236,8 +289,10 @@ DeleteRows(int64 *ids, int n)
 		for (int i = 0; i < n; i++)
 			elems[i] = Int64GetDatum(ids[i]);
 		arg = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		if (SPI_execute_with_args(psprintf("DELETE FROM %s.distkit_outbox WHERE id = ANY($1)", nsp),
-								  1, &type, &arg, NULL, false, 0) != SPI_OK_DELETE)
+		if (delete_plan == NULL)
+			delete_plan = SavedPlan(psprintf("DELETE FROM %s.distkit_outbox WHERE id = ANY($1)", nsp),
+									1, &type);
+		if (SPI_execute_plan(delete_plan, &arg, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "cannot delete from distkit_outbox");
 	}
 	EndTxn();
@@ -401,6 +456,8 @@ TryShipCycle(MemoryContext ctx, int *failures)
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
 		LWLockReleaseAll();
+		FreePlans();
+		checked_extension = false;
 		if (*failures == 0 && !ShutdownRequestPending)
 			ereport(LOG,
 					(errmsg("distkit outbox shipper cannot ship: %s", edata->message),
@@ -453,15 +510,20 @@ Sleep(long ms)
 }
 
 /*
- * After a partial batch, wait GATHER_MS before the next cycle even if
- * commits set the latch: under load, cycles carry many rows instead of one
- * (a cycle costs two transactions and a round trip), at the price of up
- * to GATHER_MS of lag.  A shutdown request is served after it.
+ * After a partial batch of n rows, wait before the next cycle even if
+ * commits set the latch: under load, cycles carry many rows instead of a
+ * few (a cycle costs two transactions, the DELETE's WAL, which the
+ * producers' next WAL flushes write too, and a round trip), at the price
+ * of lag: GATHER_MS, or GATHER_SMALL_MS after a batch of fewer than
+ * SMALL_BATCH_ROWS rows (a few producers committing one message each: the
+ * shipper's cycles would otherwise slow their commits most).  A shutdown
+ * request is served after it.
  */
 static void
-GatherRows(void)
+GatherRows(int n)
 {
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), GATHER_MS);
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													n < SMALL_BATCH_ROWS ? GATHER_SMALL_MS : GATHER_MS);
 	long		left;
 
 	/* not woken by the latch: commits meanwhile cost their backends no wake-up */
@@ -493,6 +555,14 @@ DkOutboxShipperMain(Datum main_arg)
 	 * only makes the rows ship again, which the record refuses.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Its saved plans must walk the primary key whatever the table's size
+	 * when they were planned (a plan made while the table was nearly empty,
+	 * a sequential scan and a sort, would be kept while a backlog of
+	 * millions of rows builds up).
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	StartTransactionCommand();
 	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
@@ -535,7 +605,7 @@ DkOutboxShipperMain(Datum main_arg)
 		else if (n == 0)
 			Sleep(IDLE_POLL_MS);
 		else if (n < BATCH_ROWS)
-			GatherRows();
+			GatherRows(n);
 	}
 	proc_exit(DkOutboxStopRequested() ? 0 : 1);
 }

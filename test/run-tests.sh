@@ -16,7 +16,8 @@
 # pg_regress), DISTKIT_REGRESS="01_setup 07_lax" (pg_regress tests),
 # DISTKIT_TAP="test/t/009_bad_input.pl" ("" skips TAP),
 # DISTKIT_TAP_REDIS_MODE=cluster (TAP files that support it, today
-# 009_bad_input and 025_fleet, run against a 3-master Redis Cluster).
+# 009_bad_input, 025_fleet and 027_queue, run against a 3-master Redis
+# Cluster; the whole suite runs TAP once, in single mode, unless this is set).
 # Prints "distkit: N passed, M failed" last and exits non-zero on failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)

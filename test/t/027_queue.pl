@@ -10,6 +10,11 @@
 # DATABASE and ALTER DATABASE RENAME with a shipper connected to the
 # database, a standby that must not ship, and consumers of one group (SQL
 # and redis-cli) with one that dies without acknowledging.
+# DISTKIT_TAP_REDIS_MODE=cluster runs it against a 3-master Redis Cluster
+# (queues spread over the masters: one queue per master is checked); the
+# faults that need the proxy in front of one Redis (lost replies, the
+# shipper killed mid-batch, the standby whose primary cannot ship) run in
+# single mode only (030_outbox_crash.pl has more kill -9 cases).
 use strict;
 use warnings;
 use FindBin;
@@ -20,9 +25,20 @@ use Test::More;
 use Time::HiRes qw(usleep);
 use IPC::Run;
 
-my $redis_port = start_redis('queue27');
-my ($proxy_port, $control) = start_proxy($redis_port);
-my $node = new_node('queue27', "redis://127.0.0.1:$proxy_port/0", <<'CONF');
+my $mode = $ENV{DISTKIT_TAP_REDIS_MODE} // 'single';
+my $cluster = $mode eq 'cluster';
+my ($redis_port, $proxy_port, $control, $url);
+if ($cluster)
+{
+	$url = start_cluster('queue27');
+}
+else
+{
+	$redis_port = start_redis('queue27');
+	($proxy_port, $control) = start_proxy($redis_port);
+	$url = "redis://127.0.0.1:$proxy_port/0";
+}
+my $node = new_node('queue27', $url, <<'CONF');
 restart_after_crash = on
 wal_level = replica
 max_wal_senders = 4
@@ -120,13 +136,15 @@ $sa->quit;
 check('out-of-order commits');
 ok($a_id ne '', "A's outbox id ($a_id) was smaller and still shipped once");
 
+my $load;
+
 # 3. Redis stopped while rows commit: they wait, the view shows them
 redis_ctl('stop');
 $pg->('CALL ev_load(3001, 3300)');
 is($pg->(q{SELECT messages FROM distkit_outbox_backlog WHERE queue = 'q:ev'}), '240',
 	'Redis down: the 240 committed messages wait in the backlog view');
 ok($pg->(q{SELECT oldest_age > '0' FROM distkit_outbox_backlog}) eq 't', '... with their age');
-my $load = start_load(3301, 3600);
+$load = start_load(3301, 3600);
 sleep 2;
 redis_ctl('start');
 $load->finish;
@@ -134,28 +152,31 @@ check('Redis stopped during load');
 
 # 4. every reply of a shipping script lost: Redis runs it, the shipper
 # never learns it and sends the rows again
-set_proxy_mode($control, 'cut-reply');
-$pg->('CALL ev_load(4001, 4100)');
-wait_for(sub { redis_cli('XLEN', $stream) == $pg->('SELECT count(*) FROM ev') }, 'the scripts to run in Redis');
-is($pg->(q{SELECT count(*) FROM distkit_outbox}), '80',
-	'replies lost: the 80 rows are in the stream and still in the outbox');
-sleep 2;	# several resends, all refused as already there
-set_proxy_mode($control, 'pass');
-check('lost replies');
+if (!$cluster)
+{
+	set_proxy_mode($control, 'cut-reply');
+	$pg->('CALL ev_load(4001, 4100)');
+	wait_for(sub { redis_cli('XLEN', $stream) == $pg->('SELECT count(*) FROM ev') }, 'the scripts to run in Redis');
+	is($pg->(q{SELECT count(*) FROM distkit_outbox}), '80',
+		'replies lost: the 80 rows are in the stream and still in the outbox');
+	sleep 2;	# several resends, all refused as already there
+	set_proxy_mode($control, 'pass');
+	check('lost replies');
 
-# 5. the shipper killed (-9) while it waits for Redis in the middle of a batch
-set_proxy_mode($control, 'latency:3000');
-$load = start_load(5001, 5300);
-wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper'
-	AND query = 'shipping outbox rows to Redis' AND state = 'active'}) eq '1' }, 'the shipper to wait for Redis mid-batch');
-my $pid = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper'});
-kill 'KILL', $pid;
-$load->finish;
-set_proxy_mode($control, 'pass');
-wait_for(sub { my ($rc) = $node->psql('postgres', 'SELECT 1'); $rc == 0 }, 'the crash restart');
-$load = start_load(5301, 5400);
-$load->finish;
-check('shipper killed mid-batch');
+	# 5. the shipper killed (-9) while it waits for Redis in the middle of a batch
+	set_proxy_mode($control, 'latency:3000');
+	$load = start_load(5001, 5300);
+	wait_for(sub { $pg->(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper'
+		AND query = 'shipping outbox rows to Redis' AND state = 'active'}) eq '1' }, 'the shipper to wait for Redis mid-batch');
+	my $pid = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper'});
+	kill 'KILL', $pid;
+	$load->finish;
+	set_proxy_mode($control, 'pass');
+	wait_for(sub { my ($rc) = $node->psql('postgres', 'SELECT 1'); $rc == 0 }, 'the crash restart');
+	$load = start_load(5301, 5400);
+	$load->finish;
+	check('shipper killed mid-batch');
+}
 
 # 6. immediate stop of the server during load
 $load = start_load(6001, 7000);
@@ -187,21 +208,41 @@ wait_for(sub { redis_cli('XLEN', 'distkit:q:{q:d27}') eq '3' }, 'the next commit
 $pg->('DROP DATABASE d27c');
 
 # 8. a standby never ships
-$node->backup('b27');
-my $standby = PostgreSQL::Test::Cluster->new('standby27');
-$standby->init_from_backup($node, 'b27', has_streaming => 1);
-# the standby reaches Redis directly; the primary cannot ship for now
-$standby->append_conf('postgresql.conf', "distkit.redis_url = 'redis://127.0.0.1:$redis_port/0'");
-$standby->start;
-set_proxy_mode($control, 'refuse');
-$pg->('CALL ev_load(8001, 8010)');
-$node->wait_for_catchup($standby);
-sleep 2;
-is($standby->safe_psql('postgres', 'SELECT count(*) FROM distkit_outbox'), '8', 'the standby sees the 8 waiting rows');
-is(redis_cli('XLEN', $stream), $pg->('SELECT count(*) FROM ev') - 8, '... and ships none of them');
-set_proxy_mode($control, 'pass');
-check('standby');
-$standby->stop;
+if (!$cluster)
+{
+	$node->backup('b27');
+	my $standby = PostgreSQL::Test::Cluster->new('standby27');
+	$standby->init_from_backup($node, 'b27', has_streaming => 1);
+	# the standby reaches Redis directly; the primary cannot ship for now
+	$standby->append_conf('postgresql.conf', "distkit.redis_url = 'redis://127.0.0.1:$redis_port/0'");
+	$standby->start;
+	set_proxy_mode($control, 'refuse');
+	$pg->('CALL ev_load(8001, 8010)');
+	$node->wait_for_catchup($standby);
+	sleep 2;
+	is($standby->safe_psql('postgres', 'SELECT count(*) FROM distkit_outbox'), '8', 'the standby sees the 8 waiting rows');
+	is(redis_cli('XLEN', $stream), $pg->('SELECT count(*) FROM ev') - 8, '... and ships none of them');
+	set_proxy_mode($control, 'pass');
+	check('standby');
+	$standby->stop;
+}
+else
+{
+	# queues spread over the masters: for each master a queue whose slot it
+	# serves gets 10 outbox messages, and that master holds its stream
+	my %queue_of;
+	for (my $k = 0; keys(%queue_of) < 3 && $k < 1000; $k++)
+	{
+		my $slot = redis_cli('CLUSTER', 'KEYSLOT', "distkit:q:{q:spread$k}");
+		my $port = cluster_node_of_slot($slot);
+		$queue_of{$port} //= "q:spread$k";
+	}
+	is(scalar(keys %queue_of), 3, 'a queue for each of the 3 masters');
+	$pg->(qq{SELECT distkit_outbox_send('$_', jsonb_build_object('n', n)) FROM generate_series(1, 10) n}) for values %queue_of;
+	wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the spread queues to ship');
+	is(join(',', map { node_cli($_, 'XLEN', "distkit:q:{$queue_of{$_}}") } sort keys %queue_of), '10,10,10',
+		'each master holds the stream of its queue, 10 entries each');
+}
 
 # 9. consumers: two SQL consumers and a redis-cli one share a group; one
 # SQL consumer dies without acknowledging: its messages go to another

@@ -1,0 +1,175 @@
+# The outbox across kill -9 (issue 18), counted from the clients' side.
+# Four producers (psql, one autocommit INSERT per message, a trigger sends
+# the event) print "ack K" after each COMMIT reply they got: the acked rows
+# are known committed; the one row per producer whose reply the crash
+# swallowed is resolved by looking in the table it was inserted into (the
+# row and its outbox message commit together).  The faults, by design:
+#  (a) kill -9 of a producer's backend while the shipper has a script in
+#      flight whose entries Redis already added (the proxy holds the
+#      reply) and the backlog is non-empty: the postmaster restarts the
+#      whole server;
+#  (b) kill -9 of the shipper itself in the same state.
+# Afterwards, with no further commit, the shipper (started on demand, no
+# distkit.outbox_databases) must come back by itself and drain the
+# backlog; the stream must then hold each committed message exactly once:
+# every acked one, the in-flight ones that committed, nothing else.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use DistkitTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+
+my $redis_port = start_redis('crash30');
+my ($proxy_port, $control) = start_proxy($redis_port);
+my $node = new_node('crash30', "redis://127.0.0.1:$proxy_port/0", <<'CONF');
+restart_after_crash = on
+distkit.connect_timeout = '500ms'
+distkit.command_timeout = '10s'
+CONF
+my $pg = sub { $node->safe_psql('postgres', $_[0]) };
+my $stream = 'distkit:q:{q:crash}';
+my $nprod = 4;
+
+$pg->(q{
+CREATE TABLE ev (i int PRIMARY KEY);
+CREATE FUNCTION ev_send() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM distkit_outbox_send('q:crash', jsonb_build_object('i', NEW.i));
+	RETURN NEW;
+END $$;
+CREATE TRIGGER ev_send AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION ev_send();
+});
+
+my $shipper_sql = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper'};
+
+# outbox ids of the stream's entries, and their payloads' i, sorted
+sub stream_entries
+{
+	my @lines = split /\n/, redis_cli('XRANGE', $stream, '-', '+');
+	my (@v, @ids);
+	for (my $j = 0; $j < $#lines; $j++)
+	{
+		push @v, $1 if $lines[$j] eq 'payload' && $lines[$j + 1] =~ /^\{"i": (\d+)\}$/;
+		push @ids, $lines[$j + 1] if $lines[$j] eq 'outbox_id';
+	}
+	return ([ sort { $a <=> $b } @v ], \@ids);
+}
+
+# Start the producers on rows base+p*100000+1 .. +60000; returns their handles and ack files.
+sub start_producers
+{
+	my ($base) = @_;
+	my @h;
+	for my $p (1 .. $nprod)
+	{
+		my $first = $base + $p * 100_000 + 1;
+		my $script = "$PostgreSQL::Test::Utils::tmp_check/prod-$base-$p.sql";
+		open my $fh, '>', $script or die;
+		print $fh "INSERT INTO ev VALUES ($_);\n\\echo ack $_\n" for $first .. $first + 59_999;
+		close $fh;
+		my $acks = "$PostgreSQL::Test::Utils::tmp_check/prod-$base-$p.acks";
+		my $err = '';
+		my $run = IPC::Run::start([ $node->installed_command('psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+			'-h', $node->host, '-p', $node->port, '-d', "dbname=postgres application_name=producer$p", '-f', $script ],
+			'>', $acks, '2>', \$err);
+		push @h, { run => $run, acks => $acks, first => $first, last => $first + 59_999 };
+	}
+	return @h;
+}
+
+# Wait until the shipper has a script in flight that Redis ran (its entries
+# are in the stream, their rows still in the outbox) and the backlog holds
+# more rows than that; returns the shipper's pid.
+sub wait_ship_in_flight
+{
+	my ($label) = @_;
+	my $pid;
+	wait_for(sub {
+		my $last = (split /\n/, redis_cli('XREVRANGE', $stream, '+', '-', 'COUNT', '1'))[6] // '';
+		return 0 unless $last =~ /^\d+$/;
+		my $r = $pg->(qq{SELECT (SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper'
+				AND query = 'shipping outbox rows to Redis' AND state = 'active')
+			|| ':' || (SELECT count(*) FROM distkit_outbox WHERE id = $last)
+			|| ':' || (SELECT messages FROM distkit_outbox_backlog WHERE queue = 'q:crash')
+			|| ':' || (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'producer%')});
+		return 0 unless $r =~ /^(\d+):1:(\d+):(\d+)$/ && $2 > 500 && $3 == $nprod;
+		$pid = $1;
+		return 1;
+	}, "$label: a shipping script applied in Redis, its reply in flight, a backlog, $nprod producers connected", 60);
+	return $pid;
+}
+
+# After the crash: the shipper back without any commit, the backlog drained,
+# then the exact comparison with the producers' acknowledgements.
+sub check_after_crash
+{
+	my ($label, $old_shipper, @h) = @_;
+	# the restarted server cannot reach Redis until the shipper is seen back
+	set_proxy_mode($control, 'refuse');
+	$_->{run}->finish for @h;	# each exits on the lost connection
+	wait_for(sub { my ($rc) = $node->psql('postgres', 'SELECT 1'); $rc == 0 }, "$label: the crash restart");
+	my $new;
+	wait_for(sub { $new = $pg->($shipper_sql); $new ne '' && $new ne $old_shipper },
+		"$label: the shipper to come back by itself (no commit since the crash)", 30);
+	my $left = $pg->('SELECT count(*) FROM distkit_outbox');
+	ok($left > 0, "$label: after the restart the outbox holds the backlog ($left rows)");
+	set_proxy_mode($control, 'pass');
+	wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, "$label: the backlog to drain", 60);
+	my ($acked, $lost, $resolved) = (0, 0, 0);
+	my $ok = 1;
+	for my $p (@h)
+	{
+		open my $fh, '<', $p->{acks} or die;
+		my @a = map { /^ack (\d+)$/ ? $1 : () } <$fh>;
+		close $fh;
+		$acked += @a;
+		my $next = @a ? $a[-1] + 1 : $p->{first};
+		my @c = split /\n/, $pg->("SELECT i FROM ev WHERE i BETWEEN $p->{first} AND $p->{last} ORDER BY i");
+		# the committed rows: the acked ones, and the one in flight if it made it
+		my $expect = join(',', @a);
+		if (@c == @a + 1 && $c[-1] == $next)
+		{
+			$resolved++;
+			$expect = join(',', @a, $next);
+		}
+		elsif ($next <= $p->{last})
+		{
+			$lost++;
+		}
+		$ok = 0 unless join(',', @c) eq $expect;
+	}
+	ok($ok, "$label: the committed rows are exactly the acked ones plus in-flight ones that committed ($acked acked, $resolved in-flight committed, $lost in-flight lost)");
+	ok($acked > 1000, "$label: the load ran ($acked acked commits)");
+	is($resolved + $lost, $nprod, "$label: each of the $nprod producers had one commit in flight when the server crashed");
+	my ($vals, $ids) = stream_entries();
+	my $committed = $pg->(q{SELECT string_agg(i::text, ',' ORDER BY i) FROM ev});
+	is(scalar(@$vals), $pg->('SELECT count(*) FROM ev'), "$label: the stream has one entry per committed message");
+	is(join(',', @$vals), $committed, "$label: ... exactly the committed messages, each once");
+	my %seen;
+	is(scalar(grep { $seen{$_}++ } @$ids), 0, "$label: no outbox id twice in the stream");
+}
+
+# (a) kill -9 of a producer's backend
+$pg->('INSERT INTO ev VALUES (1)');	# starts the shipper on demand
+wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the first message to ship');
+set_proxy_mode($control, 'latency:1500');
+my @h = start_producers(0);
+my $shipper = wait_ship_in_flight('backend killed');
+my $victim = $pg->(q{SELECT pid FROM pg_stat_activity WHERE application_name = 'producer1'});
+ok(kill('KILL', $victim), 'kill -9 of a producing backend while a ship is in flight');
+check_after_crash('backend killed', $shipper, @h);
+
+# (b) kill -9 of the shipper
+set_proxy_mode($control, 'latency:1500');
+@h = start_producers(1_000_000);
+$shipper = wait_ship_in_flight('shipper killed');
+ok(kill('KILL', $shipper), 'kill -9 of the shipper while its ship is in flight');
+check_after_crash('shipper killed', $shipper, @h);
+
+my $log = slurp_file($node->logfile);
+my $restarts = () = $log =~ /all server processes terminated; reinitializing/g;
+is($restarts, 2, 'both kills made the postmaster restart the server');
+done_testing();
