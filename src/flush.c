@@ -12,9 +12,12 @@
  * kinds flushed key by key, or that the kind is flushed in groups.
  *
  * Simple counters are flushed in groups.  A group is a hash slot in a Redis
- * Cluster (every key of a script must be in one slot) and, on one Redis or
- * a Sentinel-managed one, the slot modulo DK_FLUSH_GROUPS_SINGLE (1,024),
- * so that the records below stay few.  One EVALSHA of lua/lax_flush.lua
+ * Cluster (every key of a script must be in one slot); on one Redis or a
+ * Sentinel-managed one there is a single group (DK_FLUSH_GROUPS_SINGLE):
+ * a batch's keys go in as few script calls as possible (a flush cycle
+ * holds a few thousand keys, most of them with one increment, so per-slot
+ * groups there would still mean about one call per key), and an instance
+ * has one record.  One EVALSHA of lua/lax_flush.lua
  * applies a whole group: KEYS = the group's exactly-once record and its
  * counters, ARGV = sequence, part, record lifetime and one delta per key.
  * The record, "<prefix>:cf:{<slot tag>}:<instance id>", is a string
@@ -23,7 +26,8 @@
  * group), refreshed to a 7-day lifetime whenever written: the records of
  * an instance that stopped (every server start is a new instance id)
  * expire 7 days after its last flush, so they never pile up, and at most
- * groups x instances-of-the-last-7-days records exist.
+ * groups x instances-of-the-last-7-days records exist (one per instance on
+ * one Redis; at most 16,384 per instance in a Cluster).
  *
  * Exactly once: the script checks the record first (this part already
  * applied: it changes nothing and answers the current totals), writes it
@@ -57,7 +61,7 @@
 #include "keys.h"
 #include "redis.h"
 
-#define FLUSH_CHUNK_KEYS 10000	/* keys per pipelined round trip (about) */
+#define FLUSH_CHUNK_KEYS 5000	/* keys per pipelined round trip (about) */
 #define FLUSH_PART_KEYS 1000	/* keys per script call */
 #define FLUSH_RECORD_TTL_MS "604800000" /* 7 days */
 

@@ -7,7 +7,7 @@
 #include "lax.h"
 
 /* Groups of simple counters on one Redis or Sentinel (a Cluster: one per slot). */
-#define DK_FLUSH_GROUPS_SINGLE 1024
+#define DK_FLUSH_GROUPS_SINGLE 1
 
 extern void DkFlushSend(DkLaxBatchItem *items, int n, uint64 seq);
 extern int	DkFlushGroups(void);
