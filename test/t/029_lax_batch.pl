@@ -198,7 +198,7 @@ SKIP:
 	set_proxy_mode($control, 'pass');
 	my $errors2 = $qb->('SELECT flush_errors FROM distkit_stats');
 	wait_for(sub { $qb->('SELECT flush_errors FROM distkit_stats') > $errors2 + 1 }, 'the flusher to fail against the stopped Redis');
-	is($qb->('SELECT pending_delta || \' \' || redis_connected FROM distkit_stats'), '100000 f',
+	is($qb->('SELECT pending_delta || \' \' || redis_connected FROM distkit_stats'), '100000 false',
 		'Redis stopped: the batch stays in flight on server B');
 	like(slurp_file($b->logfile), qr/distkit worker cannot flush to Redis/, 'the outage was logged');
 	redis_ctl('start');
@@ -217,8 +217,10 @@ for (my $i = 0; @group < 4; $i++)
 note("one group: @group");
 $qa->(q{ALTER SYSTEM SET distkit.flush_interval = '30s'});
 $qa->('SELECT pg_reload_conf()');
-$qa->(q{SELECT distkit_inc('wt:warm', 1, 'lax')});
-$qa->(q{SELECT distkit_flush()});	# the flusher did work: it sleeps 30 s, increments do not wake it
+$qa->(q{SELECT distkit_flush()});	# the flusher goes idle
+$qa->(q{SELECT distkit_inc('wt:warm', 1, 'lax')});	# wakes it: a cycle with work ...
+wait_for(sub { $qa->('SELECT pending_keys FROM distkit_stats') eq '0' }, 'the flush of wt:warm');
+# ... after which it sleeps 30 s, and increments do not wake it
 my $dropped0 = $qa->('SELECT dropped_deltas FROM distkit_stats');
 my $list = join(',', map { "'$_'" } @group);
 $qa->("SELECT distkit_inc(k, 5, 'lax') FROM unnest(ARRAY[$list]) k");
