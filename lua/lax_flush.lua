@@ -1,14 +1,16 @@
 -- lax_flush: apply one group's share of a lax flush batch, exactly once.
 -- KEYS[1] the group's exactly-once record for this instance (a string
--- "<seq>:<part>", the last batch part applied); KEYS[2..] the group's
--- counter keys, all in the record's hash slot.
+-- "<seq>:<part>[:<refused>]": the last part of a batch applied, and the
+-- keys of that batch Redis refused, as "<part>.<index>,..."); KEYS[2..] the
+-- group's counter keys, all in the record's hash slot.
 -- ARGV[1] batch sequence; ARGV[2] part of the group in this batch (0, 1, ...
 -- when the group is larger than one script call takes); ARGV[3] record
 -- lifetime in milliseconds; ARGV[4..] one delta per counter key.
 -- Returns {applied, r1, r2, ...}: applied 1, or 0 when this part was
 -- already applied (a resend after a lost reply: nothing changes); ri is
 -- counter i's total (integer, or a string beyond 2^53, exact) or the error
--- that refused its delta (wrong type, overflow: INCRBY changes nothing then).
+-- that refused its delta (wrong type, overflow: INCRBY changes nothing then;
+-- on a resend DKREFUSED, read from the record).
 -- Error DKGAP: an earlier part of this batch is not in Redis (nothing changes;
 -- the caller resends the whole group in order).
 local seq = tonumber(ARGV[1])
@@ -17,16 +19,25 @@ local out = {}
 -- read first: a record of another type or one we may not read refuses the
 -- whole call before anything changes
 local rec = redis.call('GET', KEYS[1])
-local rseq, rpart = -1, -1
+local rseq, rpart, rbad = -1, -1, ''
 if rec then
-  local s, p = string.match(rec, '^(%d+):(%d+)$')
-  if s then rseq, rpart = tonumber(s), tonumber(p) end
+  local s, p, b = string.match(rec, '^(%d+):(%d+):?(.*)$')
+  if s then rseq, rpart, rbad = tonumber(s), tonumber(p), b end
 end
 if rseq > seq or (rseq == seq and rpart >= part) then
+  local refused = {}
+  if rseq == seq then
+    for pi in string.gmatch(rbad, '[^,]+') do refused[pi] = true end
+  end
   out[1] = 0
   for i = 2, #KEYS do
-    local v = redis.pcall('GET', KEYS[i])
-    if v == false then v = '0' end
+    local v
+    if refused[ARGV[2] .. '.' .. (i - 1)] then
+      v = redis.error_reply('DKREFUSED Redis refused this delta when the batch was first applied (its reply was lost)')
+    else
+      v = redis.pcall('GET', KEYS[i])
+      if v == false then v = '0' end
+    end
     out[i] = v
   end
   return out
@@ -36,13 +47,27 @@ if part > 0 and not (rseq == seq and rpart == part - 1) then
 end
 -- the record before any increment: if Redis refuses it (ACL, wrong type),
 -- nothing is applied and the call is an error
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+local bad = ''
+if rseq == seq then bad = rbad end
+local function record()
+  local v = ARGV[1] .. ':' .. ARGV[2]
+  if bad ~= '' then v = v .. ':' .. bad end
+  redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
+end
+record()
 out[1] = 1
+local refused = false
 for i = 2, #KEYS do
   local v = redis.pcall('INCRBY', KEYS[i], ARGV[i + 2])
-  if type(v) == 'number' and (v >= 9007199254740992 or v <= -9007199254740992) then
+  if type(v) == 'table' and v.err then
+    if bad ~= '' then bad = bad .. ',' end
+    bad = bad .. ARGV[2] .. '.' .. (i - 1)
+    refused = true
+  elseif v >= 9007199254740992 or v <= -9007199254740992 then
     v = redis.call('GET', KEYS[i])	-- a Lua number rounds beyond 2^53
   end
   out[i] = v
 end
+-- a resend after a lost reply must report the refusals again
+if refused then record() end
 return out

@@ -248,6 +248,39 @@ is($qa->('SELECT dropped_deltas FROM distkit_stats') - $dropped0, 1, 'one delta 
 like(slurp_file($a->logfile), qr/WARNING:  distkit worker dropped a delta of 5 for counter "wt:bad": WRONGTYPE/,
 	'with a WARNING naming the key');
 
+# 3b. (single Redis) the same with the group's reply lost: the resend finds
+# the part applied, and the record says which key Redis refused
+SKIP:
+{
+	skip 'the proxy sits in front of one Redis only', 3 if $mode eq 'cluster';
+	my $l2 = join(',', map { "'$_'" } qw(wr:1 wr:bad wr:2));
+	$qb->("SELECT distkit_inc(k, 0, 'lax') FROM unnest(ARRAY[$l2]) k");
+	redis_cli('HSET', 'distkit:c:{wr:bad}', 'f', 'v');
+	my $dropped = $qb->('SELECT dropped_deltas FROM distkit_stats');
+	# one batch for the three keys: the flusher sleeps 30 s after a working cycle
+	$qb->(q{ALTER SYSTEM SET distkit.flush_interval = '30s'});
+	$qb->(q{ALTER SYSTEM SET distkit.heartbeat_interval = '25s'});
+	$qb->('SELECT pg_reload_conf()');
+	$qb->(q{SELECT distkit_flush()});
+	$qb->(q{SELECT distkit_inc('wr:warm', 1, 'lax')});
+	wait_for(sub { $qb->('SELECT pending_keys FROM distkit_stats') eq '0' }, 'a working cycle on B');
+	set_proxy_mode($control, 'cut-reply');
+	$qb->("SELECT distkit_inc(k, 3, 'lax') FROM unnest(ARRAY[$l2]) k");
+	$b->psql('postgres', q{SELECT distkit_flush('100 ms')});	# wakes the flusher
+	wait_for(sub { redis_int('distkit:c:{wr:1}') == 3 && redis_int('distkit:c:{wr:2}') == 3 },
+		'the group to be applied, its reply lost');
+	set_proxy_mode($control, 'pass');
+	$qb->(q{ALTER SYSTEM RESET distkit.flush_interval});
+	$qb->(q{ALTER SYSTEM RESET distkit.heartbeat_interval});
+	$qb->('SELECT pg_reload_conf()');
+	$qb->(q{SELECT distkit_flush('30 s')});
+	is(redis_int('distkit:c:{wr:1}') . ' ' . redis_int('distkit:c:{wr:2}'), '3 3',
+		'lost reply: the other keys were applied once');
+	is($qb->('SELECT dropped_deltas FROM distkit_stats') - $dropped, 1, '... the refused one dropped once');
+	like(slurp_file($b->logfile), qr/WARNING:  distkit worker dropped a delta of 3 for counter "wr:bad": DKREFUSED/,
+		'... named by the resend (DKREFUSED: the record kept the refusal)');
+}
+
 # 4. the records: one per (instance, group), each with its 7-day lifetime
 my $recs = redis_dump('distkit:cf:*', 'pttl');
 my ($bad_name, $bad_ttl) = (0, 0);
