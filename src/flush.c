@@ -34,7 +34,9 @@
  * BEFORE any increment (if Redis refuses the record, nothing is applied
  * and the call is an error), then applies each key with redis.pcall, so
  * that one key refused for good (wrong type, overflow) is answered as an
- * error for that key alone while the others apply.  A group of more than
+ * error for that key alone while the others apply (the record notes the
+ * refused keys, so that a resend after a lost reply, which finds the part
+ * applied, reports them again: DKREFUSED).  A group of more than
  * FLUSH_PART_KEYS keys is sent as parts 0, 1, ... of at most that many
  * keys, in order; a part applies only on top of the part before it of the
  * same batch (else the script answers DKGAP, a transient error), so a part
