@@ -16,7 +16,7 @@
 # pg_regress), DISTKIT_REGRESS="01_setup 07_lax" (pg_regress tests),
 # DISTKIT_TAP="test/t/009_bad_input.pl" ("" skips TAP),
 # DISTKIT_TAP_REDIS_MODE=cluster (TAP files that support it, today
-# 009_bad_input and 025_fleet, run against a 3-master Redis Cluster).
+# 009_bad_input, 025_fleet and 029_lax_batch, run against a 3-master Redis Cluster).
 # Prints "distkit: N passed, M failed" last and exits non-zero on failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
