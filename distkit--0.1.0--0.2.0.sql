@@ -4,7 +4,8 @@
 
 \echo Use "ALTER EXTENSION distkit UPDATE TO '0.2.0'" to load this file. \quit
 
--- distkit_stats gains seed_reads and evictions (lax views, issue 20): the
+-- distkit_stats gains flush_calls and flush_records (grouped lax flushes,
+-- issue 15), seed_reads and evictions (lax views, issue 20): the
 -- view depends on the function, so both are made again.
 DROP VIEW distkit_stats;
 DROP FUNCTION distkit_stats();
@@ -17,6 +18,8 @@ CREATE FUNCTION distkit_stats(
     OUT buffer_used bigint,
     OUT flushes bigint,
     OUT keys_flushed bigint,
+    OUT flush_calls bigint,
+    OUT flush_records bigint,
     OUT flush_errors bigint,
     OUT strict_fallbacks bigint,
     OUT dropped_deltas bigint,

@@ -1,29 +1,73 @@
--- lax_flush: apply one key's share of a lax flush batch, exactly once.
--- KEYS[1] counter key; KEYS[2] the counter's flush record (a hash: instance
--- id -> last batch sequence applied to this key), same hash slot.
--- ARGV[1] instance id; ARGV[2] batch sequence; ARGV[3] delta;
--- ARGV[4] flush record lifetime in milliseconds.
--- Returns {total, 1} when applied, {total, 0} when this batch was already
--- applied (a retry after a lost reply).  The total is a string (exact).
-local last = redis.call('HGET', KEYS[2], ARGV[1])
-if last and tonumber(last) >= tonumber(ARGV[2]) then
-  return {redis.call('GET', KEYS[1]) or '0', 0}
+-- lax_flush: apply one group's share of a lax flush batch, exactly once.
+-- KEYS[1] the group's exactly-once record for this instance (a string
+-- "<seq>:<part>[:<refused>]": the last part of a batch applied, and the
+-- keys of that batch Redis refused, as "<part>.<index>,..."); KEYS[2..] the
+-- group's counter keys, all in the record's hash slot.
+-- ARGV[1] batch sequence; ARGV[2] part of the group in this batch (0, 1, ...
+-- when the group is larger than one script call takes); ARGV[3] record
+-- lifetime in milliseconds; ARGV[4..] one delta per counter key.
+-- Returns {applied, r1, r2, ...}: applied 1, or 0 when this part was
+-- already applied (a resend after a lost reply: nothing changes); ri is
+-- counter i's total (integer, or a string beyond 2^53, exact) or the error
+-- that refused its delta (wrong type, overflow: INCRBY changes nothing then;
+-- on a resend DKREFUSED, read from the record).
+-- Error DKGAP: an earlier part of this batch is not in Redis (nothing changes;
+-- the caller resends the whole group in order).
+local seq = tonumber(ARGV[1])
+local part = tonumber(ARGV[2])
+local out = {}
+-- read first: a record of another type or one we may not read refuses the
+-- whole call before anything changes
+local rec = redis.call('GET', KEYS[1])
+local rseq, rpart, rbad = -1, -1, ''
+if rec then
+  local s, p, b = string.match(rec, '^(%d+):(%d+):?(.*)$')
+  if s then rseq, rpart, rbad = tonumber(s), tonumber(p), b end
 end
-redis.call('INCRBY', KEYS[1], ARGV[3])
--- The increment must never stay without its record, or a retry would apply
--- it again: if Redis refuses the record (ACL, a key of another type), undo
--- the increment and fail.
-local rec = redis.pcall('HSET', KEYS[2], ARGV[1], ARGV[2])
-if type(rec) == 'table' and rec.err then
-  if ARGV[3] == '-9223372036854775808' then
-    redis.call('INCRBY', KEYS[1], '9223372036854775807')
-    redis.call('INCRBY', KEYS[1], '1')
-  elseif string.sub(ARGV[3], 1, 1) == '-' then
-    redis.call('INCRBY', KEYS[1], string.sub(ARGV[3], 2))
-  else
-    redis.call('INCRBY', KEYS[1], '-' .. ARGV[3])
+if rseq > seq or (rseq == seq and rpart >= part) then
+  local refused = {}
+  if rseq == seq then
+    for pi in string.gmatch(rbad, '[^,]+') do refused[pi] = true end
   end
-  return rec
+  out[1] = 0
+  for i = 2, #KEYS do
+    local v
+    if refused[ARGV[2] .. '.' .. (i - 1)] then
+      v = redis.error_reply('DKREFUSED Redis refused this delta when the batch was first applied (its reply was lost)')
+    else
+      v = redis.pcall('GET', KEYS[i])
+      if v == false then v = '0' end
+    end
+    out[i] = v
+  end
+  return out
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return {redis.call('GET', KEYS[1]), 1}
+if part > 0 and not (rseq == seq and rpart == part - 1) then
+  return redis.error_reply('DKGAP part ' .. ARGV[2] .. ' of batch ' .. ARGV[1] .. ' before the earlier parts')
+end
+-- the record before any increment: if Redis refuses it (ACL, wrong type),
+-- nothing is applied and the call is an error
+local bad = ''
+if rseq == seq then bad = rbad end
+local function record()
+  local v = ARGV[1] .. ':' .. ARGV[2]
+  if bad ~= '' then v = v .. ':' .. bad end
+  redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
+end
+record()
+out[1] = 1
+local refused = false
+for i = 2, #KEYS do
+  local v = redis.pcall('INCRBY', KEYS[i], ARGV[i + 2])
+  if type(v) == 'table' and v.err then
+    if bad ~= '' then bad = bad .. ',' end
+    bad = bad .. ARGV[2] .. '.' .. (i - 1)
+    refused = true
+  elseif v >= 9007199254740992 or v <= -9007199254740992 then
+    v = redis.call('GET', KEYS[i])	-- a Lua number rounds beyond 2^53
+  end
+  out[i] = v
+end
+-- a resend after a lost reply must report the refusals again
+if refused then record() end
+return out

@@ -14,9 +14,11 @@ SELECT distkit_flush() IS NOT NULL AS flushed;
 SELECT distkit_get('lax:k', 'strict');
 \set raw `"$DISTKIT_REDIS_CTL" cli GET 'distkit:c:{lax:k}'`
 SELECT :'raw' AS in_redis;
--- the exactly-once record of this instance for the key
-\set raw `"$DISTKIT_REDIS_CTL" cli HLEN 'distkit:cf:{lax:k}'`
-SELECT :'raw' AS flush_records;
+-- no exactly-once record per counter: one per (instance, group of keys)
+\set raw `"$DISTKIT_REDIS_CTL" cli EXISTS 'distkit:cf:{lax:k}'`
+SELECT :'raw' AS per_key_record;
+SELECT flush_calls >= 1 AS script_called, flush_records >= 1 AS has_records,
+       flush_calls <= keys_flushed AS keys_per_call FROM distkit_stats;
 SELECT instance_id::text = (SELECT instance_id::text FROM distkit_stats) AS same_id
 FROM distkit_stats;
 

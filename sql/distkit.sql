@@ -91,6 +91,8 @@ CREATE FUNCTION distkit_stats(
     OUT buffer_used bigint,
     OUT flushes bigint,
     OUT keys_flushed bigint,
+    OUT flush_calls bigint,
+    OUT flush_records bigint,
     OUT flush_errors bigint,
     OUT strict_fallbacks bigint,
     OUT dropped_deltas bigint,

@@ -14,9 +14,10 @@
  * DkCounterKind.  txn.c applies deferred increments through the same table
  * (txn_add), and the lax buffer counts each kind under its lax_kind.
  *
- * The lax flush (worker.c, lax_flush.lua, instance.c's DkInstanceFlush*)
- * is not part of the table yet: its per-kind hooks join it when the flush
- * is redesigned into batches.
+ * The lax flush has its own small table of per-kind hooks (flush.c,
+ * FlushKinds: simple counters grouped in lax_flush.lua calls, instance-aware
+ * slices key by key through instance.c's DkInstanceFlush*); folding it into
+ * this table is left for later.
  *
  *-------------------------------------------------------------------------
  */

@@ -67,8 +67,12 @@
 #include "txn.h"
 #include "version.h"
 
-/* The Redis representation of instance-aware counters and the registry. */
-#define DK_REPRESENTATION "2"
+/*
+ * The Redis representation of everything under the prefix (instance-aware
+ * counters, the registry, lax flush records): 3 since lax flushes keep one
+ * exactly-once record per (instance, group) instead of one per counter.
+ */
+#define DK_REPRESENTATION "3"
 #define SERIAL_LEN 16
 #define MAX_RESENDS 4
 

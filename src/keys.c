@@ -22,6 +22,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "keys.h"
 #include "version.h"
@@ -149,4 +150,75 @@ DkKeyQuote(text *key)
 		return psprintf("\"%s...\"", s);
 	}
 	return psprintf("\"%s\"", s);
+}
+
+/* CRC16-CCITT (XMODEM), the hash of Redis Cluster. */
+static uint16
+Crc16(const char *buf, size_t len)
+{
+	uint16		crc = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		crc ^= (uint16) ((unsigned char) buf[i]) << 8;
+		for (int b = 0; b < 8; b++)
+			crc = (crc & 0x8000) ? (uint16) ((crc << 1) ^ 0x1021) : (uint16) (crc << 1);
+	}
+	return crc;
+}
+
+/*
+ * Redis Cluster hash slot of a Redis key: CRC16 of its hash tag ({...}, if
+ * non-empty) or of the whole key.
+ */
+int
+DkKeySlot(const char *rkey, size_t len)
+{
+	const char *open = memchr(rkey, '{', len);
+
+	if (open)
+	{
+		const char *close = memchr(open + 1, '}', len - (open + 1 - rkey));
+
+		if (close && close > open + 1)
+			return Crc16(open + 1, close - open - 1) & (DK_KEY_SLOTS - 1);
+	}
+	return Crc16(rkey, len) & (DK_KEY_SLOTS - 1);
+}
+
+/*
+ * A short hash tag that maps to slot (0 .. DK_KEY_SLOTS - 1): "g<n>" for the
+ * smallest n whose CRC16 lands there.  The table is computed once per
+ * process (about 170,000 CRC16s of 3-7 bytes, a few milliseconds) and is
+ * the same on every server, so keys named with it (the lax flush's
+ * exactly-once records) are stable across servers and restarts.
+ */
+#define SLOT_TAG_LEN 12
+const char *
+DkKeySlotTag(int slot)
+{
+	static char (*tags)[SLOT_TAG_LEN] = NULL;
+
+	Assert(slot >= 0 && slot < DK_KEY_SLOTS);
+	if (tags == NULL)
+	{
+		char		(*t)[SLOT_TAG_LEN] = MemoryContextAllocZero(TopMemoryContext,
+																SLOT_TAG_LEN * DK_KEY_SLOTS);
+		int			left = DK_KEY_SLOTS;
+
+		for (uint32 n = 0; left > 0; n++)
+		{
+			char		buf[SLOT_TAG_LEN];
+			int			len = snprintf(buf, sizeof(buf), "g%u", n);
+			int			s = Crc16(buf, len) & (DK_KEY_SLOTS - 1);
+
+			if (t[s][0] == '\0')
+			{
+				memcpy(t[s], buf, len + 1);
+				left--;
+			}
+		}
+		tags = t;
+	}
+	return tags[slot];
 }

@@ -8,7 +8,7 @@
 
 /* Kinds of Redis keys; each primitive has its own letters. */
 #define DK_KIND_COUNTER "c"
-#define DK_KIND_COUNTER_FLUSHED "cf"	/* per-instance last applied lax batch */
+#define DK_KIND_COUNTER_FLUSHED "cf"	/* per-(group, instance) last applied lax batch part */
 #define DK_MAX_PREFIX_BYTES 64
 #define DK_KIND_RATE "r"
 #define DK_KIND_RATE_EPOCH "re"		/* a rate limiter's reset epoch (lax reservations) */
@@ -37,6 +37,11 @@ extern char *DkKeyBuild(const char *kind, const char *key, size_t keylen, size_t
 extern char *DkKeyBuildWithPrefix(const char *prefix, const char *kind, const char *key,
 								  size_t keylen, size_t *len);
 extern char *DkKeyPattern(const char *kind);
+
+/* Redis Cluster hash slots (keys.c owns the hash: CRC16 of the hash tag) */
+#define DK_KEY_SLOTS 16384
+extern int	DkKeySlot(const char *rkey, size_t len);
+extern const char *DkKeySlotTag(int slot);
 extern const char *DkKeyPrefix(void);
 extern char *DkKeyQuote(text *key);
 

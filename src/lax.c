@@ -34,8 +34,9 @@
  *
  * Exactly-once: each batch has a sequence number (per instance, kept in
  * shared memory).  An entry's inflight delta is resent with the same
- * sequence number until acknowledged, and lua/lax_flush.lua skips a
- * (instance, sequence) it has already applied to that key.
+ * sequence number until acknowledged, and Redis skips a (instance,
+ * sequence) it has already applied: flush.c sends simple counters in
+ * groups with one exactly-once record per (instance, group).
  *
  * distkit_flush and the strict writes (set, del, clear, inc_if) wait for a
  * flush cycle through flush_requested/flush_completed and a condition
@@ -52,6 +53,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/atomics.h"
+#include "port/pg_bitutils.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -139,6 +141,8 @@ typedef struct DkLaxShared
 	pg_atomic_uint64 dropped;
 	pg_atomic_uint64 seed_reads;	/* first-touch reads of a total (DkLaxAddSeeded) */
 	pg_atomic_uint64 evictions;
+	pg_atomic_uint64 flush_calls;	/* script calls of grouped flushes (flush.c) */
+	pg_atomic_uint64 flush_groups[DK_KEY_SLOTS / 64];	/* groups this instance flushed */
 	slock_t		stats_mutex;
 	TimestampTz last_flush;
 	bool		redis_ok;
@@ -230,6 +234,9 @@ DkLaxShmemInit(void *region, bool found, LWLock *lock)
 		pg_atomic_init_u64(&lax->dropped, 0);
 		pg_atomic_init_u64(&lax->seed_reads, 0);
 		pg_atomic_init_u64(&lax->evictions, 0);
+		pg_atomic_init_u64(&lax->flush_calls, 0);
+		for (int i = 0; i < lengthof(lax->flush_groups); i++)
+			pg_atomic_init_u64(&lax->flush_groups[i], 0);
 		SpinLockInit(&lax->stats_mutex);
 		for (int i = 0; i < nwords; i++)
 			pg_atomic_init_u64(&dirty_bits[i], 0);
@@ -1389,6 +1396,23 @@ DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error)
 	ConditionVariableBroadcast(&lax->flush_cv);
 }
 
+/* Statistics of grouped flushes (flush.c): script calls sent. */
+void
+DkLaxCountFlushCalls(int calls)
+{
+	pg_atomic_fetch_add_u64(&lax->flush_calls, calls);
+}
+
+/* ... and a group this instance flushed (it has an exactly-once record there). */
+void
+DkLaxNoteFlushGroup(int group)
+{
+	uint64		bit = UINT64CONST(1) << (group % 64);
+
+	if ((pg_atomic_read_u64(&lax->flush_groups[group / 64]) & bit) == 0)
+		pg_atomic_fetch_or_u64(&lax->flush_groups[group / 64], bit);
+}
+
 PG_FUNCTION_INFO_V1(distkit_stats);
 
 /* distkit_stats(): one row describing the lax buffer and the flusher. */
@@ -1396,10 +1420,13 @@ Datum
 distkit_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[15];
-	bool		nulls[15] = {0};
+	Datum		values[17];
+	bool		nulls[17] = {0};
+	int			n = 0;
+	bool		v010;
 	int64		pending_keys = 0;
 	int64		pending_delta = 0;
+	int64		records = 0;
 	int32		used;
 	TimestampTz last_flush;
 	bool		redis_ok;
@@ -1409,13 +1436,14 @@ distkit_stats(PG_FUNCTION_ARGS)
 	RequireBuffer();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (tupdesc->natts != 15 && tupdesc->natts != 13)	/* 0.2.0, 0.1.0 */
+	if (tupdesc->natts != 17 && tupdesc->natts != 13)	/* 0.2.0, 0.1.0 */
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("distkit_stats() is declared with %d columns, which this distkit library does not know",
 						tupdesc->natts),
 				 errhint("Run ALTER EXTENSION distkit UPDATE to get the SQL objects of version %s.",
 						 DkSqlVersionNewest())));
+	v010 = tupdesc->natts == 13;	/* no flush_calls, flush_records, seed_reads, evictions */
 
 	LWLockAcquire(lax->lock, LW_SHARED);
 	used = lax->used;
@@ -1434,36 +1462,40 @@ distkit_stats(PG_FUNCTION_ARGS)
 		}
 	}
 	LWLockRelease(lax->lock);
+	for (int i = 0; i < lengthof(lax->flush_groups); i++)
+		records += pg_popcount64(pg_atomic_read_u64(&lax->flush_groups[i]));
 	SpinLockAcquire(&lax->stats_mutex);
 	last_flush = lax->last_flush;
 	redis_ok = lax->redis_ok && lax->worker_latch != NULL;
 	strlcpy(last_error, lax->last_error, sizeof(last_error));
 	SpinLockRelease(&lax->stats_mutex);
 
-	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(lax->instance_id));
-	values[1] = BoolGetDatum(redis_ok);
-	values[2] = Int64GetDatum(pending_keys);
-	values[3] = Int64GetDatum(pending_delta);
-	values[4] = Int64GetDatum(lax->capacity);
-	values[5] = Int64GetDatum(used);
-	values[6] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flushes)));
-	values[7] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->keys_flushed)));
-	values[8] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flush_errors)));
-	values[9] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->strict_fallbacks)));
-	values[10] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->dropped)));
-	values[11] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->seed_reads)));
-	values[12] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->evictions)));
-	values[13] = TimestampTzGetDatum(last_flush);
-	nulls[13] = last_flush == 0;
-	values[14] = CStringGetTextDatum(last_error);
-	nulls[14] = last_error[0] == '\0';
-	if (tupdesc->natts == 13)
+	values[n++] = DirectFunctionCall1(uuid_in, CStringGetDatum(lax->instance_id));
+	values[n++] = BoolGetDatum(redis_ok);
+	values[n++] = Int64GetDatum(pending_keys);
+	values[n++] = Int64GetDatum(pending_delta);
+	values[n++] = Int64GetDatum(lax->capacity);
+	values[n++] = Int64GetDatum(used);
+	values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flushes)));
+	values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->keys_flushed)));
+	if (!v010)
 	{
-		/* SQL objects of 0.1.0: no seed_reads and evictions columns */
-		values[11] = values[13];
-		nulls[11] = nulls[13];
-		values[12] = values[14];
-		nulls[12] = nulls[14];
+		values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flush_calls)));
+		values[n++] = Int64GetDatum(records);
 	}
+	values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->flush_errors)));
+	values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->strict_fallbacks)));
+	values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->dropped)));
+	if (!v010)
+	{
+		values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->seed_reads)));
+		values[n++] = Int64GetDatum(I64(pg_atomic_read_u64(&lax->evictions)));
+	}
+	nulls[n] = last_flush == 0;
+	values[n++] = TimestampTzGetDatum(last_flush);
+	nulls[n] = last_error[0] == '\0';
+	values[n] = nulls[n] ? (Datum) 0 : CStringGetTextDatum(last_error);
+	n++;
+	Assert(n == tupdesc->natts);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

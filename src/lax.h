@@ -92,6 +92,8 @@ extern int	DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq);
 extern void DkLaxApplyFlushed(const DkLaxBatchItem *item, DkLaxView total);
 extern void DkLaxDropFlushed(const DkLaxBatchItem *item, const char *why);
 extern void DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error);
+extern void DkLaxCountFlushCalls(int calls);
+extern void DkLaxNoteFlushGroup(int group);
 extern bool DkLaxAnythingPending(void);
 extern const char *DkLaxInstanceId(void);
 

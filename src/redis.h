@@ -84,6 +84,7 @@ extern void DkRedisEndExitWork(void);
 extern long DkRedisExitWorkLeftMs(void);
 extern int	DkRedisExitTimeoutMs(void);
 extern void DkRedisKeepConnection(void);
+extern bool DkRedisIsCluster(void);
 extern bool DkRedisRefusedFull(const ErrorData *edata);
 
 #endif

@@ -11,7 +11,8 @@
  * added.
  *
  * In a Redis Cluster (redis-cluster://seed,seed...), commands are routed
- * by the CRC16 hash slot of their first key (hash tags honoured), using a
+ * by the CRC16 hash slot of their first key (hash tags honoured; keys.c
+ * owns the hash), using a
  * slot map read with CLUSTER SLOTS from any reachable node (RefreshSlots).
  * Replies meaning "not executed, ask elsewhere" never reach callers (the
  * retry loop is RunCommands in redis.c): MOVED updates the slot (and
@@ -29,6 +30,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "keys.h"
 #include "redis_int.h"
 
 static uint64 nodes_generation = 0;
@@ -84,37 +86,6 @@ EnsureTopology(void)
 	nodes_built = true;
 }
 
-/* CRC16-CCITT (XMODEM), the hash of Redis Cluster. */
-static uint16
-Crc16(const char *buf, size_t len)
-{
-	uint16		crc = 0;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		crc ^= (uint16) ((unsigned char) buf[i]) << 8;
-		for (int b = 0; b < 8; b++)
-			crc = (crc & 0x8000) ? (uint16) ((crc << 1) ^ 0x1021) : (uint16) (crc << 1);
-	}
-	return crc;
-}
-
-/* Hash slot of a key: CRC16 of its hash tag ({...}, if non-empty) or of the whole key. */
-static int
-KeySlot(const char *key, size_t len)
-{
-	const char *open = memchr(key, '{', len);
-
-	if (open)
-	{
-		const char *close = memchr(open + 1, '}', len - (open + 1 - key));
-
-		if (close && close > open + 1)
-			return Crc16(open + 1, close - open - 1) & (DK_SLOTS - 1);
-	}
-	return Crc16(key, len) & (DK_SLOTS - 1);
-}
-
 /* The key a command is routed by: argv[3] of an EVALSHA with keys, else argv[1]; -1 if none. */
 static int
 CmdKeyArg(const DkCmd *cmd)
@@ -155,7 +126,7 @@ RouteCmd(const DkCmd *cmd)
 	k = CmdKeyArg(cmd);
 	if (k < 0)
 		return AnyMaster();
-	n = dk_slot_node[KeySlot(cmd->argv[k], cmd->argvlen[k])];
+	n = dk_slot_node[DkKeySlot(cmd->argv[k], cmd->argvlen[k])];
 	return n >= 0 ? n : AnyMaster();
 }
 

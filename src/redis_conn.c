@@ -425,6 +425,13 @@ DkRedisKeepConnection(void)
 	keep_connections = true;
 }
 
+/* Is distkit.redis_url a Redis Cluster? (the lax flush groups keys by slot then) */
+bool
+DkRedisIsCluster(void)
+{
+	return dk_target != NULL && dk_target->valid && dk_target->topology == DK_TOPOLOGY_CLUSTER;
+}
+
 /*
  * Interrupts that arrive while we wait for Redis.
  *

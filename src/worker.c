@@ -8,9 +8,9 @@
  * The flush sends the lax buffer's deltas to Redis (see lax.c for the buffer):
  * each cycle first resends the batch still in flight, if any, with its
  * original sequence number, then takes a new batch from the dirty entries
- * and sends it as pipelined EVALSHAs of lua/lax_flush.lua (one per key,
- * in chunks of FLUSH_CHUNK per round trip).  No LWLock is held during
- * network I/O: the batch is copied out first.
+ * and sends it (flush.c: one EVALSHA of lua/lax_flush.lua per group of
+ * keys, pipelined).  No LWLock is held during network I/O: the batch is
+ * copied out first.
  *
  * Timing: after a cycle that did work the worker sleeps
  * distkit.flush_interval while increments accumulate (they do not wake
@@ -65,17 +65,14 @@
 #include "utils/timestamp.h"
 
 #include "distkit.h"
-#include "instance.h"
-#include "keys.h"
+#include "flush.h"
 #include "lax.h"
 #include "metrics.h"
 #include "redis.h"
 
-#define FLUSH_CHUNK 1000		/* keys per pipelined round trip */
 #define BACKOFF_CAP_MS 5000		/* longest sleep between failed attempts */
 #define FULL_RETRY_MIN_MS 10	/* Redis at maxclients: first retry */
 #define FULL_RETRY_MAX_MS 100	/* ... and the longest wait between retries */
-#define FLUSH_RECORD_TTL_MS "604800000"	/* 7 days */
 
 PGDLLEXPORT void DkWorkerMain(Datum main_arg);
 
@@ -262,100 +259,6 @@ DkWorkerRegister(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Send items (one batch, sequence seq) to Redis and settle each reply. */
-static void
-SendBatch(DkLaxBatchItem *items, int n, uint64 seq)
-{
-	const char *instance = DkLaxInstanceId();
-	char	   *seqstr = psprintf(UINT64_FORMAT, seq);
-
-	for (int start = 0; start < n; start += FLUSH_CHUNK)
-	{
-		int			count = Min(FLUSH_CHUNK, n - start);
-		DkCmd	  **cmds = palloc(sizeof(DkCmd *) * count);
-		DkReply   **replies;
-
-		for (int i = 0; i < count; i++)
-		{
-			DkLaxBatchItem *it = &items[start + i];
-			size_t		klen;
-			size_t		flen;
-			char	   *key;
-			char	   *fkey;
-
-			if (it->kind == DK_LAX_INSTANCE)
-			{
-				cmds[i] = DkInstanceFlushCommand(it, seqstr);
-				continue;
-			}
-			key = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER, it->key, it->keylen, &klen);
-			fkey = DkKeyBuildWithPrefix(it->prefix, DK_KIND_COUNTER_FLUSHED, it->key, it->keylen, &flen);
-			cmds[i] = DkCmdScript(DK_LUA_LAX_FLUSH, 2);
-			DkCmdArg(cmds[i], key, klen);
-			DkCmdArg(cmds[i], fkey, flen);
-			DkCmdArgStr(cmds[i], instance);
-			DkCmdArgStr(cmds[i], seqstr);
-			DkCmdArgInt(cmds[i], it->delta);
-			DkCmdArgStr(cmds[i], FLUSH_RECORD_TTL_MS);
-		}
-		/*
-		 * every command is idempotent thanks to the sequence number; durable:
-		 * with Sentinel, acknowledged only once a replica has it
-		 */
-		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT_DURABLE);
-		for (int i = 0; i < count; i++)
-		{
-			DkLaxBatchItem *it = &items[start + i];
-			DkReply    *r = replies[i];
-			DkLaxView	view = {0, 0};
-
-			/* the live set changed since the batch was built: resend the item */
-			if (it->kind == DK_LAX_INSTANCE)
-				r = DkInstanceFlushResend(it, seqstr, r);
-			if (it->kind == DK_LAX_INSTANCE && r->type != DK_REPLY_ERROR &&
-				DkInstanceFlushReply(r, &view))
-			{
-				DkLaxApplyFlushed(it, view);
-				continue;
-			}
-			if (it->kind == DK_LAX_SIMPLE && r->type == DK_REPLY_ARRAY && r->nelem == 2 &&
-				r->elem[0]->type == DK_REPLY_STRING)
-			{
-				char	   *end;
-
-				errno = 0;
-				view.total = strtoll(r->elem[0]->str, &end, 10);
-				if (errno == 0 && *end == '\0')
-				{
-					DkLaxApplyFlushed(it, view);
-					continue;
-				}
-			}
-			if (r->type == DK_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) != 0 &&
-				strncmp(r->str, "LOADING", 7) != 0 && strncmp(r->str, "BUSY", 4) != 0 &&
-				strncmp(r->str, "OOM", 3) != 0 && strncmp(r->str, "READONLY", 8) != 0 &&
-				strncmp(r->str, "NOAUTH", 6) != 0 && strncmp(r->str, "NOPERM", 6) != 0 &&
-				strncmp(r->str, "MASTERDOWN", 10) != 0)
-			{
-				/* refused for good (overflow, wrong type): drop and report */
-				char	   *why = psprintf("dropped a delta of " INT64_FORMAT " for %scounter \"%.*s\": %s",
-										   it->delta, it->kind == DK_LAX_INSTANCE ? "instance-aware " : "",
-										   it->keylen, it->key, r->str);
-
-				ereport(WARNING,
-						(errmsg("distkit worker %s", why),
-						 errhint("Lax increments are checked against this server's view only; Redis refused this one.")));
-				DkLaxDropFlushed(it, why);
-				continue;
-			}
-			/* transient refusal: keep it in flight, retry the batch later */
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("Redis refused a flush: %s", r->type == DK_REPLY_ERROR ? r->str : "unexpected reply")));
-		}
-	}
-}
-
 /* One flush cycle: resend what is in flight, then send a new batch. */
 static int
 FlushCycle(void)
@@ -368,10 +271,10 @@ FlushCycle(void)
 
 	n1 = DkLaxTakeInflight(&items, &seq);
 	if (n1 > 0)
-		SendBatch(items, n1, seq);
+		DkFlushSend(items, n1, seq);
 	n2 = DkLaxTakeBatch(&items, &seq);
 	if (n2 > 0)
-		SendBatch(items, n2, seq);
+		DkFlushSend(items, n2, seq);
 	DkLaxEndCycle(target, n1 + n2, true, NULL);
 	return n1 + n2;
 }

@@ -21,7 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 ctl=${DISTKIT_REDIS_CTL:-$here/test/redis-ctl.sh}
 prefix=${1:?prefix} op=${2:?op} threshold=${3:?dead threshold in ms} max=${4:-16384}
-representation=2	# DK_REPRESENTATION in src/instance.c
+representation=3	# DK_REPRESENTATION in src/instance.c
 if [ "$op" = slice ]; then
 	id=$3 key=$4 value=$5
 	ns=$("$ctl" cli HGET "$prefix:reg:{instances}:num" "$id")

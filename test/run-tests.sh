@@ -16,8 +16,10 @@
 # pg_regress), DISTKIT_REGRESS="01_setup 07_lax" (pg_regress tests),
 # DISTKIT_TAP="test/t/009_bad_input.pl" ("" skips TAP),
 # DISTKIT_TAP_REDIS_MODE=cluster (TAP files that support it, today
-# 009_bad_input, 025_fleet and 027_queue, run against a 3-master Redis
-# Cluster; the whole suite runs TAP once, in single mode, unless this is set).
+# 009_bad_input, 025_fleet, 027_queue and 029_lax_batch, run against a
+# 3-master Redis Cluster).  The whole suite (DISTKIT_TAP unset) runs every
+# TAP file in single mode, then DISTKIT_TAP_CLUSTER (default: 025_fleet,
+# 027_queue, 029_lax_batch) again against a cluster; "" skips that pass.
 # Prints "distkit: N passed, M failed" last and exits non-zero on failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +42,7 @@ if [ "$(id -u)" = 0 ]; then
 		${DISTKIT_REGRESS+DISTKIT_REGRESS="$DISTKIT_REGRESS"} ${DISTKIT_TAP+DISTKIT_TAP="$DISTKIT_TAP"} \
 		${DISTKIT_REDIS_MODES+DISTKIT_REDIS_MODES="$DISTKIT_REDIS_MODES"} \
 		${DISTKIT_TAP_REDIS_MODE+DISTKIT_TAP_REDIS_MODE="$DISTKIT_TAP_REDIS_MODE"} \
+		${DISTKIT_TAP_CLUSTER+DISTKIT_TAP_CLUSTER="$DISTKIT_TAP_CLUSTER"} \
 		bash "$work/test/run-tests.sh" "$@"
 fi
 
@@ -133,20 +136,35 @@ for mode in ${DISTKIT_REDIS_MODES-single cluster tls tls-cluster}; do
 done
 
 # 2. TAP tests (multi-server, faults); DISTKIT_TAP="test/t/001_x.pl ..." runs a subset
-tap_tests=${DISTKIT_TAP-$(ls test/t/*.pl 2>/dev/null)}
-if [ -n "$tap_tests" ]; then
-	mkdir -p "$tmp/tap"
+run_tap() {	# run_tap <label> <files...>: prove them, add up the counts
+	local label=$1
+	shift
+	mkdir -p "$tmp/tap-$label"
 	set +e
-	pgxs=$($PG_CONFIG --pgxs | sed 's#/src/makefiles/pgxs.mk##')
-	TESTDIR="$tmp/tap" PERL5LIB="$pgxs/src/test/perl" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
-		prove -v $tap_tests 2>&1 | tee "$tmp/tap.out"
+	TESTDIR="$tmp/tap-$label" PERL5LIB="$pgxs/src/test/perl" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
+		prove -v "$@" 2>&1 | tee "$tmp/tap-$label.out"
 	trc=${PIPESTATUS[0]}
 	set -e
-	t_ok=$(grep -cE '^ok [0-9]+' "$tmp/tap.out" || true)
-	t_bad=$(grep -cE '^not ok [0-9]+' "$tmp/tap.out" || true)
+	t_ok=$(grep -cE '^ok [0-9]+' "$tmp/tap-$label.out" || true)
+	t_bad=$(grep -cE '^not ok [0-9]+' "$tmp/tap-$label.out" || true)
 	passed=$((passed + t_ok))
 	failed=$((failed + t_bad))
 	if [ "$trc" != 0 ] && [ "$t_bad" = 0 ]; then failed=$((failed + 1)); fi
+}
+pgxs=$($PG_CONFIG --pgxs | sed 's#/src/makefiles/pgxs.mk##')
+tap_tests=${DISTKIT_TAP-$(ls test/t/*.pl 2>/dev/null)}
+if [ -n "$tap_tests" ]; then
+	# shellcheck disable=SC2086
+	run_tap main $tap_tests
+fi
+# the whole suite runs the TAP files that support a cluster once more against one
+if [ -z "${DISTKIT_TAP+x}" ] && [ -z "${DISTKIT_TAP_REDIS_MODE:-}" ]; then
+	cluster_tap=${DISTKIT_TAP_CLUSTER-test/t/025_fleet.pl test/t/027_queue.pl test/t/029_lax_batch.pl}
+	if [ -n "$cluster_tap" ]; then
+		echo "== TAP against a 3-master Redis Cluster: $cluster_tap"
+		# shellcheck disable=SC2086
+		DISTKIT_TAP_REDIS_MODE=cluster run_tap cluster $cluster_tap
+	fi
 fi
 
 echo "distkit: $passed passed, $failed failed"

@@ -192,9 +192,9 @@ redis_cli('HSET', "$reg:meta", 'format', '1');
 wait_for(sub { my ($r) = $a->psql('postgres', q{SELECT distkit_instance_get('fleet')}); $r != 0 },
 	'a to notice the other representation', 10);
 ($rc, $out, $err) = $a->psql('postgres', q{SELECT distkit_instance_get('fleet')}, extra_params => ['-v', 'VERBOSITY=verbose']);
-like($err, qr/55000.*representation 1; this server uses representation 2/s, 'ERROR 55000 naming both representations');
+like($err, qr/55000.*representation 1; this server uses representation 3/s, 'ERROR 55000 naming both representations');
 like($err, qr/HINT:.*own distkit.prefix/, '... and what to do');
-redis_cli('HSET', "$reg:meta", 'format', '2');
+redis_cli('HSET', "$reg:meta", 'format', '3');
 wait_for(sub { my ($r) = $a->psql('postgres', q{SELECT distkit_instance_get('fleet')}); $r == 0 },
 	'a to work again', 10);
 pass('the refusal ends when the representation matches');

@@ -1,0 +1,367 @@
+/*-------------------------------------------------------------------------
+ *
+ * flush.c
+ *		Sends one lax flush batch to Redis and settles every key of it.
+ *
+ * The worker (worker.c) takes a batch out of the lax buffer (lax.c): a
+ * sequence number and, per key, the delta this server counted since the
+ * last batch.  This module turns it into script calls, runs them and tells
+ * the buffer what Redis answered, key by key (DkLaxApplyFlushed /
+ * DkLaxDropFlushed).  It knows each kind of buffered key through a small
+ * table of hooks (FlushKinds): how to build and parse one key's call for
+ * kinds flushed key by key, or that the kind is flushed in groups.
+ *
+ * Simple counters are flushed in groups.  A group is a hash slot in a Redis
+ * Cluster (every key of a script must be in one slot); on one Redis or a
+ * Sentinel-managed one there is a single group (DK_FLUSH_GROUPS_SINGLE):
+ * a batch's keys go in as few script calls as possible (a flush cycle
+ * holds a few thousand keys, most of them with one increment, so per-slot
+ * groups there would still mean about one call per key), and an instance
+ * has one record.  One EVALSHA of lua/lax_flush.lua
+ * applies a whole group: KEYS = the group's exactly-once record and its
+ * counters, ARGV = sequence, part, record lifetime and one delta per key.
+ * The record, "<prefix>:cf:{<slot tag>}:<instance id>", is a string
+ * "<seq>:<part>" (the last part of a batch applied); the slot tag (keys.c,
+ * DkKeySlotTag) puts it in the group's slot.  One record per (instance,
+ * group), refreshed to a 7-day lifetime whenever written: the records of
+ * an instance that stopped (every server start is a new instance id)
+ * expire 7 days after its last flush, so they never pile up, and at most
+ * groups x instances-of-the-last-7-days records exist (one per instance on
+ * one Redis; at most 16,384 per instance in a Cluster).
+ *
+ * Exactly once: the script checks the record first (this part already
+ * applied: it changes nothing and answers the current totals), writes it
+ * BEFORE any increment (if Redis refuses the record, nothing is applied
+ * and the call is an error), then applies each key with redis.pcall, so
+ * that one key refused for good (wrong type, overflow) is answered as an
+ * error for that key alone while the others apply (the record notes the
+ * refused keys, so that a resend after a lost reply, which finds the part
+ * applied, reports them again: DKREFUSED).  A group of more than
+ * FLUSH_PART_KEYS keys is sent as parts 0, 1, ... of at most that many
+ * keys, in order; a part applies only on top of the part before it of the
+ * same batch (else the script answers DKGAP, a transient error), so a part
+ * is never skipped because a later one got in first.  The keys of a group
+ * are settled only once every part of it answered, so a resend of the
+ * batch (DkLaxTakeInflight: the entries with an unsettled delta, in entry
+ * order) rebuilds exactly the same groups and parts with the same sequence.
+ *
+ * Transient errors (NOSCRIPT, LOADING, BUSY, OOM, READONLY, NOAUTH,
+ * NOPERM, MASTERDOWN, DKGAP, a lost reply; TRYAGAIN, MOVED and ASK are
+ * handled by redis_cluster.c) raise an ERROR: the groups not yet settled
+ * stay in flight and the worker resends them with back-off.
+ *
+ * Instance-aware slices (DK_LAX_INSTANCE) are still flushed key by key
+ * (instance.c's command, with its own per-counter record): their live-set
+ * protocol may ask to resend one key (DKSTALE).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "flush.h"
+#include "instance.h"
+#include "keys.h"
+#include "redis.h"
+
+#define FLUSH_CHUNK_KEYS 5000	/* keys per pipelined round trip (about) */
+#define FLUSH_PART_KEYS 1000	/* keys per script call */
+#define FLUSH_RECORD_TTL_MS "604800000" /* 7 days */
+
+/* How one kind of buffered key is flushed. */
+typedef struct DkFlushKind
+{
+	DkLaxKind	kind;
+	bool		grouped;		/* lax_flush.lua per group (below) */
+	/* per key: build its command; parse its reply into *view (false: refused) */
+	DkCmd	   *(*build) (const DkLaxBatchItem *item, const char *seq);
+	DkReply    *(*resend) (const DkLaxBatchItem *item, const char *seq, DkReply *r);
+	bool		(*parse) (DkReply *r, DkLaxView *view);
+} DkFlushKind;
+
+static const DkFlushKind FlushKinds[] = {
+	{DK_LAX_SIMPLE, true, NULL, NULL, NULL},
+	{DK_LAX_INSTANCE, false, DkInstanceFlushCommand, DkInstanceFlushResend, DkInstanceFlushReply},
+};
+
+static const DkFlushKind *
+KindOf(DkLaxKind kind)
+{
+	for (int i = 0; i < lengthof(FlushKinds); i++)
+		if (FlushKinds[i].kind == kind)
+			return &FlushKinds[i];
+	elog(ERROR, "no flush for lax kind %c", (char) kind);
+}
+
+/* Number of groups of a flush on the current target. */
+int
+DkFlushGroups(void)
+{
+	return DkRedisIsCluster() ? DK_KEY_SLOTS : DK_FLUSH_GROUPS_SINGLE;
+}
+
+/* An error reply that may go away by itself: keep the batch in flight. */
+static bool
+TransientError(const char *s)
+{
+	static const char *const transient[] = {
+		"NOSCRIPT", "LOADING", "BUSY", "OOM", "READONLY", "NOAUTH", "NOPERM",
+		"MASTERDOWN", "DKGAP", "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN"
+	};
+
+	for (int i = 0; i < lengthof(transient); i++)
+		if (strncmp(s, transient[i], strlen(transient[i])) == 0)
+			return true;
+	return false;
+}
+
+/* Drop an item Redis refused for good, with the WARNING. */
+static void
+Drop(const DkLaxBatchItem *it, const char *error)
+{
+	char	   *why = psprintf("dropped a delta of " INT64_FORMAT " for %scounter \"%.*s\": %s",
+							   it->delta, it->kind == DK_LAX_INSTANCE ? "instance-aware " : "",
+							   it->keylen, it->key, error);
+
+	ereport(WARNING,
+			(errmsg("distkit worker %s", why),
+			 errhint("Lax increments are checked against this server's view only; Redis refused this one.")));
+	DkLaxDropFlushed(it, why);
+}
+
+static void
+RaiseTransient(const DkReply *r)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("Redis refused a flush: %s", r->type == DK_REPLY_ERROR ? r->str : "unexpected reply")));
+}
+
+/* Items flushed key by key (kinds with build hooks). */
+static void
+SendPerKey(DkLaxBatchItem **items, int n, const char *seqstr)
+{
+	for (int start = 0; start < n; start += FLUSH_PART_KEYS)
+	{
+		int			count = Min(FLUSH_PART_KEYS, n - start);
+		DkCmd	  **cmds = palloc(sizeof(DkCmd *) * count);
+		DkReply   **replies;
+
+		for (int i = 0; i < count; i++)
+			cmds[i] = KindOf(items[start + i]->kind)->build(items[start + i], seqstr);
+		/* idempotent thanks to the sequence; durable: with Sentinel, once a replica has it */
+		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT_DURABLE);
+		for (int i = 0; i < count; i++)
+		{
+			DkLaxBatchItem *it = items[start + i];
+			const DkFlushKind *k = KindOf(it->kind);
+			DkReply    *r = replies[i];
+			DkLaxView	view = {0, 0};
+
+			if (k->resend)
+				r = k->resend(it, seqstr, r);
+			if (r->type != DK_REPLY_ERROR && k->parse(r, &view))
+				DkLaxApplyFlushed(it, view);
+			else if (r->type == DK_REPLY_ERROR && !TransientError(r->str))
+				Drop(it, r->str);
+			else
+				RaiseTransient(r);
+		}
+	}
+}
+
+/* A grouped item and where it goes. */
+typedef struct GroupedItem
+{
+	DkLaxBatchItem *item;
+	int			group;
+	char	   *rkey;			/* its counter's Redis key */
+	size_t		rkeylen;
+} GroupedItem;
+
+/* Order: prefix, group, then entry order (the batch's own order). */
+static int
+CompareGrouped(const void *a, const void *b)
+{
+	const GroupedItem *x = a;
+	const GroupedItem *y = b;
+	int			c = strcmp(x->item->prefix, y->item->prefix);
+
+	if (c != 0)
+		return c;
+	if (x->group != y->group)
+		return x->group < y->group ? -1 : 1;
+	return x->item->idx < y->item->idx ? -1 : (x->item->idx > y->item->idx ? 1 : 0);
+}
+
+/* One script call: a part of a group. */
+typedef struct FlushPart
+{
+	int			first;			/* index into the sorted GroupedItems */
+	int			count;
+	bool		last;			/* the group's last part */
+	int			group_first;	/* the group's first item */
+} FlushPart;
+
+/* The script call of part p. */
+static DkCmd *
+PartCommand(const GroupedItem *g, const FlushPart *p, int part_no, const char *seqstr)
+{
+	const GroupedItem *first = &g[p->first];
+	const char *tag = DkKeySlotTag(first->group);	/* a tag of the group's slot */
+	size_t		len;
+	char	   *rec = DkKeyBuildWithPrefix(first->item->prefix, DK_KIND_COUNTER_FLUSHED, tag,
+										   strlen(tag), &len);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_LAX_FLUSH, 1 + p->count);
+
+	rec = psprintf("%s:%s", rec, DkLaxInstanceId());
+	DkCmdArgStr(cmd, rec);
+	for (int i = 0; i < p->count; i++)
+		DkCmdArg(cmd, g[p->first + i].rkey, g[p->first + i].rkeylen);
+	DkCmdArgStr(cmd, seqstr);
+	DkCmdArgInt(cmd, part_no);
+	DkCmdArgStr(cmd, FLUSH_RECORD_TTL_MS);
+	for (int i = 0; i < p->count; i++)
+		DkCmdArgInt(cmd, g[p->first + i].item->delta);
+	return cmd;
+}
+
+/* Parse one key's answer: its total, or false with *error set. */
+static bool
+ParseTotal(const DkReply *r, int64 *total, const char **error)
+{
+	char	   *end;
+
+	*error = NULL;
+	if (r->type == DK_REPLY_INTEGER)
+	{
+		*total = (int64) r->integer;
+		return true;
+	}
+	if (r->type == DK_REPLY_STRING)
+	{
+		errno = 0;
+		*total = strtoll(r->str, &end, 10);
+		if (errno == 0 && end != r->str && *end == '\0')
+			return true;
+		*error = "the counter does not hold an integer";
+		return false;
+	}
+	*error = r->type == DK_REPLY_ERROR ? r->str : "unexpected reply";
+	return false;
+}
+
+/* Simple counters, grouped: one lax_flush.lua call per group (part). */
+static void
+SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
+{
+	GroupedItem *g = palloc(sizeof(GroupedItem) * n);
+	FlushPart  *parts = palloc(sizeof(FlushPart) * n);
+	int			nparts = 0;
+	int			ngroups = DkFlushGroups();
+	int64	   *totals = palloc(sizeof(int64) * n);
+	const char **errors = palloc(sizeof(char *) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		g[i].item = items[i];
+		g[i].rkey = DkKeyBuildWithPrefix(items[i]->prefix, DK_KIND_COUNTER, items[i]->key,
+										 items[i]->keylen, &g[i].rkeylen);
+		g[i].group = DkKeySlot(g[i].rkey, g[i].rkeylen) % ngroups;
+	}
+	qsort(g, n, sizeof(GroupedItem), CompareGrouped);
+	for (int i = 0; i < n;)
+	{
+		int			end = i + 1;
+
+		while (end < n && g[end].group == g[i].group && strcmp(g[end].item->prefix, g[i].item->prefix) == 0)
+			end++;
+		for (int s = i; s < end; s += FLUSH_PART_KEYS)
+		{
+			parts[nparts].first = s;
+			parts[nparts].count = Min(FLUSH_PART_KEYS, end - s);
+			parts[nparts].last = s + FLUSH_PART_KEYS >= end;
+			parts[nparts].group_first = i;
+			nparts++;
+		}
+		i = end;
+	}
+
+	for (int start = 0; start < nparts;)
+	{
+		int			count = 0;
+		int			keys = 0;
+		DkCmd	  **cmds;
+		DkReply   **replies;
+
+		while (start + count < nparts && (count == 0 || keys + parts[start + count].count <= FLUSH_CHUNK_KEYS))
+			keys += parts[start + count++].count;
+		cmds = palloc(sizeof(DkCmd *) * count);
+		for (int i = 0; i < count; i++)
+		{
+			FlushPart  *p = &parts[start + i];
+
+			cmds[i] = PartCommand(g, p, (p->first - p->group_first) / FLUSH_PART_KEYS, seqstr);
+		}
+		/* idempotent thanks to the record; durable: with Sentinel, once a replica has it */
+		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT_DURABLE);
+		DkLaxCountFlushCalls(count);
+		for (int i = 0; i < count; i++)
+		{
+			FlushPart  *p = &parts[start + i];
+			DkReply    *r = replies[i];
+
+			if (r->type == DK_REPLY_ERROR)
+			{
+				if (TransientError(r->str))
+					RaiseTransient(r);
+				/* the record refused for good (wrong type, ACL): nothing applied */
+				for (int k = 0; k < p->count; k++)
+					errors[p->first + k] = r->str;
+			}
+			else if (r->type != DK_REPLY_ARRAY || r->nelem != (size_t) p->count + 1)
+				RaiseTransient(r);
+			else
+				for (int k = 0; k < p->count; k++)
+					(void) ParseTotal(r->elem[k + 1], &totals[p->first + k], &errors[p->first + k]);
+			if (!p->last)
+				continue;
+			/* every part of the group answered: settle its keys */
+			DkLaxNoteFlushGroup(g[p->group_first].group);
+			for (int k = p->group_first; k < p->first + p->count; k++)
+			{
+				if (errors[k] == NULL)
+				{
+					DkLaxView	view = {totals[k], 0};
+
+					DkLaxApplyFlushed(g[k].item, view);
+				}
+				else
+					Drop(g[k].item, errors[k]);
+			}
+		}
+		start += count;
+	}
+}
+
+/* Send one batch (sequence seq) to Redis and settle each key. */
+void
+DkFlushSend(DkLaxBatchItem *items, int n, uint64 seq)
+{
+	char	   *seqstr = psprintf(UINT64_FORMAT, seq);
+	DkLaxBatchItem **grouped = palloc(sizeof(DkLaxBatchItem *) * n);
+	DkLaxBatchItem **perkey = palloc(sizeof(DkLaxBatchItem *) * n);
+	int			ng = 0;
+	int			np = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (KindOf(items[i].kind)->grouped)
+			grouped[ng++] = &items[i];
+		else
+			perkey[np++] = &items[i];
+	}
+	if (ng > 0)
+		SendGrouped(grouped, ng, seqstr);
+	if (np > 0)
+		SendPerKey(perkey, np, seqstr);
+}
