@@ -46,7 +46,8 @@
  * order) rebuilds exactly the same groups and parts with the same sequence.
  *
  * Transient errors (NOSCRIPT, LOADING, BUSY, OOM, READONLY, NOAUTH,
- * NOPERM, MASTERDOWN, DKGAP, a lost reply; TRYAGAIN, MOVED and ASK are
+ * NOPERM, MASTERDOWN, MISCONF, NOREPLICAS (writes refused until a save
+ * succeeds or replicas are back), DKGAP, a lost reply; TRYAGAIN, MOVED and ASK are
  * handled by redis_cluster.c) raise an ERROR: the groups not yet settled
  * stay in flight and the worker resends them with back-off.
  *
@@ -105,7 +106,7 @@ TransientError(const char *s)
 {
 	static const char *const transient[] = {
 		"NOSCRIPT", "LOADING", "BUSY", "OOM", "READONLY", "NOAUTH", "NOPERM",
-		"MASTERDOWN", "DKGAP", "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN"
+		"MASTERDOWN", "MISCONF", "NOREPLICAS", "DKGAP", "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN"
 	};
 
 	for (int i = 0; i < lengthof(transient); i++)
