@@ -11,6 +11,8 @@
 -- counter i's total (integer, or a string beyond 2^53, exact) or the error
 -- that refused its delta (wrong type, overflow: INCRBY changes nothing then;
 -- on a resend DKREFUSED, read from the record).
+-- An ACL refusal of an INCRBY undoes the call and is its error (the batch
+-- stays in flight until the permission is given back).
 -- Error DKGAP: an earlier part of this batch is not in Redis (nothing changes;
 -- the caller resends the whole group in order).
 local seq = tonumber(ARGV[1])
@@ -55,16 +57,41 @@ local function record()
   redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
 end
 record()
+-- subtract a delta again (an exact string; -2^63 has no positive twin)
+local function undo(key, delta)
+  if delta == '-9223372036854775808' then
+    redis.call('INCRBY', key, '9223372036854775807')
+    redis.call('INCRBY', key, '1')
+  elseif string.sub(delta, 1, 1) == '-' then
+    redis.call('INCRBY', key, string.sub(delta, 2))
+  elseif delta ~= '0' then
+    redis.call('INCRBY', key, '-' .. delta)
+  end
+end
 out[1] = 1
 local refused = false
+local applied = {}
 for i = 2, #KEYS do
   local v = redis.pcall('INCRBY', KEYS[i], ARGV[i + 2])
+  if type(v) == 'table' and v.err and
+     (string.find(v.err, 'NOPERM', 1, true) or string.find(v.err, 'user executing the script', 1, true)) then
+    -- an ACL refusal is not the key's fault and may be lifted: undo this
+    -- call (the increments before it, the record) and fail the whole call,
+    -- so the batch stays in flight and is resent
+    for n = #applied, 1, -1 do undo(KEYS[applied[n]], ARGV[applied[n] + 2]) end
+    -- (SET only, which just worked: "none" reads as no record)
+    redis.call('SET', KEYS[1], rec or 'none', 'KEEPTTL')
+    return v
+  end
   if type(v) == 'table' and v.err then
     if bad ~= '' then bad = bad .. ',' end
     bad = bad .. ARGV[2] .. '.' .. (i - 1)
     refused = true
-  elseif v >= 9007199254740992 or v <= -9007199254740992 then
-    v = redis.call('GET', KEYS[i])	-- a Lua number rounds beyond 2^53
+  else
+    applied[#applied + 1] = i
+    if v >= 9007199254740992 or v <= -9007199254740992 then
+      v = redis.call('GET', KEYS[i])	-- a Lua number rounds beyond 2^53
+    end
   end
   out[i] = v
 end

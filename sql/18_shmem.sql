@@ -11,7 +11,7 @@ WITH s AS (
 	       (SELECT count(*) FROM distkit_stat_calls) AS metric_rows
 ), f(name, size) AS (
 	SELECT 'distkit lax buffer',
-	       480 + 8 * ((cap + 63) / 64)
+	       2536 + 8 * ((cap + 63) / 64)
 	       + 4 * (SELECT min(1::bigint << i) FROM generate_series(0, 40) i
 	              WHERE (1::bigint << i) >= 2 * cap)
 	       + 344 * cap FROM s

@@ -515,9 +515,17 @@ SettleCall(DkReply *r, const char *prefix, const char *key, size_t keylen, const
 	if (r->type == DK_REPLY_ERROR && strncmp(r->str, "DKREAPED", 8) == 0)
 	{
 		LiveSnap	snap;
+		int			old_number;
 
+		TakeSnap(&snap, false);
+		old_number = snap.number;
 		RefreshLive("beat");
 		TakeSnap(&snap, false);
+		if (snap.number != old_number)	/* once, not per item of a flush */
+			ereport(LOG,
+					(errmsg("distkit: this server's instance number %d went to a newer instance while this server was silent; registered again as number %d (op \"%s\")",
+							old_number, snap.number, op),
+					 errdetail("Slices written under the old number no longer count; this server counts on from empty slices.")));
 		r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
 	}
 	return ResendOnMismatch(r, prefix, key, keylen, op, value, seq, safety);
@@ -570,7 +578,12 @@ DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq)
 DkReply *
 DkInstanceFlushResend(const DkLaxBatchItem *item, const char *seq, DkReply *r)
 {
-	return ResendOnMismatch(r, item->prefix, item->key, item->keylen, "flush", item->delta, seq,
+	/*
+	 * DKREAPED too (the worker was paused longer than the reap time and its
+	 * flush runs before its heartbeat): the script changed nothing, and the
+	 * delta goes to the new number's slice, so it still counts once.
+	 */
+	return SettleCall(r, item->prefix, item->key, item->keylen, "flush", item->delta, seq,
 							DK_IDEMPOTENT_DURABLE);
 }
 

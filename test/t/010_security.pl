@@ -22,7 +22,7 @@ my $prefix = 'dkacl';
 # the list in docs/reliability.md, which the source check at the end keeps
 # exact for every primitive; incr: distkit_rate_reset's reset epoch); AUTH is
 # always allowed
-my @needed = qw(evalsha script|load select get set incr incrby del hget hset pexpire time scan unlink);
+my @needed = qw(evalsha script|load select get set incr incrby del pexpire time scan unlink);
 
 my $port = start_redis('security');
 sub acl_user

@@ -16,6 +16,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use DistkitTest;
 use PostgreSQL::Test::Utils;
+use Time::HiRes qw(usleep);
 use Test::More;
 
 my $mode = $ENV{DISTKIT_TAP_REDIS_MODE} // 'single';
@@ -237,5 +238,47 @@ $qa->(q{SELECT distkit_instance_inc('rk', 1)});
 wait_for(sub { $get->($qb, 'rk') eq '52 0' }, 'b to see 52', 10);
 is($get->($qa, 'rk'), '52 2', 'a\'s worker resumed: a counts on with its new number (52, slice 2)');
 is(join(':', numser($a_id)), "$na2:$sa2", 'and keeps it');
+
+# 11. the same, with a's deltas buffered in lax mode while its worker is
+#     stopped: when it resumes, its latch (set by the increment) makes it
+#     flush before its heartbeat, with the reaped number.  The flush meets
+#     DKREAPED (the script changed nothing), registers again and resends the
+#     delta under the new number: counted once, nothing dropped.
+is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rf', 5) i}), '(5,5)', 'a counts 5 in rf (strict)');
+my ($na3) = numser($a_id);
+$worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
+my $dropped = $qa->('SELECT dropped_deltas FROM distkit_stats');
+# stopped while idle (between cycles): once resumed, its next step is a
+# flush cycle, before any heartbeat
+my $idle = 0;
+for (1 .. 100)
+{
+	kill('STOP', $worker) or die "cannot stop a's worker";
+	$idle = $qa->("SELECT state FROM pg_stat_activity WHERE pid = $worker") eq 'idle';
+	last if $idle;
+	kill('CONT', $worker);
+	usleep(20_000);
+}
+ok($idle, 'a\'s worker stopped while idle');
+is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rf', 7, 'lax') i}), '(12,12)',
+	'a buffers 7 in rf (lax; its worker is stopped, nothing is flushed)');
+is($qa->('SELECT pending_keys FROM distkit_stats'), '1', 'the delta waits in a\'s buffer');
+silence($a_id, 8 * 24 * 3600 * 1000);
+wait_for(sub { redis_cli('HEXISTS', "$reg:num", $a_id) eq '0' }, 'b\'s heartbeat to reap a again', 10);
+my $newer3 = 'ffffffff-0000-4000-8000-000000000003';
+is(fleet('beat', $newer3), '0', 'another newer instance registers');
+is((numser($newer3))[0], $na3, "it gets a's number ($na3)");
+slice('rf', $newer3, 100);
+my $log_at = -s $a->logfile;
+kill('CONT', $worker);
+wait_for(sub { $get->($qb, 'rf') eq '107 0' }, 'b to see 107', 10);
+is($get->($qb, 'rf'), '107 0', 'b: 107, the newer instance\'s 100 and a\'s 7 (a\'s old 5 does not count)');
+my ($na4) = numser($a_id);
+ok(defined($na4) && $na4 ne $na3, "a holds a new number ($na4)");
+is($qa->('SELECT dropped_deltas FROM distkit_stats'), $dropped, 'no delta dropped');
+my $alog = slurp_file($a->logfile, $log_at);
+my @again = $alog =~ /instance number \Q$na3\E went to a newer instance[^\n]*registered again as number \Q$na4\E \(op "flush"\)/g;
+is(scalar(@again), 1, 'the worker\'s flush met DKREAPED and registered again (logged once)');
+unlike($alog, qr/dropped a delta/, 'no WARNING about a dropped delta');
 
 done_testing();
