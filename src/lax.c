@@ -1133,6 +1133,7 @@ DkLaxFlushWait(int timeout_ms)
 					 errhint("The increments stay buffered and are sent as soon as Redis is reachable.")));
 		}
 		/* wake the flusher again in case it is in a back-off sleep */
+		WakeFlusher(true);
 		ConditionVariableTimedSleep(&lax->flush_cv, Min(left, 100), PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
@@ -1168,6 +1169,13 @@ DkLaxBeginCycle(void)
 	pg_atomic_write_u32(&lax->worker_idle, 0);
 	pg_memory_barrier();
 	return pg_atomic_read_u64(&lax->flush_requested);
+}
+
+/* A flush request (distkit_flush, a strict write) waits for a cycle. */
+bool
+DkLaxFlushPending(void)
+{
+	return pg_atomic_read_u64(&lax->flush_requested) > pg_atomic_read_u64(&lax->flush_completed);
 }
 
 /*

@@ -87,6 +87,7 @@ extern void DkLaxWorkerAttach(void);
 extern void DkLaxWorkerDetach(void);
 extern uint64 DkLaxBeginCycle(void);
 extern bool DkLaxGoIdle(void);
+extern bool DkLaxFlushPending(void);
 extern int	DkLaxTakeInflight(DkLaxBatchItem **items, uint64 *seq);
 extern int	DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq);
 extern void DkLaxApplyFlushed(const DkLaxBatchItem *item, DkLaxView total);

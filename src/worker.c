@@ -504,8 +504,8 @@ DkWorkerMain(Datum main_arg)
 
 		if (n < 0)
 			SleepOnLatch(refused_full ? FullRetryMs(failures) : BackoffMs(failures), task_ms);
-		else if (n > 0)
-			SleepOnLatch(DkFlushIntervalMs(), task_ms);
+		else if (n > 0 && !DkLaxFlushPending())
+			SleepOnLatch(DkFlushIntervalMs(), task_ms);	/* a request whose wake-up a Redis wait consumed runs now */
 		else if (DkLaxGoIdle())
 			SleepOnLatch(-1, task_ms);	/* idle: the next increment sets our latch */
 	}

@@ -261,6 +261,10 @@ SKIP:
 	$qb->(q{ALTER SYSTEM SET distkit.flush_interval = '30s'});
 	$qb->(q{ALTER SYSTEM SET distkit.heartbeat_interval = '25s'});
 	$qb->('SELECT pg_reload_conf()');
+	# the heartbeat planned at the old interval (1 s) must run before the
+	# working cycle: it would end the 30 s sleep, the flusher would go idle
+	# and the first of the three increments would wake it (two batches)
+	usleep(1_500_000);
 	$qb->(q{SELECT distkit_flush()});
 	$qb->(q{SELECT distkit_inc('wr:warm', 1, 'lax')});
 	wait_for(sub { $qb->('SELECT pending_keys FROM distkit_stats') eq '0' }, 'a working cycle on B');
