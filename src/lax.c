@@ -1196,7 +1196,7 @@ DkLaxGoIdle(void)
 			pg_atomic_write_u32(&lax->worker_idle, 0);
 			return false;
 		}
-	if (pg_atomic_read_u64(&lax->flush_requested) > pg_atomic_read_u64(&lax->flush_completed))
+	if (DkLaxFlushPending())
 	{
 		pg_atomic_write_u32(&lax->worker_idle, 0);
 		return false;

@@ -164,17 +164,8 @@ for my $c (1 .. 8)
 sleep 1;
 is(node_cli($dst, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $src_id), 'OK', "slot $slot importing on $dst");
 is(node_cli($src, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $dst_id), 'OK', "slot $slot migrating on $src");
-my $moved = 0;
 my $t0 = time();
-for (;;)
-{
-	my @keys = split /\n/, node_cli($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, 50);
-	last unless @keys;
-	my $r = node_cli($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @keys);
-	die "MIGRATE: $r" unless $r eq 'OK' || $r eq 'NOKEY';
-	$moved += @keys;
-	usleep(20_000);
-}
+my $moved = migrate_slot_keys($src, $dst, $slot, 50);
 note(sprintf('migrated %d keys in %.2f s', $moved, time() - $t0));
 for my $p (@masters, $replica)
 {

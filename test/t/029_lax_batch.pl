@@ -139,16 +139,7 @@ if ($mode eq 'cluster')
 	my $dst_id = node_cli($dst, 'CLUSTER', 'MYID');
 	node_cli($dst, 'CLUSTER', 'SETSLOT', $mslot, 'IMPORTING', $src_id);
 	node_cli($src, 'CLUSTER', 'SETSLOT', $mslot, 'MIGRATING', $dst_id);
-	$moved = 0;
-	for (;;)
-	{
-		my @keys = split /\n/, node_cli($src, 'CLUSTER', 'GETKEYSINSLOT', $mslot, 20);
-		last unless @keys;
-		my $r = node_cli($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @keys);
-		die "MIGRATE: $r" unless $r eq 'OK' || $r eq 'NOKEY';
-		$moved += @keys;
-		usleep(20_000);
-	}
+	$moved = migrate_slot_keys($src, $dst, $mslot, 20);
 	node_cli($_, 'CLUSTER', 'SETSLOT', $mslot, 'NODE', $dst_id) for @masters;
 }
 $_->finish for @load;

@@ -18,7 +18,7 @@ use Test::More;
 
 our @EXPORT = qw(start_redis redis_cli redis_ctl new_node wait_for
   start_proxy set_proxy_mode stop_proxy redis_int start_cluster start_sentinel
-  redis_ctl_out node_cli cluster_node_of_slot);
+  redis_ctl_out node_cli cluster_node_of_slot migrate_slot_keys);
 
 my $root = dirname(dirname(dirname(__FILE__)));	# repository root
 my $ctl = "$root/test/redis-ctl.sh";
@@ -74,6 +74,24 @@ sub node_cli
 {
 	my ($port, @args) = @_;
 	return redis_ctl_out('node-cli', $port, '--raw', @args);
+}
+
+# Move every key of a slot (already IMPORTING on dst, MIGRATING on src)
+# from src to dst, count keys per MIGRATE; returns how many moved.
+sub migrate_slot_keys
+{
+	my ($src, $dst, $slot, $count) = @_;
+	my $moved = 0;
+	for (;;)
+	{
+		my @keys = split /\n/, node_cli($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, $count);
+		last unless @keys;
+		my $r = node_cli($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @keys);
+		die "MIGRATE: $r" unless $r eq 'OK' || $r eq 'NOKEY';
+		$moved += @keys;
+		usleep(20_000);
+	}
+	return $moved;
 }
 
 # Port of the master serving a hash slot, as that node sees it (CLUSTER NODES).
