@@ -18,12 +18,14 @@ use Test::More;
 
 our @EXPORT = qw(start_redis redis_cli redis_ctl new_node wait_for
   start_proxy set_proxy_mode stop_proxy redis_int start_cluster start_sentinel
-  redis_ctl_out node_cli cluster_node_of_slot migrate_slot_keys);
+  redis_ctl_out node_cli cluster_node_of_slot migrate_slot_keys stop_worker_idle
+  resume_worker);
 
 my $root = dirname(dirname(dirname(__FILE__)));	# repository root
 my $ctl = "$root/test/redis-ctl.sh";
 my @redis_dirs;
 my @proxies;
+my %stopped;	# pids of distkit workers stop_worker_idle stopped
 
 # Start a redis-server for this test; returns its port.
 sub start_redis
@@ -216,6 +218,36 @@ sub set_proxy_mode
 	rename "$control.tmp", $control or die;
 }
 
+# Stop a node's distkit worker (SIGSTOP) while it sleeps between cycles:
+# every lax increment made meanwhile waits in the buffer, and once resumed
+# (resume_worker) the worker's next step is one flush cycle that takes them
+# all in one batch (its latch was set; a heartbeat comes after the flush).
+# Returns the worker's pid, or undef if it was never caught idle.
+sub stop_worker_idle
+{
+	my ($node) = @_;
+	my $pid = $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
+	return undef unless $pid =~ /^\d+$/;
+	for (1 .. 100)
+	{
+		kill('STOP', $pid) or return undef;
+		$stopped{$pid} = 1;
+		return $pid
+		  if $node->safe_psql('postgres', "SELECT state FROM pg_stat_activity WHERE pid = $pid") eq 'idle';
+		resume_worker($pid);
+		usleep(20_000);
+	}
+	return undef;
+}
+
+sub resume_worker
+{
+	my ($pid) = @_;
+	kill('CONT', $pid);
+	delete $stopped{$pid};
+}
+
 sub stop_proxy
 {
 	kill 'KILL', @proxies if @proxies;
@@ -226,6 +258,7 @@ sub stop_proxy
 END
 {
 	my $rc = $?;
+	resume_worker($_) for keys %stopped;	# a stopped worker would hold up the server's stop
 	stop_proxy();
 	for my $dir (@redis_dirs)
 	{
