@@ -42,6 +42,7 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/procsignal.h"
@@ -80,7 +81,7 @@ char		dk_last_endpoint[600] = "";
 
 /*
  * The worker's reason to abandon a Redis wait (a cancel, its shutdown), or
- * NULL; a cancel is reported once (DkRedisSetCancelCheck).
+ * NULL; a cancel is reported once (DkRedisUseOwnCancel).
  */
 static const char *(*cancel_check) (void) = NULL;
 
@@ -307,15 +308,62 @@ ConnectFailed(int ni, DkErr *err, const char *why)
 }
 
 /*
- * Let a process with its own cancel flag (the distkit worker, which must
- * not die of a cancel) make a cancel, or its shutdown, abandon the Redis
- * request it waits for: check returns why (e.g. "a cancel request to the
- * distkit worker"), and clears a cancel flag, or NULL.
+ * SIGINT (pg_cancel_backend) in distkit's background processes (the worker,
+ * the outbox shipper): a flag of our own instead of core's
+ * QueryCancelPending, which CHECK_FOR_INTERRUPTS -- also run by every log
+ * message -- would turn into an ERROR outside any handler, killing the
+ * process.  A cancel abandons the Redis request the process waits for, and
+ * is otherwise ignored; so does a shutdown request while shutdown_abandons
+ * (NULL: always) says so.
+ */
+static volatile sig_atomic_t own_cancel_requested = false;
+static char own_cancel_why[NAMEDATALEN + 32];
+static char own_shutdown_why[NAMEDATALEN + 32];
+static bool (*own_shutdown_abandons) (void) = NULL;
+
+static void
+OwnCancelHandler(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	own_cancel_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* The cancel check of such a process (a cancel is reported once). */
+static const char *
+OwnCancelCheck(void)
+{
+	if (ShutdownRequestPending && (own_shutdown_abandons == NULL || own_shutdown_abandons()))
+		return own_shutdown_why;
+	if (!DkRedisTakeOwnCancel())
+		return NULL;
+	return own_cancel_why;
+}
+
+/*
+ * Install it in a background process named who ("distkit worker"); call
+ * before BackgroundWorkerUnblockSignals.
  */
 void
-DkRedisSetCancelCheck(const char *(*check) (void))
+DkRedisUseOwnCancel(const char *who, bool (*shutdown_abandons) (void))
 {
-	cancel_check = check;
+	snprintf(own_cancel_why, sizeof(own_cancel_why), "a cancel request to the %s", who);
+	snprintf(own_shutdown_why, sizeof(own_shutdown_why), "the shutdown of the %s", who);
+	own_shutdown_abandons = shutdown_abandons;
+	pqsignal(SIGINT, OwnCancelHandler);
+	cancel_check = OwnCancelCheck;
+}
+
+/* Take (clear) a pending cancel of such a process: true if there was one. */
+bool
+DkRedisTakeOwnCancel(void)
+{
+	if (!own_cancel_requested)
+		return false;
+	own_cancel_requested = false;
+	return true;
 }
 
 /*
@@ -437,7 +485,7 @@ DkRedisIsCluster(void)
  *
  * A cancel or termination: drop every connection (their state is
  * unknown), then throw.  The distkit worker has its own cancel flag
- * (DkRedisSetCancelCheck): for it a cancel means "abandon this Redis
+ * (DkRedisUseOwnCancel): for it a cancel means "abandon this Redis
  * wait", an ERROR its cycle catches before retrying later.  (Core's
  * QueryCancelPending would make the worker's next log message throw
  * "canceling statement due to user request" outside any handler, and die.)

@@ -89,7 +89,6 @@ static MemoryContext forget_ctx = NULL;
 
 static bool no_extension = false;
 static MemoryContext txn_caller_ctx = NULL;	/* where BeginTxn was called */
-static volatile sig_atomic_t cancel_requested = false;
 
 /*
  * Saved plans of the batch SELECT and the DELETE (parsed and planned once,
@@ -122,29 +121,6 @@ SavedPlan(const char *sql, int nargs, Oid *types)
 	if (SPI_keepplan(p) != 0)
 		elog(ERROR, "SPI_keepplan failed");
 	return p;
-}
-
-/* SIGINT: abandon the current Redis wait (never an ERROR outside a handler). */
-static void
-ShipperCancelHandler(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	cancel_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
-/* redis.c's cancel check: why to abandon a Redis wait, or NULL. */
-static const char *
-ShipperCancel(void)
-{
-	if (ShutdownRequestPending)
-		return "the shutdown of the outbox shipper";
-	if (!cancel_requested)
-		return NULL;
-	cancel_requested = false;
-	return "a cancel request to the outbox shipper";
 }
 
 /* The forget list of queue (created if absent). */
@@ -492,7 +468,7 @@ BackoffMs(int failures)
 static bool
 HandleInterrupts(void)
 {
-	cancel_requested = false;
+	(void) DkRedisTakeOwnCancel();	/* not waiting for Redis: nothing to abandon */
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
 	{
@@ -543,7 +519,7 @@ DkOutboxShipperMain(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	pqsignal(SIGINT, ShipperCancelHandler);
+	DkRedisUseOwnCancel("outbox shipper", NULL);
 	BackgroundWorkerUnblockSignals();
 	if (OidIsValid(dboid))
 		BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -569,7 +545,6 @@ DkOutboxShipperMain(Datum main_arg)
 	CommitTransactionCommand();
 	if (!DkOutboxAttach(dbname))
 		proc_exit(0);			/* another shipper serves this database */
-	DkRedisSetCancelCheck(ShipperCancel);
 	DkRedisKeepConnection();
 	forget_ctx = AllocSetContextCreate(TopMemoryContext, "distkit outbox forget lists",
 									   ALLOCSET_DEFAULT_SIZES);

@@ -398,39 +398,15 @@ FinalFlush(MemoryContext cycle_ctx)
 }
 
 /*
- * SIGINT (pg_cancel_backend): our own flag instead of core's
- * QueryCancelPending, which CHECK_FOR_INTERRUPTS -- also run by every log
- * message -- would turn into an ERROR outside any handler, killing the
- * worker.  A cancel abandons the Redis request the worker waits for (see
- * TakeCancel), and is otherwise ignored.
+ * A shutdown request abandons a Redis wait before the final flush, so that
+ * a wait bounded by the worker's distkit.command_timeout does not delay the
+ * stop (the final flush resends what was in flight); during the final flush
+ * it does not.
  */
-static volatile sig_atomic_t cancel_requested = false;
-
-static void
-WorkerCancelHandler(SIGNAL_ARGS)
+static bool
+ShutdownAbandonsWait(void)
 {
-	int			save_errno = errno;
-
-	cancel_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
-/*
- * redis.c's cancel check in this process: why to abandon the current Redis
- * wait, or NULL.  A cancel (reported once); a shutdown request before the
- * final flush, so that a wait bounded by the worker's distkit.command_timeout
- * does not delay the stop (the final flush resends what was in flight).
- */
-static const char *
-TakeCancel(void)
-{
-	if (ShutdownRequestPending && !stopping)
-		return "the shutdown of the distkit worker";
-	if (!cancel_requested)
-		return NULL;
-	cancel_requested = false;
-	return "a cancel request to the distkit worker";
+	return !stopping;
 }
 
 /*
@@ -448,7 +424,7 @@ TakeCancel(void)
 static bool
 WorkerHandleInterrupts(void)
 {
-	(void) TakeCancel();
+	(void) DkRedisTakeOwnCancel();	/* not waiting for Redis: nothing to abandon */
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
 	{
@@ -474,14 +450,13 @@ DkWorkerMain(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	pqsignal(SIGINT, WorkerCancelHandler);
+	DkRedisUseOwnCancel("distkit worker", ShutdownAbandonsWait);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("distkit worker");
 
 	DkLaxWorkerAttach();
 	on_shmem_exit(FlusherExit, (Datum) 0);
-	DkRedisSetCancelCheck(TakeCancel);
 	DkRedisKeepConnection();
 	cycle_ctx = AllocSetContextCreate(TopMemoryContext, "distkit flush cycle",
 									  ALLOCSET_DEFAULT_SIZES);
