@@ -6,6 +6,8 @@ MODULE_big = distkit
 # src/lua_scripts.c is generated (below), so it may not exist yet
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c) src/lua_scripts.c))
 LUA_SCRIPTS = $(sort $(wildcard lua/*.lua))
+# pieces the scripts include ("-- @include lib/x.lua"), not scripts themselves
+LUA_LIBS = $(wildcard lua/lib/*.lua)
 
 DATA_built = distkit--$(EXTVERSION).sql
 # upgrade scripts, and the install scripts of earlier versions (sql/old/) so
@@ -39,7 +41,7 @@ include $(PGXS)
 src/lua_scripts.h: $(LUA_SCRIPTS) src/embed-lua.sh
 	sh src/embed-lua.sh header $(LUA_SCRIPTS) > $@.tmp
 	if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
-src/lua_scripts.c: $(LUA_SCRIPTS) src/embed-lua.sh
+src/lua_scripts.c: $(LUA_SCRIPTS) $(LUA_LIBS) src/embed-lua.sh
 	sh src/embed-lua.sh table $(LUA_SCRIPTS) > $@.tmp && mv $@.tmp $@
 
 # the LLVM bitcode files (with_llvm) are built from the same sources

@@ -4,9 +4,26 @@
 #       DK_LUA_<NAME> per script and the declaration of the table;
 #   embed-lua.sh table lua/*.lua   -> src/lua_scripts.c: the table, with each
 #       script's name, SHA1 (what EVALSHA needs) and source text.
+# A line "-- @include lib/x.lua" in a script is replaced by the file
+# lua/lib/x.lua (pieces two scripts share); the SHA1 and the text are those
+# of the whole script as Redis runs it.
 # The sources live in one object file only; the header changes only when
 # scripts are added or removed.
 set -eu
+
+# the script's text with its includes in place
+expand() {
+	awk -v dir="$(dirname "$1")" '
+		/^-- @include / {
+			f = dir "/" $3
+			n = 0
+			while ((r = (getline l < f)) > 0) { print l; n++ }
+			if (r < 0 || n == 0) { print "embed-lua.sh: cannot include " f > "/dev/stderr"; exit 1 }
+			close(f)
+			next
+		}
+		{ print }' "$1"
+}
 what=$1
 shift
 echo "/* Generated from the lua/ scripts by src/embed-lua.sh: do not edit. */"
@@ -31,9 +48,10 @@ table)
 	echo "const DkLuaScript DkLuaScripts[DK_LUA_COUNT] = {"
 	for f in "$@"; do
 		n=$(basename "$f" .lua)
-		sha=$(sha1sum "$f" | cut -d' ' -f1)
+		expand "$f" > /dev/null		# stops here (set -e) if an include is missing
+		sha=$(expand "$f" | sha1sum | cut -d' ' -f1)
 		echo "	{\"$n\", \"$sha\","
-		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/\t\t"/' -e 's/$/\\n"/' "$f"
+		expand "$f" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/\t\t"/' -e 's/$/\\n"/'
 		echo "	},"
 	done
 	echo "};"

@@ -347,7 +347,7 @@ is(join(' ', grep { $others =~ /DkCmdNew\("$_"\)/ } qw(ASKING CLUSTER ROLE SENTI
 # is only SCRIPT LOAD, and the cluster/sentinel commands are listed apart
 my %used = map { lc($_) => 1 } grep { !/^(AUTH|ASKING|CLUSTER|ROLE|SENTINEL|WAIT|SCRIPT)$/ } keys %cmds;
 $used{'script|load'} = 1;
-$used{ lc($_) } = 1 for join('', map { slurp_file($_) } glob("$FindBin::RealBin/../../lua/*.lua")) =~ /redis\.p?call\('([A-Za-z]+)'/g;
+$used{ lc($_) } = 1 for join('', map { slurp_file($_) } glob("$FindBin::RealBin/../../lua/*.lua $FindBin::RealBin/../../lua/lib/*.lua")) =~ /redis\.p?call\('([A-Za-z]+)'/g;
 my ($acl) = slurp_file("$FindBin::RealBin/../../docs/reliability.md") =~ /^ACL SETUSER distkit on ([^\n]*)\n/m;
 my @documented = sort grep { s/^\+// } split ' ', $acl // '';
 is(join(' ', @documented), join(' ', sort keys %used),
