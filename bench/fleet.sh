@@ -9,12 +9,17 @@
 # and pgbench on CPU 0, redis-server on the last CPU) on the two workloads
 # bench/workloads/instance_inc_strict.sql and strict_inc.sql.  Reports
 # median tps, instance_inc / inc per size, and instance_inc at N / at 2.
+# Then, at the last fleet size, the cost of a live-set change: one
+# simulated instance leaves (or comes back), and the first call of each of
+# BENCH_CHANGE_KEYS existing counters meets DKSTALE and resends with the
+# whole live set (4 bytes per instance number); timed per call against the
+# same calls once more (steady), inside one SQL function.
 # Writes bench/results/<stamp>-fleet.md.
 #
 # As root: takes the machine lock (/tmp/distkit-test.lock), runs
 # test/setup.sh, re-runs itself as the user "distkit" in a copy of the tree
 # (bench/lib.sh).  Settings: BENCH_SECONDS (default 8), BENCH_REPS (3),
-# BENCH_FLEETS ("2 100 1000").
+# BENCH_FLEETS ("2 100 1000"), BENCH_CHANGE_KEYS (10000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 DISTKIT_USER=${DISTKIT_USER:-distkit}
@@ -23,7 +28,8 @@ export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 BENCH_SECONDS=${BENCH_SECONDS:-8}
 BENCH_REPS=${BENCH_REPS:-3}
 BENCH_FLEETS=${BENCH_FLEETS:-2 100 1000}
-export BENCH_SECONDS BENCH_REPS BENCH_FLEETS
+BENCH_CHANGE_KEYS=${BENCH_CHANGE_KEYS:-10000}
+export BENCH_SECONDS BENCH_REPS BENCH_FLEETS BENCH_CHANGE_KEYS
 
 if [ "$(id -u)" = 0 ]; then
 	bench_lock fleet
@@ -89,6 +95,29 @@ for rep in $(seq 1 "$BENCH_REPS"); do
 		done
 	done
 done
+
+# a live-set change at the last fleet size ($n live): per-call time of the
+# first call of each counter after it (DKSTALE, resend with the live set)
+# against the next call (steady)
+q "CREATE FUNCTION bench_calls(k int) RETURNS double precision LANGUAGE plpgsql AS \$\$
+DECLARE s timestamptz := clock_timestamp();
+BEGIN
+	PERFORM count(distkit_instance_inc('bench.chg.' || g, 1)) FROM generate_series(1, k) g;
+	RETURN extract(epoch FROM clock_timestamp() - s) * 1e6 / k;
+END \$\$" >/dev/null
+q "SELECT bench_calls($BENCH_CHANGE_KEYS)" >/dev/null	# the counters exist
+toggle=00000000-0000-4000-8000-000000000001
+change=() steady=()
+for rep in $(seq 1 "$BENCH_REPS"); do
+	if [ $((rep % 2)) = 1 ]; then op=leave; else op=beat; fi
+	[ "$n" -gt 1 ] || break
+	echo "$toggle" | "$here/test/fake-instance.sh" "$prefix" "$op" 3600000 >/dev/null
+	sleep 1	# this server's worker refreshes its copy of the live set
+	c=$("${pin[@]}" psql -X -A -t -q -c "SELECT round(bench_calls($BENCH_CHANGE_KEYS)::numeric, 1)")
+	st=$("${pin[@]}" psql -X -A -t -q -c "SELECT round(bench_calls($BENCH_CHANGE_KEYS)::numeric, 1)")
+	change+=("$c") steady+=("$st")
+	log "rep $rep, $n live, one instance ${op}s: first call after the change $c us, steady $st us"
+done
 bench_facts_end
 
 report="$out/$stamp-fleet.md"
@@ -107,6 +136,12 @@ report="$out/$stamp-fleet.md"
 		echo "| $n | $i | $c | $(awk -v a="$i" -v b="$c" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="$i" -v b="$first" 'BEGIN { printf "%.2f", a / b }') |"
 	done
 	echo
+	if [ ${#change[@]} -gt 0 ]; then
+		c=$(printf '%s\n' "${change[@]}" | median)
+		st=$(printf '%s\n' "${steady[@]}" | median)
+		echo "A live-set change at $n live instances (one simulated instance leaves or comes back; $BENCH_CHANGE_KEYS existing counters, strict \`distkit_instance_inc\`, one backend, pinned): first call of each counter after the change **$c us**, the next call $st us (median of ${#change[@]}): the first call costs $(awk -v a="$c" -v b="$st" 'BEGIN { printf "%.2f", a / b }')x a steady one, paid once per counter and change."
+		echo
+	fi
 	echo "Runs (tps): $(for k in "${!runs[@]}"; do echo -n "$k:${runs[$k]}; "; done)"
 	echo "Load before/after: $load_before / $load_after; steal ${steal}%; $(nproc) CPUs."
 } >"$report"
