@@ -59,6 +59,9 @@
  */
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
+#include "utils/memutils.h"
+
 #include "flush.h"
 #include "instance.h"
 #include "keys.h"
@@ -67,6 +70,9 @@
 #define FLUSH_CHUNK_KEYS 5000	/* keys per pipelined round trip (about) */
 #define FLUSH_PART_KEYS 1000	/* keys per script call */
 #define FLUSH_RECORD_TTL_MS "604800000" /* 7 days */
+
+/* the key prefixes this process wrote records under (DkFlushDeleteRecords) */
+static List *record_prefixes = NIL;
 
 /* How one kind of buffered key is flushed. */
 typedef struct DkFlushKind
@@ -203,19 +209,40 @@ typedef struct FlushPart
 	int			group_first;	/* the group's first item */
 } FlushPart;
 
+/* This instance's record of group under prefix: <prefix>:cf:{<slot tag>}:<id>. */
+static char *
+RecordKey(const char *prefix, int group)
+{
+	const char *tag = DkKeySlotTag(group);	/* a tag of the group's slot */
+	size_t		len;
+	char	   *rec = DkKeyBuildWithPrefix(prefix, DK_KIND_COUNTER_FLUSHED, tag, strlen(tag), &len);
+
+	return psprintf("%s:%s", rec, DkLaxInstanceId());
+}
+
+/* Remember that a record exists under prefix (a few prefixes per server). */
+static void
+NotePrefix(const char *prefix)
+{
+	ListCell   *lc;
+	MemoryContext old;
+
+	foreach(lc, record_prefixes)
+		if (strcmp((const char *) lfirst(lc), prefix) == 0)
+			return;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	record_prefixes = lappend(record_prefixes, pstrdup(prefix));
+	MemoryContextSwitchTo(old);
+}
+
 /* The script call of part p. */
 static DkCmd *
 PartCommand(const GroupedItem *g, const FlushPart *p, int part_no, const char *seqstr)
 {
 	const GroupedItem *first = &g[p->first];
-	const char *tag = DkKeySlotTag(first->group);	/* a tag of the group's slot */
-	size_t		len;
-	char	   *rec = DkKeyBuildWithPrefix(first->item->prefix, DK_KIND_COUNTER_FLUSHED, tag,
-										   strlen(tag), &len);
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_LAX_FLUSH, 1 + p->count);
 
-	rec = psprintf("%s:%s", rec, DkLaxInstanceId());
-	DkCmdArgStr(cmd, rec);
+	DkCmdArgStr(cmd, RecordKey(first->item->prefix, first->group));
 	for (int i = 0; i < p->count; i++)
 		DkCmdArg(cmd, g[p->first + i].rkey, g[p->first + i].rkeylen);
 	DkCmdArgStr(cmd, seqstr);
@@ -328,6 +355,7 @@ SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
 				continue;
 			/* every part of the group answered: settle its keys */
 			DkLaxNoteFlushGroup(g[p->group_first].group);
+			NotePrefix(g[p->group_first].item->prefix);
 			for (int k = p->group_first; k < p->first + p->count; k++)
 			{
 				if (errors[k] == NULL)
@@ -365,4 +393,55 @@ DkFlushSend(DkLaxBatchItem *items, int n, uint64 seq)
 		SendGrouped(grouped, ng, seqstr);
 	if (np > 0)
 		SendPerKey(perkey, np, seqstr);
+}
+
+/*
+ * Delete this instance's records, at a stop with nothing in flight (the
+ * worker, after its final flush).  A record only guards resends of this
+ * instance's batches, and no batch is in flight; a worker that is started
+ * again (same instance) writes a new record with its next batch, which is
+ * applied on top of no record.  Best effort: records under prefixes this
+ * process did not flush (before a restart of the worker) and records not
+ * deleted in time expire after 7 days.  Returns how many were deleted.
+ */
+int64
+DkFlushDeleteRecords(void)
+{
+	int			ngroups = DkFlushGroups();
+	int			cap = 1024;
+	int			n = 0;
+	int64		deleted = 0;
+	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * cap);
+	ListCell   *lc;
+
+	foreach(lc, record_prefixes)
+	{
+		for (int group = 0; group < ngroups; group++)
+		{
+			DkCmd	   *cmd;
+
+			if (!DkLaxFlushedGroup(group))
+				continue;
+			cmd = DkCmdNew("UNLINK");
+			DkCmdArgStr(cmd, RecordKey((const char *) lfirst(lc), group));
+			if (n == cap)
+			{
+				cap *= 2;
+				cmds = repalloc(cmds, sizeof(DkCmd *) * cap);
+			}
+			cmds[n++] = cmd;
+		}
+	}
+	for (int start = 0; start < n; start += FLUSH_CHUNK_KEYS)
+	{
+		int			count = Min(FLUSH_CHUNK_KEYS, n - start);
+		DkReply   **replies = DkRedisRun(cmds + start, count, DK_IDEMPOTENT);
+
+		for (int i = 0; i < count; i++)
+			if (replies[i]->type == DK_REPLY_INTEGER)
+				deleted += replies[i]->integer;
+	}
+	if (record_prefixes != NIL)
+		DkLaxForgetFlushGroups();
+	return deleted;
 }

@@ -11,5 +11,6 @@
 
 extern void DkFlushSend(DkLaxBatchItem *items, int n, uint64 seq);
 extern int	DkFlushGroups(void);
+extern int64 DkFlushDeleteRecords(void);
 
 #endif

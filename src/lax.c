@@ -1421,6 +1421,21 @@ DkLaxNoteFlushGroup(int group)
 		pg_atomic_fetch_or_u64(&lax->flush_groups[group / 64], bit);
 }
 
+/* Whether this instance flushed group (holds a record there). */
+bool
+DkLaxFlushedGroup(int group)
+{
+	return (pg_atomic_read_u64(&lax->flush_groups[group / 64]) & (UINT64CONST(1) << (group % 64))) != 0;
+}
+
+/* Forget every group: their records were deleted (flush.c, at a stop). */
+void
+DkLaxForgetFlushGroups(void)
+{
+	for (int i = 0; i < lengthof(lax->flush_groups); i++)
+		pg_atomic_write_u64(&lax->flush_groups[i], 0);
+}
+
 PG_FUNCTION_INFO_V1(distkit_stats);
 
 /* distkit_stats(): one row describing the lax buffer and the flusher. */

@@ -95,6 +95,8 @@ extern void DkLaxDropFlushed(const DkLaxBatchItem *item, const char *why);
 extern void DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error);
 extern void DkLaxCountFlushCalls(int calls);
 extern void DkLaxNoteFlushGroup(int group);
+extern bool DkLaxFlushedGroup(int group);
+extern void DkLaxForgetFlushGroups(void);
 extern bool DkLaxAnythingPending(void);
 extern const char *DkLaxInstanceId(void);
 

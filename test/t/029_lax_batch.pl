@@ -9,7 +9,8 @@
 #   2c. (DISTKIT_TAP_REDIS_MODE=cluster) a slot migrated during the load;
 #   3. a group with one key of the wrong type: the others apply, that key is
 #      dropped with a WARNING;
-#   4. the records in Redis: one per (instance, group), bounded, expiring.
+#   4. the records in Redis: one per (instance, group), bounded, expiring;
+#   5. a clean stop deletes the server's records.
 use strict;
 use warnings;
 use FindBin;
@@ -291,5 +292,19 @@ for my $n ($a, $b)
 }
 is(scalar(keys %per), 2, 'records of the two instances only');
 is(scalar(grep { /^distkit:cf:\{[^}]*\}$/ } keys %{ redis_dump('distkit:cf:*') }), 0, 'no per-counter records');
+
+# 5. a clean stop with nothing in flight deletes the server's records (they
+#    guard only its own resends; its instance id is never used again)
+my $b_id = $qb->('SELECT instance_id FROM distkit_stats');
+$qa->(q{SELECT distkit_flush()});
+my ($a_id, $a_records) = split /\|/, $qa->('SELECT instance_id, flush_records FROM distkit_stats');
+my $b_before = scalar grep { /:\Q$b_id\E$/ } keys %{ redis_dump('distkit:cf:*') };
+$a->stop('fast');
+my $left = redis_dump('distkit:cf:*');
+is(scalar(grep { /:\Q$a_id\E$/ } keys %$left), 0, "server A stopped: none of its $a_records records is left");
+ok($b_before >= 1, "server B holds $b_before records");
+is(scalar(grep { /:\Q$b_id\E$/ } keys %$left), $b_before, '... which stay');
+like(slurp_file($a->logfile), qr/LOG:  distkit worker deleted its $a_records lax flush records?\n/,
+	'the stop logged how many');
 
 done_testing();
