@@ -236,7 +236,7 @@ sql_probe() {
 	return 1
 }
 
-declare -A status title pgopt flushfig ratefig
+declare -A status title pgopt flushfig ratefig setup_ms
 active=()
 for w in $all; do
 	[ -f "$wdir/$w.sql" ] || { echo "bench: $wdir/$w.sql missing" >&2; exit 2; }
@@ -260,7 +260,9 @@ for w in $all; do
 	if [ "$st" = ok ]; then
 		while IFS= read -r stmt; do
 			[ -n "$stmt" ] || continue
+			t0=$(date +%s%N)
 			if ! err=$(PGOPTIONS=${pgopt[$w]} sql_probe "$stmt"); then st="failed: setup failed ($err)"; break; fi
+			setup_ms[$w]="${setup_ms[$w]:+${setup_ms[$w]} + }$(( ($(date +%s%N) - t0) / 1000000 ))"
 		done < <(directive "$w" setup)
 	fi
 	[ "$st" != ok ] || place 1
@@ -268,7 +270,7 @@ for w in $all; do
 		st="failed: warm-up run failed: $(grep -m1 -E 'error|ERROR|aborted' "$logs/$w.warmup.out" || tail -1 "$logs/$w.warmup.out")"
 	fi
 	status[$w]=$st
-	log "$w: $st"
+	log "$w: $st${setup_ms[$w]:+ (setup: ${setup_ms[$w]} ms)}"
 	[ "$st" != ok ] || active+=("$w")
 done
 
@@ -787,6 +789,13 @@ report="$out/$stamp.md"
 			sort -t$'\t' -k1,1 -k2,2n -k3,3n | while IFS=$'\t' read -r w c r t tn sr spk rc fc; do
 				echo "| ${title[$w]:-$w} | $c | $r | $t | $tn | $sr | $spk | $rc | $fc |"
 			done
+		for w in "${active[@]}"; do
+			[ "${flushfig[$w]}" = yes ] && [ -n "${setup_ms[$w]:-}" ] || continue
+			echo
+			echo "Setup of ${title[$w]} (one session, before any run, unpinned): ${setup_ms[$w]} ms for the statements, in order:"
+			directive "$w" setup | sed 's/^\(.*\)$/\`\1\`;/'
+			echo "(for lax_inc_100k_warm: the first pass is 100,000 first touches, the second the same keys warm)."
+		done
 		echo
 		echo "Raw figures: \`$stamp.flush.tsv\`."
 	else
