@@ -6,10 +6,11 @@
  * The worker (worker.c) takes a batch out of the lax buffer (lax.c): a
  * sequence number and, per key, the delta this server counted since the
  * last batch.  This module turns it into script calls, runs them and tells
- * the buffer what Redis answered, key by key (DkLaxApplyFlushed /
- * DkLaxDropFlushed).  It knows each kind of buffered key through a small
- * table of hooks (FlushKinds): how to build and parse one key's call for
- * kinds flushed key by key, or that the kind is flushed in groups.
+ * the buffer what Redis answered (DkLaxApplyFlushedMany for a group's
+ * acknowledged keys, DkLaxApplyFlushed / DkLaxDropFlushed key by key).
+ * It knows each kind of buffered key through a small table of hooks
+ * (FlushKinds): how to build and parse one key's call for kinds flushed
+ * key by key, or that the kind is flushed in groups.
  *
  * Simple counters are flushed in groups.  A group is a hash slot in a Redis
  * Cluster (every key of a script must be in one slot); on one Redis or a
@@ -288,13 +289,16 @@ SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
 	int			ngroups = DkFlushGroups();
 	int64	   *totals = palloc(sizeof(int64) * n);
 	const char **errors = palloc(sizeof(char *) * n);
+	const DkLaxBatchItem **settled = palloc(sizeof(DkLaxBatchItem *) * n);
+	DkLaxView  *views = palloc(sizeof(DkLaxView) * n);
 
 	for (int i = 0; i < n; i++)
 	{
 		g[i].item = items[i];
 		g[i].rkey = DkKeyBuildWithPrefix(items[i]->prefix, DK_KIND_COUNTER, items[i]->key,
 										 items[i]->keylen, &g[i].rkeylen);
-		g[i].group = DkKeySlot(g[i].rkey, g[i].rkeylen) % ngroups;
+		/* one group on one Redis: no slot to compute (a CRC16 per key) */
+		g[i].group = ngroups == 1 ? 0 : DkKeySlot(g[i].rkey, g[i].rkeylen) % ngroups;
 	}
 	qsort(g, n, sizeof(GroupedItem), CompareGrouped);
 	for (int i = 0; i < n;)
@@ -318,6 +322,7 @@ SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
 	{
 		int			count = 0;
 		int			keys = 0;
+		int			nsettled;
 		DkCmd	  **cmds;
 		DkReply   **replies;
 
@@ -356,17 +361,20 @@ SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
 			/* every part of the group answered: settle its keys */
 			DkLaxNoteFlushGroup(g[p->group_first].group);
 			NotePrefix(g[p->group_first].item->prefix);
+			nsettled = 0;
 			for (int k = p->group_first; k < p->first + p->count; k++)
 			{
 				if (errors[k] == NULL)
 				{
-					DkLaxView	view = {totals[k], 0};
-
-					DkLaxApplyFlushed(g[k].item, view);
+					settled[nsettled] = g[k].item;
+					views[nsettled].total = totals[k];
+					views[nsettled].slice = 0;
+					nsettled++;
 				}
 				else
 					Drop(g[k].item, errors[k]);
 			}
+			DkLaxApplyFlushedMany(settled, views, nsettled);
 		}
 		start += count;
 	}

@@ -1335,22 +1335,50 @@ DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq)
 	return n;
 }
 
+/*
+ * Keys settled per hold of the buffer's lock (shared) in
+ * DkLaxApplyFlushedMany: one acquisition and one clock read per slice
+ * instead of per key, while an insertion (which needs the lock
+ * exclusively) waits at most one slice.
+ */
+#define LAX_APPLY_SLICE 256
+
+/*
+ * Redis acknowledged items[0..n-1]: the delta of items[i] is in totals[i].
+ * The lock is held (shared) so that no entry is evicted in the middle of
+ * its update (an entry whose inflight is 0 may be evicted).
+ */
+void
+DkLaxApplyFlushedMany(const DkLaxBatchItem *const *items, const DkLaxView *totals, int n)
+{
+	for (int start = 0; start < n; start += LAX_APPLY_SLICE)
+	{
+		int			end = Min(n, start + LAX_APPLY_SLICE);
+		TimestampTz now = GetCurrentTimestamp();
+
+		LWLockAcquire(lax->lock, LW_SHARED);
+		for (int i = start; i < end; i++)
+		{
+			DkLaxEntry *e = &entries[items[i]->idx];
+
+			WriteBegin(e);
+			pg_atomic_write_u64(&e->inflight, 0);
+			if (e->strict_gen == items[i]->strict_gen)
+				SetKnown(e, totals[i], now);
+			else
+				e->known_at = 0;
+			e->flush_gen++;
+			WriteEnd(e);
+		}
+		LWLockRelease(lax->lock);
+	}
+}
+
 /* Redis acknowledged item: its delta is in total. */
 void
 DkLaxApplyFlushed(const DkLaxBatchItem *item, DkLaxView total)
 {
-	DkLaxEntry *e = &entries[item->idx];
-
-	LWLockAcquire(lax->lock, LW_SHARED);
-	WriteBegin(e);
-	pg_atomic_write_u64(&e->inflight, 0);
-	if (e->strict_gen == item->strict_gen)
-		SetKnown(e, total, GetCurrentTimestamp());
-	else
-		e->known_at = 0;
-	e->flush_gen++;
-	WriteEnd(e);
-	LWLockRelease(lax->lock);
+	DkLaxApplyFlushedMany(&item, &total, 1);
 }
 
 /* Redis refused item for good (overflow, wrong type): drop it, say so. */

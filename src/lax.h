@@ -91,6 +91,8 @@ extern bool DkLaxFlushPending(void);
 extern int	DkLaxTakeInflight(DkLaxBatchItem **items, uint64 *seq);
 extern int	DkLaxTakeBatch(DkLaxBatchItem **items, uint64 *seq);
 extern void DkLaxApplyFlushed(const DkLaxBatchItem *item, DkLaxView total);
+extern void DkLaxApplyFlushedMany(const DkLaxBatchItem *const *items, const DkLaxView *totals,
+								  int n);
 extern void DkLaxDropFlushed(const DkLaxBatchItem *item, const char *why);
 extern void DkLaxEndCycle(uint64 target, int nkeys, bool ok, const char *error);
 extern void DkLaxCountFlushCalls(int calls);
