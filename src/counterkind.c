@@ -245,3 +245,13 @@ DkCounterTxnCommand(const DkCounterKind *kind, const char *prefix, const char *k
 
 	return kind->command(&call);
 }
+
+/* For txn.c: the final reply to DkCounterTxnCommand's command, given its first reply r. */
+DkReply *
+DkCounterTxnSettle(const DkCounterKind *kind, const char *prefix, const char *key,
+				   size_t keylen, int64 delta, DkReply *r, DkSafety safety)
+{
+	DkCounterCall call = {prefix, key, keylen, DK_COUNTER_TXN_ADD, delta};
+
+	return Settle(kind, &call, r, safety);
+}

@@ -65,7 +65,9 @@ struct DkCounterKind
 
 	/*
 	 * Settle reply r to call's command (e.g. resend after the live set
-	 * changed); returns the final reply.  NULL: the first reply is final.
+	 * changed, register again after DKREAPED); returns the final reply.
+	 * Used for every op, DK_COUNTER_TXN_ADD at commit included.  NULL: the
+	 * first reply is final.
 	 */
 	DkReply    *(*settle) (const DkCounterCall *call, DkReply *r, DkSafety safety);
 
@@ -109,5 +111,14 @@ extern void DkCounterNoteWrite(const DkCounterKind *kind, text *key, DkLaxView v
 /* For txn.c: the command applying a deferred delta of key under prefix. */
 extern DkCmd *DkCounterTxnCommand(const DkCounterKind *kind, const char *prefix,
 								  const char *key, size_t keylen, int64 delta);
+
+/*
+ * For txn.c: the final reply to that command, given its first reply r (the
+ * kind's settling, e.g. an instance-aware counter registers again and
+ * resends after DKREAPED, like any call).
+ */
+extern DkReply *DkCounterTxnSettle(const DkCounterKind *kind, const char *prefix,
+								   const char *key, size_t keylen, int64 delta,
+								   DkReply *r, DkSafety safety);
 
 #endif							/* DISTKIT_COUNTERKIND_H */

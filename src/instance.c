@@ -483,52 +483,71 @@ ResendOnMismatchRaw(DkReply *r, const char *rkey, size_t klen, const char *fkey,
 	return r;
 }
 
+/*
+ * The instance number a DKREAPED answer names ("DKREAPED number N belongs
+ * to a newer instance"), -1 if r is not one.
+ */
+static int
+ReapedNumber(const DkReply *r)
+{
+	if (r->type != DK_REPLY_ERROR || strncmp(r->str, "DKREAPED number ", 16) != 0)
+		return -1;
+	return (int) strtol(r->str + 16, NULL, 10);
+}
+
+/*
+ * Settle the reply r to op on the Redis keys rkey/fkey, for every caller:
+ * SQL calls, deferred increments at commit (txn.c, through the kind's
+ * table), the worker's flush and distkit_instance_clear_here.
+ * DKREAPED: this server was silent longer than the reap time (7 days, e.g.
+ * a paused VM) and a newer instance holds its old number; the script
+ * changed nothing.  Register again (a new number, empty slices: a server
+ * back after 7 days starts afresh) and resend once.  A reply naming a
+ * number this server no longer holds (a command of the same pipeline, sent
+ * before another reply made it register again) is only resent.  Then
+ * DKSTALE/DKNEWER as ResendOnMismatchRaw.
+ */
+static DkReply *
+SettleCallRaw(DkReply *r, const char *rkey, size_t klen, const char *fkey, size_t flen,
+			  const char *op, int64 value, const char *seq, DkSafety safety)
+{
+	int			reaped = ReapedNumber(r);
+
+	if (reaped >= 0)
+	{
+		LiveSnap	snap;
+
+		TakeSnap(&snap, false);
+		if (snap.number == reaped)
+		{
+			RefreshLive("beat");
+			TakeSnap(&snap, false);
+			if (snap.number != reaped)	/* once, not per item of a batch */
+				ereport(LOG,
+						(errmsg("distkit: this server's instance number %d went to a newer instance while this server was silent; registered again as number %d (op \"%s\")",
+								reaped, snap.number, op),
+						 errdetail("Slices written under the old number no longer count; this server counts on from empty slices.")));
+		}
+		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, fkey, flen, op, value, seq, &snap), safety);
+	}
+	return ResendOnMismatchRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
+}
+
 /* The same for (prefix, key). */
 static DkReply *
-ResendOnMismatch(DkReply *r, const char *prefix, const char *key, size_t keylen,
-				 const char *op, int64 value, const char *seq, DkSafety safety)
+SettleCall(DkReply *r, const char *prefix, const char *key, size_t keylen, const char *op,
+		   int64 value, const char *seq, DkSafety safety)
 {
 	size_t		klen;
 	size_t		flen;
 	char	   *rkey;
 	char	   *fkey;
 
-	if (!IsVersionMismatch(r))
+	if (r->type != DK_REPLY_ERROR)
 		return r;
 	rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE, key, keylen, &klen);
 	fkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE_FLUSHED, key, keylen, &flen);
-	return ResendOnMismatchRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
-}
-
-/*
- * Settle the reply r to a call (not the flusher's) of op on (prefix, key).
- * DKREAPED: this server was silent longer than the reap time (7 days, e.g.
- * a paused VM) and a newer instance holds its old number; the script
- * changed nothing.  Register again (a new number, empty slices: a server
- * back after 7 days starts afresh) and resend once.  Then DKSTALE/DKNEWER
- * as ResendOnMismatch.
- */
-static DkReply *
-SettleCall(DkReply *r, const char *prefix, const char *key, size_t keylen, const char *op,
-		   int64 value, const char *seq, DkSafety safety)
-{
-	if (r->type == DK_REPLY_ERROR && strncmp(r->str, "DKREAPED", 8) == 0)
-	{
-		LiveSnap	snap;
-		int			old_number;
-
-		TakeSnap(&snap, false);
-		old_number = snap.number;
-		RefreshLive("beat");
-		TakeSnap(&snap, false);
-		if (snap.number != old_number)	/* once, not per item of a flush */
-			ereport(LOG,
-					(errmsg("distkit: this server's instance number %d went to a newer instance while this server was silent; registered again as number %d (op \"%s\")",
-							old_number, snap.number, op),
-					 errdetail("Slices written under the old number no longer count; this server counts on from empty slices.")));
-		r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
-	}
-	return ResendOnMismatch(r, prefix, key, keylen, op, value, seq, safety);
+	return SettleCallRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
 }
 
 /* Run op on (prefix, key): one round trip, unless the live set changed. */
@@ -843,9 +862,10 @@ DropOurSlices(DkReply *keys)
 	replies = DkRedisRun(cmds, keys->nelem, DK_IDEMPOTENT);
 	for (int i = 0; i < keys->nelem; i++)
 	{
-		DkReply    *r = ResendOnMismatchRaw(replies[i], keys->elem[i]->str, keys->elem[i]->len,
-											keys->elem[i]->str, keys->elem[i]->len,
-											"del_here", 0, "0", DK_IDEMPOTENT);
+		/* after DKREAPED: registered again, the resend acts on the new number */
+		DkReply    *r = SettleCallRaw(replies[i], keys->elem[i]->str, keys->elem[i]->len,
+									  keys->elem[i]->str, keys->elem[i]->len,
+									  "del_here", 0, "0", DK_IDEMPOTENT);
 
 		if (r->type == DK_REPLY_ERROR)
 			DkReplyRaiseError(r, "distkit_instance_clear_here");

@@ -593,6 +593,24 @@ StrictCommand(const TxnItem *item, int64 delta)
 }
 
 /*
+ * The final reply to StrictCommand(item, delta), given its first reply r:
+ * the kind settles it as it settles any call (an instance-aware counter
+ * whose server was reaped registers again and resends once, the script
+ * having changed nothing).
+ */
+static DkReply *
+StrictSettle(const TxnItem *item, int64 delta, DkReply *r, DkSafety safety)
+{
+	size_t		keylen;
+	const char *key = ItemKey(item, &keylen);
+
+	if (r->type != DK_REPLY_ERROR)
+		return r;
+	return DkCounterTxnSettle(KindOps(item->key.kind), item->key.name, key, keylen, delta,
+							  r, safety);
+}
+
+/*
  * Revert the deltas of items[i] with applied[i] set; returns NULL when done,
  * else why it failed.  Errors are not raised: the caller is already failing.
  */
@@ -600,6 +618,8 @@ static char *
 RevertApplied(TxnItem **items, const bool *applied, int n, int *nreverted)
 {
 	DkCmd	  **cmds = palloc(sizeof(DkCmd *) * 2 * n);
+	TxnItem   **owners = palloc(sizeof(TxnItem *) * 2 * n);
+	int64	   *deltas = palloc(sizeof(int64) * 2 * n);
 	int			ncmds = 0;
 	MemoryContext oldcxt = CurrentMemoryContext;
 	char	   *volatile why = NULL;
@@ -615,12 +635,19 @@ RevertApplied(TxnItem **items, const bool *applied, int n, int *nreverted)
 		if (total == PG_INT64_MIN)
 		{
 			/* -total is not a bigint: take it back in two steps */
-			cmds[ncmds++] = StrictCommand(items[i], PG_INT64_MAX);
-			cmds[ncmds++] = StrictCommand(items[i], 1);
+			owners[ncmds] = items[i];
+			deltas[ncmds++] = PG_INT64_MAX;
+			owners[ncmds] = items[i];
+			deltas[ncmds++] = 1;
 		}
 		else
-			cmds[ncmds++] = StrictCommand(items[i], -total);
+		{
+			owners[ncmds] = items[i];
+			deltas[ncmds++] = -total;
+		}
 	}
+	for (int i = 0; i < ncmds; i++)
+		cmds[i] = StrictCommand(owners[i], deltas[i]);
 	if (ncmds == 0)
 		return NULL;
 	PG_TRY();
@@ -631,8 +658,13 @@ RevertApplied(TxnItem **items, const bool *applied, int n, int *nreverted)
 			DkReply   **r = DkRedisRun(cmds + start, m, DK_NOT_IDEMPOTENT);
 
 			for (int j = 0; j < m && why == NULL; j++)
-				if (r[j]->type == DK_REPLY_ERROR)
-					why = pstrdup(r[j]->str ? r[j]->str : "error");
+			{
+				DkReply    *final = StrictSettle(owners[start + j], deltas[start + j], r[j],
+												 DK_NOT_IDEMPOTENT);
+
+				if (final->type == DK_REPLY_ERROR)
+					why = pstrdup(final->str ? final->str : "error");
+			}
 		}
 	}
 	PG_CATCH();
@@ -698,11 +730,16 @@ TxnPreCommit(void)
 			int			failed = -1;
 
 			for (int j = 0; j < m; j++)
+			{
+				/* e.g. DKREAPED: registered again and resent, counted once */
+				r[j] = StrictSettle(items[start + j], items[start + j]->total, r[j],
+									DK_NOT_IDEMPOTENT);
 				if (r[j]->type == DK_REPLY_ERROR)
 				{
 					failed = j;
 					break;
 				}
+			}
 			if (failed >= 0)
 				DkReplyRaiseError(r[failed], ItemWhat(items[start + failed]));
 		}
@@ -795,6 +832,7 @@ SendLate(TxnItem **late, int nlate)
 		r = DkRedisRun(cmds, nlate, DK_NOT_IDEMPOTENT);
 		for (int i = 0; i < nlate; i++)
 		{
+			r[i] = StrictSettle(late[i], late[i]->total, r[i], DK_NOT_IDEMPOTENT);
 			if (r[i]->type == DK_REPLY_ERROR)
 				ereport(WARNING,
 						(errcode(ERRCODE_WARNING),

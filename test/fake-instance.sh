@@ -11,10 +11,12 @@
 # errors (0 when all went well).
 #
 # Usage: fake-instance.sh PREFIX beat|leave DEAD_THRESHOLD_MS [MAX_INSTANCES] < ids
-#        fake-instance.sh PREFIX slice ID KEY VALUE
+#        fake-instance.sh PREFIX slice ID KEY VALUE [COUNTER_PREFIX]
 # slice: writes instance ID's slice of instance-aware counter KEY (the
 # counter's current epoch) as lua/instance.lua would, and drops the
-# counter's cached sum (L) so that the next call recomputes it.
+# counter's cached sum (L) so that the next call recomputes it.  The
+# counter is under COUNTER_PREFIX (a session's distkit.prefix; default
+# PREFIX), the instance in the registry of PREFIX (the worker's).
 # Environment: DISTKIT_REDIS_CTL (default: test/redis-ctl.sh next to this
 # script) and whatever it needs (DISTKIT_REDIS_DIR).
 set -euo pipefail
@@ -23,11 +25,11 @@ ctl=${DISTKIT_REDIS_CTL:-$here/test/redis-ctl.sh}
 prefix=${1:?prefix} op=${2:?op} threshold=${3:?dead threshold in ms} max=${4:-16384}
 representation=3	# DK_REPRESENTATION in src/instance.c
 if [ "$op" = slice ]; then
-	id=$3 key=$4 value=$5
+	id=$3 key=$4 value=$5 cprefix=${6:-$prefix}
 	ns=$("$ctl" cli HGET "$prefix:reg:{instances}:num" "$id")
 	[ -n "$ns" ] || { echo "fake-instance.sh: $id has no number" >&2; exit 1; }
 	n=${ns%%:*} serial=${ns#*:}
-	c="$prefix:i:{$key}"
+	c="$cprefix:i:{$key}"
 	epoch=$("$ctl" cli HGET "$c" E)
 	now=$("$ctl" cli TIME | head -1)000	# Redis time in ms (to the second)
 	"$ctl" cli HSET "$c" "v:$n" "$value" "s:$n" "$serial" "e:$n" "${epoch:-0}" "t:$n" "$now" >/dev/null

@@ -7,7 +7,9 @@
 # and coming back exactly once, the epoch rule, recycled numbers never
 # reviving a reaped instance's slice, the distkit.max_instances refusal,
 # the representation-version refusal, and a real server paused longer than
-# the reap time whose number went to a newer instance (DKREAPED).
+# the reap time whose number went to a newer instance (DKREAPED): met by a
+# strict call, the worker's lax flush, a deferred increment at commit
+# (distkit.transactional) and distkit_instance_clear_here.
 # DISTKIT_TAP_REDIS_MODE=cluster runs it against a 3-master Redis Cluster
 # (the registry and each counter are in one hash slot either way).
 use strict;
@@ -64,11 +66,13 @@ sub numser
 	return split(/:/, $v);
 }
 
-# a simulated instance's slice of counter key (fake-instance.sh slice)
+# a simulated instance's slice of counter key (fake-instance.sh slice),
+# under the counter prefix given (default: distkit, the registry's)
 sub slice
 {
-	my ($key, $id, $value) = @_;
-	system($fake, 'distkit', 'slice', $id, $key, $value) == 0 or die "fake-instance.sh slice failed";
+	my ($key, $id, $value, $cprefix) = @_;
+	system($fake, 'distkit', 'slice', $id, $key, $value, $cprefix // 'distkit') == 0
+	  or die "fake-instance.sh slice failed";
 }
 
 # a simulated instance's heartbeat made old: the next heartbeat of a real
@@ -80,6 +84,45 @@ sub silence
 	my $old = $sec * 1000 - $age_ms;
 	redis_cli('ZADD', "$reg:alive", 'XX', $old, $id);
 	redis_cli('ZADD', $reg, 'XX', $old, $id);
+}
+
+# SIGSTOP a's worker while idle (between cycles, holding no lock): once
+# resumed, its next step is a flush cycle, before any heartbeat
+sub stop_idle
+{
+	my ($pid) = @_;
+	for (1 .. 100)
+	{
+		kill('STOP', $pid) or die "cannot stop a's worker";
+		return 1 if $a->safe_psql('postgres', "SELECT state FROM pg_stat_activity WHERE pid = $pid") eq 'idle';
+		kill('CONT', $pid);
+		usleep(20_000);
+	}
+	return 0;
+}
+
+# a's registry entry made 8 days old, reaped by b's next heartbeat, and its
+# number given to a newer (simulated) instance id; returns that number
+sub reap_a
+{
+	my ($a_id, $newer) = @_;
+	my ($old) = numser($a_id);
+	silence($a_id, 8 * 24 * 3600 * 1000);
+	wait_for(sub { redis_cli('HEXISTS', "$reg:num", $a_id) eq '0' }, 'b\'s heartbeat to reap a', 10);
+	is(fleet('beat', $newer), '0', "a newer instance registers ($newer)");
+	is((numser($newer))[0], $old, "it gets a's number ($old)");
+	return $old;
+}
+
+# how many times a's log (from byte $from) says number $old went to a newer
+# instance and a registered again as $new during op $op
+sub logged_again
+{
+	my ($from, $old, $new, $op) = @_;
+	my $alog = slurp_file($a->logfile, $from);
+	my @again = $alog =~ /instance number \Q$old\E went to a newer instance[^\n]*registered again as number \Q$new\E \(op "\Q$op\E"\)/g;
+	my @any = $alog =~ /went to a newer instance/g;
+	return scalar(@again) . ' of ' . scalar(@any);
 }
 
 wait_for(sub { $qa->('SELECT count(*) FILTER (WHERE alive) FROM distkit_instances') eq '2' },
@@ -248,18 +291,7 @@ is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rf', 5) i}), '(5,5)'
 my ($na3) = numser($a_id);
 $worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 my $dropped = $qa->('SELECT dropped_deltas FROM distkit_stats');
-# stopped while idle (between cycles): once resumed, its next step is a
-# flush cycle, before any heartbeat
-my $idle = 0;
-for (1 .. 100)
-{
-	kill('STOP', $worker) or die "cannot stop a's worker";
-	$idle = $qa->("SELECT state FROM pg_stat_activity WHERE pid = $worker") eq 'idle';
-	last if $idle;
-	kill('CONT', $worker);
-	usleep(20_000);
-}
-ok($idle, 'a\'s worker stopped while idle');
+ok(stop_idle($worker), 'a\'s worker stopped while idle');
 is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rf', 7, 'lax') i}), '(12,12)',
 	'a buffers 7 in rf (lax; its worker is stopped, nothing is flushed)');
 is($qa->('SELECT pending_keys FROM distkit_stats'), '1', 'the delta waits in a\'s buffer');
@@ -276,9 +308,72 @@ is($get->($qb, 'rf'), '107 0', 'b: 107, the newer instance\'s 100 and a\'s 7 (a\
 my ($na4) = numser($a_id);
 ok(defined($na4) && $na4 ne $na3, "a holds a new number ($na4)");
 is($qa->('SELECT dropped_deltas FROM distkit_stats'), $dropped, 'no delta dropped');
-my $alog = slurp_file($a->logfile, $log_at);
-my @again = $alog =~ /instance number \Q$na3\E went to a newer instance[^\n]*registered again as number \Q$na4\E \(op "flush"\)/g;
-is(scalar(@again), 1, 'the worker\'s flush met DKREAPED and registered again (logged once)');
-unlike($alog, qr/dropped a delta/, 'no WARNING about a dropped delta');
+is(logged_again($log_at, $na3, $na4, 'flush'), '1 of 1', 'the worker\'s flush met DKREAPED and registered again (logged once)');
+unlike(slurp_file($a->logfile, $log_at), qr/dropped a delta/, 'no WARNING about a dropped delta');
+
+# 12. a deferred increment (distkit.transactional) meeting DKREAPED at
+#     commit: a transaction of a adds 3 to rt (deferred), then a's worker
+#     is stopped, a is reaped and a newer instance writes 50 under a's
+#     number.  The COMMIT's add meets DKREAPED (the script changed
+#     nothing), registers again and resends once: the commit succeeds and
+#     the 3 count once, in a's new slice.
+is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rt', 10) i}), '(10,10)', 'a counts 10 in rt (strict)');
+my $tx = $a->background_psql('postgres');
+$tx->query_safe('BEGIN');
+$tx->query_safe('SET LOCAL distkit.transactional = on');
+is($tx->query_safe(q{SELECT row(i.*)::text FROM distkit_instance_inc('rt', 3) i}), '(13,13)',
+	'a transaction of a adds 3 (deferred: it sees 13)');
+$worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
+ok(stop_idle($worker), 'a\'s worker stopped while idle');
+my $na5 = reap_a($a_id, 'ffffffff-0000-4000-8000-000000000004');
+slice('rt', 'ffffffff-0000-4000-8000-000000000004', 50);
+wait_for(sub { $get->($qb, 'rt') eq '50 0' }, 'b to see the newer instance\'s 50 (a\'s old 10 gone)', 10);
+$log_at = -s $a->logfile;
+my $commit_error = eval { $tx->query_safe('COMMIT'); '' } // $@;
+is($commit_error, '', 'COMMIT succeeds although a\'s number was reaped');
+$tx->quit;
+my ($na6) = numser($a_id);
+ok(defined($na6) && $na6 ne $na5, "a registered again as number $na6");
+is(logged_again($log_at, $na5, $na6, 'add'), '1 of 1', 'the commit met DKREAPED and registered again (logged once)');
+is($get->($qa, 'rt'), '53 3', 'a: 53, its 3 counted once in its new slice (not twice, not lost)');
+wait_for(sub { $get->($qb, 'rt') eq '53 0' }, 'b to see 53', 10);
+is($get->($qb, 'rt'), '53 0', 'b: 53 = the newer instance\'s 50 + a\'s 3');
+kill('CONT', $worker);
+$qa->(q{SELECT distkit_instance_inc('rt', 1)});
+wait_for(sub { $get->($qb, 'rt') eq '54 0' }, 'b to see 54', 10);
+is($get->($qa, 'rt'), '54 4', 'a\'s worker resumed: a counts on in its new slice (54, slice 4)');
+is((numser($a_id))[0], $na6, 'and keeps its number');
+
+# 13. distkit_instance_clear_here after a reap, under another prefix (only
+#     ch there): a counts 4 in ch, is reaped, and a newer instance writes 30
+#     under a's old number.  clear_here meets DKREAPED, registers again and
+#     resends under a's new number: it does not fail and leaves the newer
+#     instance's 30 alone; then it clears what a counts under the new one.
+my $q13a = sub { $qa->("SET distkit.prefix = 'p13';\n$_[0]") };
+my $q13b = sub { $qb->("SET distkit.prefix = 'p13';\n$_[0]") };
+my $get13 = sub { $_[0]->(q{SELECT total || ' ' || this_instance FROM distkit_instance_get('ch')}) };
+is($q13a->(q{SELECT row(i.*)::text FROM distkit_instance_inc('ch', 4) i}), '(4,4)', 'a counts 4 in p13 ch');
+wait_for(sub { $get13->($q13b) eq '4 0' }, 'b to see 4', 10);
+$worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
+ok(stop_idle($worker), 'a\'s worker stopped while idle');
+my $na7 = reap_a($a_id, 'ffffffff-0000-4000-8000-000000000005');
+slice('ch', 'ffffffff-0000-4000-8000-000000000005', 30, 'p13');
+wait_for(sub { $get13->($q13b) eq '30 0' }, 'b to see the newer instance\'s 30', 10);
+$log_at = -s $a->logfile;
+my ($rc13, $out13, $err13) = $a->psql('postgres', "SET distkit.prefix = 'p13';\nSELECT distkit_instance_clear_here()");
+is($err13, '', 'clear_here after the reap: no error');
+is($out13, '0', '... and no slice removed (the newer instance\'s 30 is not a\'s)');
+my ($na8) = numser($a_id);
+ok(defined($na8) && $na8 ne $na7, "a registered again as number $na8");
+is(logged_again($log_at, $na7, $na8, 'del_here'), '1 of 1', 'clear_here met DKREAPED and registered again (logged once)');
+is($get13->($q13b), '30 0', 'b: the newer instance\'s 30 is intact');
+is($get13->($q13a), '30 0', 'a: the same, with an empty slice');
+is($q13a->(q{SELECT row(i.*)::text FROM distkit_instance_inc('ch', 2) i}), '(32,2)', 'a counts 2 under its new number');
+wait_for(sub { $get13->($q13b) eq '32 0' }, 'b to see 32', 10);
+is($q13a->('SELECT distkit_instance_clear_here()'), '1', 'clear_here removes a\'s one slice');
+is($get13->($q13a), '30 0', 'a: 30, its 2 cleared');
+wait_for(sub { $get13->($q13b) eq '30 0' }, 'b to see 30', 10);
+is($get13->($q13b), '30 0', 'b: 30, the newer instance\'s slice only');
+kill('CONT', $worker);
 
 done_testing();
