@@ -18,7 +18,6 @@ use FindBin;
 use lib $FindBin::RealBin;
 use DistkitTest;
 use PostgreSQL::Test::Utils;
-use Time::HiRes qw(usleep);
 use Test::More;
 
 my $mode = $ENV{DISTKIT_TAP_REDIS_MODE} // 'single';
@@ -84,21 +83,6 @@ sub silence
 	my $old = $sec * 1000 - $age_ms;
 	redis_cli('ZADD', "$reg:alive", 'XX', $old, $id);
 	redis_cli('ZADD', $reg, 'XX', $old, $id);
-}
-
-# SIGSTOP a's worker while idle (between cycles, holding no lock): once
-# resumed, its next step is a flush cycle, before any heartbeat
-sub stop_idle
-{
-	my ($pid) = @_;
-	for (1 .. 100)
-	{
-		kill('STOP', $pid) or die "cannot stop a's worker";
-		return 1 if $a->safe_psql('postgres', "SELECT state FROM pg_stat_activity WHERE pid = $pid") eq 'idle';
-		kill('CONT', $pid);
-		usleep(20_000);
-	}
-	return 0;
 }
 
 # a's registry entry made 8 days old, reaped by b's next heartbeat, and its
@@ -276,7 +260,7 @@ is($qa->('SELECT instance_number FROM distkit_instances WHERE is_this_server'), 
 	'distkit_instances shows a\'s new number (its worker still stopped)');
 wait_for(sub { $get->($qb, 'rk') eq '51 0' }, 'b to see 51', 10);
 is($get->($qb, 'rk'), '51 0', 'b: 51, the newer instance\'s 50 and a\'s 1 (a\'s old 10 does not count)');
-kill('CONT', $worker);
+resume_worker($worker);
 $qa->(q{SELECT distkit_instance_inc('rk', 1)});
 wait_for(sub { $get->($qb, 'rk') eq '52 0' }, 'b to see 52', 10);
 is($get->($qa, 'rk'), '52 2', 'a\'s worker resumed: a counts on with its new number (52, slice 2)');
@@ -289,9 +273,8 @@ is(join(':', numser($a_id)), "$na2:$sa2", 'and keeps it');
 #     delta under the new number: counted once, nothing dropped.
 is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rf', 5) i}), '(5,5)', 'a counts 5 in rf (strict)');
 my ($na3) = numser($a_id);
-$worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 my $dropped = $qa->('SELECT dropped_deltas FROM distkit_stats');
-ok(stop_idle($worker), 'a\'s worker stopped while idle');
+ok($worker = stop_worker_idle($a), 'a\'s worker stopped while idle');
 is($qa->(q{SELECT row(i.*)::text FROM distkit_instance_inc('rf', 7, 'lax') i}), '(12,12)',
 	'a buffers 7 in rf (lax; its worker is stopped, nothing is flushed)');
 is($qa->('SELECT pending_keys FROM distkit_stats'), '1', 'the delta waits in a\'s buffer');
@@ -302,7 +285,7 @@ is(fleet('beat', $newer3), '0', 'another newer instance registers');
 is((numser($newer3))[0], $na3, "it gets a's number ($na3)");
 slice('rf', $newer3, 100);
 my $log_at = -s $a->logfile;
-kill('CONT', $worker);
+resume_worker($worker);
 wait_for(sub { $get->($qb, 'rf') eq '107 0' }, 'b to see 107', 10);
 is($get->($qb, 'rf'), '107 0', 'b: 107, the newer instance\'s 100 and a\'s 7 (a\'s old 5 does not count)');
 my ($na4) = numser($a_id);
@@ -323,8 +306,7 @@ $tx->query_safe('BEGIN');
 $tx->query_safe('SET LOCAL distkit.transactional = on');
 is($tx->query_safe(q{SELECT row(i.*)::text FROM distkit_instance_inc('rt', 3) i}), '(13,13)',
 	'a transaction of a adds 3 (deferred: it sees 13)');
-$worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
-ok(stop_idle($worker), 'a\'s worker stopped while idle');
+ok($worker = stop_worker_idle($a), 'a\'s worker stopped while idle');
 my $na5 = reap_a($a_id, 'ffffffff-0000-4000-8000-000000000004');
 slice('rt', 'ffffffff-0000-4000-8000-000000000004', 50);
 wait_for(sub { $get->($qb, 'rt') eq '50 0' }, 'b to see the newer instance\'s 50 (a\'s old 10 gone)', 10);
@@ -338,7 +320,7 @@ is(logged_again($log_at, $na5, $na6, 'add'), '1 of 1', 'the commit met DKREAPED 
 is($get->($qa, 'rt'), '53 3', 'a: 53, its 3 counted once in its new slice (not twice, not lost)');
 wait_for(sub { $get->($qb, 'rt') eq '53 0' }, 'b to see 53', 10);
 is($get->($qb, 'rt'), '53 0', 'b: 53 = the newer instance\'s 50 + a\'s 3');
-kill('CONT', $worker);
+resume_worker($worker);
 $qa->(q{SELECT distkit_instance_inc('rt', 1)});
 wait_for(sub { $get->($qb, 'rt') eq '54 0' }, 'b to see 54', 10);
 is($get->($qa, 'rt'), '54 4', 'a\'s worker resumed: a counts on in its new slice (54, slice 4)');
@@ -354,8 +336,7 @@ my $q13b = sub { $qb->("SET distkit.prefix = 'p13';\n$_[0]") };
 my $get13 = sub { $_[0]->(q{SELECT total || ' ' || this_instance FROM distkit_instance_get('ch')}) };
 is($q13a->(q{SELECT row(i.*)::text FROM distkit_instance_inc('ch', 4) i}), '(4,4)', 'a counts 4 in p13 ch');
 wait_for(sub { $get13->($q13b) eq '4 0' }, 'b to see 4', 10);
-$worker = $qa->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
-ok(stop_idle($worker), 'a\'s worker stopped while idle');
+ok($worker = stop_worker_idle($a), 'a\'s worker stopped while idle');
 my $na7 = reap_a($a_id, 'ffffffff-0000-4000-8000-000000000005');
 slice('ch', 'ffffffff-0000-4000-8000-000000000005', 30, 'p13');
 wait_for(sub { $get13->($q13b) eq '30 0' }, 'b to see the newer instance\'s 30', 10);
@@ -374,6 +355,6 @@ is($q13a->('SELECT distkit_instance_clear_here()'), '1', 'clear_here removes a\'
 is($get13->($q13a), '30 0', 'a: 30, its 2 cleared');
 wait_for(sub { $get13->($q13b) eq '30 0' }, 'b to see 30', 10);
 is($get13->($q13b), '30 0', 'b: 30, the newer instance\'s slice only');
-kill('CONT', $worker);
+resume_worker($worker);
 
 done_testing();
