@@ -317,6 +317,7 @@ ConnectFailed(int ni, DkErr *err, const char *why)
  * (NULL: always) says so.
  */
 static volatile sig_atomic_t own_cancel_requested = false;
+static bool connecting = false;	/* in ConnectNode: opening a connection */
 static char own_cancel_why[NAMEDATALEN + 32];
 static char own_shutdown_why[NAMEDATALEN + 32];
 static bool (*own_shutdown_abandons) (void) = NULL;
@@ -331,12 +332,21 @@ OwnCancelHandler(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-/* The cancel check of such a process (a cancel is reported once). */
+/*
+ * The cancel check of such a process (a cancel is reported once).  A
+ * configuration reload abandons a connection attempt (not a request
+ * already sent): these processes read their settings between cycles, so
+ * a worker stuck in a handshake with a wrong distkit.redis_url would
+ * otherwise keep at it for connect_timeout (up to an hour) after the URL
+ * was corrected.
+ */
 static const char *
 OwnCancelCheck(void)
 {
 	if (ShutdownRequestPending && (own_shutdown_abandons == NULL || own_shutdown_abandons()))
 		return own_shutdown_why;
+	if (connecting && ConfigReloadPending)
+		return "a configuration reload";
 	if (!DkRedisTakeOwnCancel())
 		return NULL;
 	return own_cancel_why;
@@ -1013,7 +1023,7 @@ ReauthCmd(int ni)
  * False with *err filled on failure (the node is then disconnected).
  */
 static bool
-ConnectNode(int ni, DkErr *err)
+ConnectNodeSteps(int ni, DkErr *err)
 {
 	TimestampTz deadline;
 	bool		check_role = dk_target->topology == DK_TOPOLOGY_SENTINEL && !dk_nodes[ni].is_sentinel;
@@ -1028,6 +1038,26 @@ ConnectNode(int ni, DkErr *err)
 	if (dk_nodes[ni].is_sentinel && !dk_target->has_sentinel_auth)
 		return true;			/* sentinels without a password: nothing to set up */
 	return SetUpSession(ni, deadline, check_role, err);
+}
+
+/* ConnectNodeSteps, flagged as a connection attempt (OwnCancelCheck). */
+static bool
+ConnectNode(int ni, DkErr *err)
+{
+	volatile bool ok = false;
+	bool		outer = connecting;	/* a sentinel's connection inside a master's */
+
+	connecting = true;
+	PG_TRY();
+	{
+		ok = ConnectNodeSteps(ni, err);
+	}
+	PG_FINALLY();
+	{
+		connecting = outer;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 /*

@@ -503,6 +503,8 @@ DkWorkerMain(Datum main_arg)
 	stopping = true;
 	DkRedisBeginExitWork();
 	FinalFlush(cycle_ctx);
+	RunShutdownTasks(cycle_ctx);
+	/* last: mere clean-up, it must not take the shutdown tasks' time */
 	if (!DkLaxAnythingPending())
 	{
 		char	   *error = NULL;
@@ -513,7 +515,6 @@ DkWorkerMain(Datum main_arg)
 					 errdetail("They expire 7 days after their last flush.")));
 		MemoryContextReset(cycle_ctx);
 	}
-	RunShutdownTasks(cycle_ctx);
 	DkRedisEndExitWork();
 	proc_exit(1);
 }

@@ -211,11 +211,25 @@ wait_for(sub { $pg->("SELECT count(*) FROM pg_stat_activity WHERE pid = $victim"
 	'the terminated backend to exit', 5);
 cmp_ok(time() - $t0, '<', 3, 'pg_terminate_backend ends a backend waiting in the TLS handshake at once');
 eval { $bg->quit };
+
+# the worker in a handshake with the mute server (connect_timeout 60 s):
+# a reload with the right distkit.redis_url abandons its attempt at once,
+# instead of leaving lax flushing stalled for up to a minute
+$pg->(q{SELECT distkit_inc('tls:lax', 1, 'lax')});	# a buffered key: no Redis call here
+($rc, $out, $stderr) = $node->psql('postgres', q{SELECT distkit_flush('2 s')});
+like($stderr, qr/ERROR:  buffered lax increments were not flushed to Redis within 2000 ms/,
+	'the worker cannot flush while distkit.redis_url names the mute server');
+set_conf(redis_url => $url, connect_timeout => undef);
+$t0 = time();
+($rc, $out, $stderr) = $node->psql('postgres', q{SELECT distkit_flush('30 s')});
+is($rc, 0, 'after a reload with the right URL, the buffered increment is flushed');
+cmp_ok(time() - $t0, '<', 10, '... at once, not after the 60 s connect_timeout of the attempt in progress');
+is($auth->('GET', 'distkit:c:{tls:lax}'), '201', '... exactly once');
 kill 'KILL', $mute_pid;
 waitpid($mute_pid, 0);
+close $mute;	# no more connections queued in its backlog
 
 # back to the TLS server: everything still exact
-set_conf(redis_url => $url, connect_timeout => undef);
 is($pg->(q{SELECT distkit_get('tls:strict')}), '6', 'back on TLS, the value is exact');
 
 # 6. distkit.redis_password_file
