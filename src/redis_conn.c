@@ -338,14 +338,15 @@ OwnCancelHandler(SIGNAL_ARGS)
  * already sent): these processes read their settings between cycles, so
  * a worker stuck in a handshake with a wrong distkit.redis_url would
  * otherwise keep at it for connect_timeout (up to an hour) after the URL
- * was corrected.
+ * was corrected.  Not while stopping: the final flush would lose its
+ * connection attempts to a reload it no longer reads.
  */
 static const char *
 OwnCancelCheck(void)
 {
 	if (ShutdownRequestPending && (own_shutdown_abandons == NULL || own_shutdown_abandons()))
 		return own_shutdown_why;
-	if (connecting && ConfigReloadPending)
+	if (connecting && ConfigReloadPending && !ShutdownRequestPending)
 		return "a configuration reload";
 	if (!DkRedisTakeOwnCancel())
 		return NULL;
