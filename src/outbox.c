@@ -24,7 +24,9 @@
  * together, and skips a row whose member exists: a row resent after a lost
  * reply, a shipper crash or a server crash before its DELETE committed is
  * not added twice.  The members of deleted rows (never sent again) are
- * removed with the next script call for that queue; members older than
+ * removed with a later script call for that queue, once the DELETE's commit
+ * record is flushed (it commits asynchronously: a DELETE lost in a crash
+ * brings its rows back, and only their members refuse them); members older than
  * RECORD_TTL_MS go anyway (a row shipped but not deleted for that long
  * could be doubled).  Rows are found by scanning the table, not by a
  * high-water mark, so a transaction that commits after one with a larger

@@ -9,8 +9,8 @@
  * A cycle: read a batch in a short transaction, ship it with no
  * transaction open, delete what Redis took in another short transaction.
  * The members of the deleted rows in each queue's record are forgotten by
- * the next script call for that queue (or a call of their own when the
- * shipper is idle).
+ * a later script call for that queue (or a call of their own when the
+ * shipper is idle), once the DELETE is flushed to disk.
  *
  * Errors never kill it: a failed cycle aborts its transaction, is logged
  * once per outage and retried with capped exponential back-off and full
@@ -74,11 +74,18 @@ typedef struct OutboxRow
 	size_t		plen;
 } OutboxRow;
 
-/* Ids of deleted rows whose record members are still to be forgotten, per queue. */
+/*
+ * Ids of deleted rows whose record members are still to be forgotten, per
+ * queue, in the order of their DELETEs, each with the end of its DELETE's
+ * commit record: a member is forgotten only once that is flushed, since a
+ * DELETE lost in a crash makes its rows ship again, and only their members
+ * stop them.
+ */
 typedef struct ForgetList
 {
 	char	   *queue;
 	int64	   *ids;
+	XLogRecPtr *lsns;
 	int			n;
 	int			cap;
 } ForgetList;
@@ -141,12 +148,13 @@ ForgetFor(const char *queue)
 	forget[nforget].n = 0;
 	forget[nforget].cap = 64;
 	forget[nforget].ids = palloc(sizeof(int64) * 64);
+	forget[nforget].lsns = palloc(sizeof(XLogRecPtr) * 64);
 	MemoryContextSwitchTo(old);
 	return &forget[nforget++];
 }
 
 static void
-ForgetAdd(const char *queue, int64 id)
+ForgetAdd(const char *queue, int64 id, XLogRecPtr lsn)
 {
 	ForgetList *f = ForgetFor(queue);
 
@@ -154,8 +162,21 @@ ForgetAdd(const char *queue, int64 id)
 	{
 		f->cap *= 2;
 		f->ids = repalloc(f->ids, sizeof(int64) * f->cap);
+		f->lsns = repalloc(f->lsns, sizeof(XLogRecPtr) * f->cap);
 	}
-	f->ids[f->n++] = id;
+	f->ids[f->n] = id;
+	f->lsns[f->n++] = lsn;
+}
+
+/* How many of f's first ids may be forgotten: their DELETEs are flushed (to flushed). */
+static int
+ForgetReady(ForgetList *f, XLogRecPtr flushed)
+{
+	int			k = 0;
+
+	while (k < f->n && f->lsns[k] <= flushed)
+		k++;
+	return k;
 }
 
 /*
@@ -251,8 +272,11 @@ ReadBatch(MemoryContext ctx, OutboxRow **rows)
 	return n;
 }
 
-/* Delete the rows of ids (n of them) in a short transaction. */
-static void
+/*
+ * Delete the rows of ids (n of them) in a short transaction; returns the
+ * end of its commit record (not waited for: synchronous_commit is off).
+ */
+static XLogRecPtr
 DeleteRows(int64 *ids, int n)
 {
 	const char *nsp = BeginTxn(false);
@@ -272,6 +296,7 @@ DeleteRows(int64 *ids, int n)
 			elog(ERROR, "cannot delete from distkit_outbox");
 	}
 	EndTxn();
+	return GetXLogInsertRecPtr();	/* at or past the end of its commit record */
 }
 
 static int
@@ -286,9 +311,9 @@ CompareRows(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* One script call for queue: forget its list, add rows[0..n). */
+/* One script call for queue: forget the first nf ids of f, add rows[0..n). */
 static DkCmd *
-ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int *forgot)
+ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int nf, int *forgot)
 {
 	size_t		klen;
 	size_t		rlen;
@@ -296,7 +321,7 @@ ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int *forgo
 	char	   *rkey = DkKeyBuild(DK_KIND_QUEUE_SHIPPED, queue, strlen(queue), &rlen);
 	DkCmd	   *cmd = DkCmdScript(DK_LUA_QUEUE_SHIP, 2);
 
-	*forgot = f ? f->n : 0;
+	*forgot = f ? nf : 0;
 	DkCmdArg(cmd, key, klen);
 	DkCmdArg(cmd, rkey, rlen);
 	DkCmdArgStr(cmd, DkQueueOrigin());
@@ -313,12 +338,16 @@ ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int *forgo
 	return cmd;
 }
 
-/* One cycle; returns the rows shipped and deleted (and forgotten: > 0 if any work). */
+/*
+ * One cycle; returns the rows shipped and deleted, or (idle) the number of
+ * queues whose members were forgotten: > 0 if any work.
+ */
 static int
 ShipCycle(MemoryContext ctx)
 {
 	OutboxRow  *rows = NULL;
 	int			n = ReadBatch(ctx, &rows);
+	XLogRecPtr	flushed = GetFlushRecPtr(NULL);
 	DkCmd	  **cmds;
 	int		   *first;
 	int		   *count;
@@ -329,20 +358,21 @@ ShipCycle(MemoryContext ctx)
 	int			ndone = 0;
 	DkReply   **replies;
 	int			work = 0;
+	XLogRecPtr	deleted;
 
 	if (no_extension)
 		return 0;
 	if (n == 0)
 	{
-		/* idle: forget the records of rows deleted last time */
+		/* idle: forget the members of rows whose DELETE is flushed */
 		for (int i = 0; i < nforget; i++)
-			if (forget[i].n > 0)
+			if (ForgetReady(&forget[i], flushed) > 0)
 				work++;
 		if (work == 0)
 			return 0;
 	}
 	qsort(rows, n, sizeof(OutboxRow), CompareRows);
-	cmds = palloc(sizeof(DkCmd *) * (n / CHUNK_ROWS + n + nforget + 1));
+	cmds = palloc(sizeof(DkCmd *) * (n + nforget + 1));
 	first = palloc(sizeof(int) * (n + nforget + 1));
 	count = palloc(sizeof(int) * (n + nforget + 1));
 	lists = palloc(sizeof(ForgetList *) * (n + nforget + 1));
@@ -351,26 +381,32 @@ ShipCycle(MemoryContext ctx)
 	{
 		int			j = i;
 		ForgetList *f = ForgetFor(rows[i].queue);
+		int			nf = ForgetReady(f, flushed);
 
 		while (j < n && j - i < CHUNK_ROWS && strcmp(rows[j].queue, rows[i].queue) == 0)
 			j++;
-		lists[ncmds] = (f->n > 0 && (i == 0 || strcmp(rows[i - 1].queue, rows[i].queue) != 0)) ? f : NULL;
+		/* the first chunk of a queue forgets its list */
+		lists[ncmds] = (nf > 0 && (i == 0 || strcmp(rows[i - 1].queue, rows[i].queue) != 0)) ? f : NULL;
 		first[ncmds] = i;
 		count[ncmds] = j - i;
-		cmds[ncmds] = ShipCommand(rows[i].queue, &rows[i], j - i, lists[ncmds], &forgot[ncmds]);
+		cmds[ncmds] = ShipCommand(rows[i].queue, &rows[i], j - i, lists[ncmds], nf, &forgot[ncmds]);
 		ncmds++;
 		i = j;
 	}
 	if (n == 0)
 		for (int i = 0; i < nforget; i++)
-			if (forget[i].n > 0)
+		{
+			int			nf = ForgetReady(&forget[i], flushed);
+
+			if (nf > 0)
 			{
 				lists[ncmds] = &forget[i];
 				first[ncmds] = 0;
 				count[ncmds] = 0;
-				cmds[ncmds] = ShipCommand(forget[i].queue, NULL, 0, &forget[i], &forgot[ncmds]);
+				cmds[ncmds] = ShipCommand(forget[i].queue, NULL, 0, &forget[i], nf, &forgot[ncmds]);
 				ncmds++;
 			}
+		}
 
 	/* every call is idempotent (the record); durable: with Sentinel, once a replica has it */
 	pgstat_report_activity(STATE_RUNNING, "shipping outbox rows to Redis");
@@ -390,9 +426,12 @@ ShipCycle(MemoryContext ctx)
 		}
 		if (lists[c] != NULL)
 		{
-			/* forgotten: drop the ids sent (more may have been added since: none, same cycle) */
-			memmove(lists[c]->ids, lists[c]->ids + forgot[c], sizeof(int64) * (lists[c]->n - forgot[c]));
-			lists[c]->n -= forgot[c];
+			/* forgotten: drop the first ids (those added since, by no one in this cycle, stay) */
+			ForgetList *f = lists[c];
+
+			memmove(f->ids, f->ids + forgot[c], sizeof(int64) * (f->n - forgot[c]));
+			memmove(f->lsns, f->lsns + forgot[c], sizeof(XLogRecPtr) * (f->n - forgot[c]));
+			f->n -= forgot[c];
 		}
 		for (int i = first[c]; i < first[c] + count[c]; i++)
 			done[ndone++] = rows[i].id;
@@ -400,12 +439,12 @@ ShipCycle(MemoryContext ctx)
 	if (ndone > 0)
 	{
 		pgstat_report_activity(STATE_RUNNING, "deleting shipped outbox rows");
-		DeleteRows(done, ndone);
-		/* deleted: their records may go (rows in done are in rows' order) */
+		deleted = DeleteRows(done, ndone);
+		/* deleted: their members may go once the DELETE is flushed (done is in rows' order) */
 		for (int i = 0, d = 0; i < n && d < ndone; i++)
 			if (rows[i].id == done[d])
 			{
-				ForgetAdd(rows[i].queue, rows[i].id);
+				ForgetAdd(rows[i].queue, rows[i].id, deleted);
 				d++;
 			}
 	}

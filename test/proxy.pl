@@ -13,7 +13,10 @@
 #                  reply is cut after a random number of its bytes
 #   latency:MS     deliver every chunk MS milliseconds after it was read,
 #                  in order, without holding up other connections
-#   refuse         accept, then close at once
+#   refuse         close every connection, and accept new ones only to
+#                  close them at once
+# After switching, the proxy writes the mode it applies to CONTROL.applied
+# (within half a second; set_proxy_mode waits for it).
 # The random choices come from DISTKIT_PROXY_SEED (default: the time); the
 # seed is printed on stderr so that a failing run can be replayed.
 # Usage: proxy.pl TARGET CONTROL PORTFILE
@@ -84,8 +87,22 @@ sub deliver
 	if (!defined $data || !write_all($to, $data)) { close_pair($from); }
 }
 
+my $applied = '';
 while (1)
 {
+	my $m0 = mode();
+	if ($m0 eq 'refuse')
+	{
+		close_pair($_) for grep { $is_client{$_} } $sel->handles;
+	}
+	if ($m0 ne $applied)
+	{
+		open my $af, '>', "$control.applied.tmp" or die;
+		print $af "$m0\n";
+		close $af;
+		rename "$control.applied.tmp", "$control.applied" or die;
+		$applied = $m0;
+	}
 	my $now = time();
 	my $wait = 0.5;
 	while (@queue && $queue[0][0] <= $now)

@@ -8,7 +8,13 @@
 #      flight whose entries Redis already added (the proxy holds the
 #      reply) and the backlog is non-empty: the postmaster restarts the
 #      whole server;
-#  (b) kill -9 of the shipper itself in the same state.
+#  (b) kill -9 of the shipper itself in the same state;
+#  (c) the shipper's DELETE of rows Redis took lost in a crash: the WAL
+#      writer is stopped (SIGSTOP) so that the DELETE, committed
+#      asynchronously, stays in the WAL buffers; then the WAL writer is
+#      killed (-9) and the crash restart loses it.  The rows come back and
+#      ship again; the queue's record must still refuse them, so the
+#      shipper may forget their members only once the DELETE is flushed.
 # Afterwards, with no further commit, the shipper (started on demand, no
 # distkit.outbox_databases) must come back by itself and drain the
 # backlog; the stream must then hold each committed message exactly once:
@@ -169,7 +175,37 @@ $shipper = wait_ship_in_flight('shipper killed');
 ok(kill('KILL', $shipper), 'kill -9 of the shipper while its ship is in flight');
 check_after_crash('shipper killed', $shipper, @h);
 
+# (c) the shipper's DELETE lost in a crash
+my $record = 'distkit:qo:{q:crash}';
+# nothing else may flush the WAL meanwhile: no autovacuum, checkpoint or background writes
+$pg->(q{ALTER SYSTEM SET autovacuum = off});
+$pg->(q{ALTER SYSTEM SET checkpoint_timeout = '1d'});
+$pg->(q{ALTER SYSTEM SET bgwriter_lru_maxpages = 0});
+$pg->('SELECT pg_reload_conf()');
+wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'the members of the deleted rows to be forgotten (their DELETEs flushed)', 30);
+my $walwriter = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'});
+ok(kill('STOP', $walwriter), 'the WAL writer stopped');
+$pg->('INSERT INTO ev SELECT g FROM generate_series(3000001, 3000050) g');	# a synchronous commit
+wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 50 rows to ship and their DELETE to commit');
+is(redis_cli('ZCARD', $record), '50', 'the record holds the 50 shipped rows');
+is($pg->('SELECT pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()'), 't',
+	'the DELETE, committed asynchronously, is not flushed');
+sleep 3;	# three idle polls of the shipper
+is(redis_cli('ZCARD', $record), '50', '... so their members are not forgotten');
+set_proxy_mode($control, 'refuse');
+my $old = $pg->($shipper_sql);
+ok(kill('KILL', $walwriter), 'kill -9 of the (stopped) WAL writer: crash restart');
+wait_for(sub { my ($rc) = $node->psql('postgres', 'SELECT 1'); $rc == 0 }, 'the crash restart after the WAL writer');
+is($pg->('SELECT count(*) FROM distkit_outbox'), '50',
+	'the crash lost the DELETE: the 50 shipped rows are back in the outbox');
+set_proxy_mode($control, 'pass');
+wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 50 rows to ship again', 60);
+my ($vals, $ids) = stream_entries();
+is(scalar(@$vals), $pg->('SELECT count(*) FROM ev'), 'DELETE lost: the stream has one entry per committed message');
+is(join(',', @$vals), $pg->(q{SELECT string_agg(i::text, ',' ORDER BY i) FROM ev}), '... exactly the committed messages, each once');
+wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'their members to be forgotten once the second DELETE is flushed', 30);
+
 my $log = slurp_file($node->logfile);
 my $restarts = () = $log =~ /all server processes terminated; reinitializing/g;
-is($restarts, 2, 'both kills made the postmaster restart the server');
+is($restarts, 3, 'the three kills made the postmaster restart the server');
 done_testing();

@@ -208,7 +208,8 @@ sub start_proxy
 	return ($port, $control);
 }
 
-# Switch a proxy's mode: pass, cut-reply, latency:<ms>, refuse.
+# Switch a proxy's mode: pass, cut-reply, latency:<ms>, refuse (which
+# also closes the connections open); returns once the proxy applies it.
 sub set_proxy_mode
 {
 	my ($control, $mode) = @_;
@@ -216,6 +217,13 @@ sub set_proxy_mode
 	print $fh "$mode\n";
 	close $fh;
 	rename "$control.tmp", $control or die;
+	wait_for(sub {
+		open my $af, '<', "$control.applied" or return 0;
+		my $m = <$af> // '';
+		close $af;
+		chomp $m;
+		return $m eq $mode;
+	}, "the proxy to apply mode $mode", 10);
 }
 
 # Stop a node's distkit worker (SIGSTOP) while it sleeps between cycles:
