@@ -3,7 +3,9 @@
 #   embed-lua.sh header lua/*.lua  -> src/lua_scripts.h: an enum with one
 #       DK_LUA_<NAME> per script and the declaration of the table;
 #   embed-lua.sh table lua/*.lua   -> src/lua_scripts.c: the table, with each
-#       script's name, SHA1 (what EVALSHA needs) and source text.
+#       script's name, SHA1 (what EVALSHA needs) and source text;
+#   embed-lua.sh expand lua/x.lua  -> the script as Redis runs it (benchmarks
+#       and tests that load a script themselves).
 # A line "-- @include lib/x.lua" in a script is replaced by the file
 # lua/lib/x.lua (pieces two scripts share); the SHA1 and the text are those
 # of the whole script as Redis runs it.
@@ -26,7 +28,7 @@ expand() {
 }
 what=$1
 shift
-echo "/* Generated from the lua/ scripts by src/embed-lua.sh: do not edit. */"
+[ "$what" = expand ] || echo "/* Generated from the lua/ scripts by src/embed-lua.sh: do not edit. */"
 case $what in
 header)
 	echo "#ifndef DISTKIT_LUA_SCRIPTS_H"
@@ -56,8 +58,12 @@ table)
 	done
 	echo "};"
 	;;
+expand)
+	for f in "$@"; do expand "$f"; done
+	exit 0
+	;;
 *)
-	echo "usage: embed-lua.sh header|table script.lua..." >&2
+	echo "usage: embed-lua.sh header|table|expand script.lua..." >&2
 	exit 1
 	;;
 esac

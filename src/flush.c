@@ -52,9 +52,19 @@
  * handled by redis_cluster.c) raise an ERROR: the groups not yet settled
  * stay in flight and the worker resends them with back-off.
  *
- * Instance-aware slices (DK_LAX_INSTANCE) are still flushed key by key
- * (instance.c's command, with its own per-counter record): their live-set
- * protocol may ask to resend one key (DKSTALE).
+ * Every kind is flushed in groups, through a table of kinds (FlushKinds):
+ * the kind's counter keys, its script, the arguments it adds after the
+ * record's, and how one counter's answer is read.  Simple counters go
+ * through lua/lax_flush.lua (INCRBY); instance-aware slices
+ * (DK_LAX_INSTANCE) through lua/instance_flush.lua, which adds this
+ * instance's number, serial and live-set version (instance.c).  A group's
+ * keys of both kinds share its record: sorted by kind, they make
+ * consecutive parts of one sequence.  An instance-aware part may be
+ * answered, as a whole and with nothing changed, DKSTALE, DKNEWER or
+ * DKREAPED (the live set changed, or this server was reaped):
+ * DkInstanceFlushRetry acts on it and the part is resent at once with the
+ * live set, and so are the later parts of its group that found it missing
+ * (DKGAP).
  *
  *-------------------------------------------------------------------------
  */
@@ -66,6 +76,7 @@
 #include "flush.h"
 #include "instance.h"
 #include "keys.h"
+#include "lua_scripts.h"
 #include "redis.h"
 
 #define FLUSH_CHUNK_KEYS 5000	/* keys per pipelined round trip (about) */
@@ -75,20 +86,28 @@
 /* the key prefixes this process wrote records under (DkFlushDeleteRecords) */
 static List *record_prefixes = NIL;
 
+#define FLUSH_RESENDS 4			/* of a part answered DKSTALE/DKNEWER/DKREAPED */
+
+static bool ParseTotal(const DkReply *r, DkLaxView *view, const char **error);
+
 /* How one kind of buffered key is flushed. */
 typedef struct DkFlushKind
 {
 	DkLaxKind	kind;
-	bool		grouped;		/* lax_flush.lua per group (below) */
-	/* per key: build its command; parse its reply into *view (false: refused) */
-	DkCmd	   *(*build) (const DkLaxBatchItem *item, const char *seq);
-	DkReply    *(*resend) (const DkLaxBatchItem *item, const char *seq, DkReply *r);
-	bool		(*parse) (DkReply *r, DkLaxView *view);
+	const char *redis_kind;		/* its counters' keys (keys.h) */
+	DkLuaScriptId script;		/* KEYS: record, counters; ARGV: lib/flushrec's, args, deltas */
+	/* the arguments after the record's (resend: after a retry answer); NULL: none */
+	void		(*args) (DkCmd *cmd, bool resend);
+	/* an error reply to act on, then resend the part; NULL: none */
+	bool		(*retry) (const DkReply *r);
+	/* one counter's answer: its view, or false and *error */
+	bool		(*parse) (const DkReply *r, DkLaxView *view, const char **error);
 } DkFlushKind;
 
 static const DkFlushKind FlushKinds[] = {
-	{DK_LAX_SIMPLE, true, NULL, NULL, NULL},
-	{DK_LAX_INSTANCE, false, DkInstanceFlushCommand, DkInstanceFlushResend, DkInstanceFlushReply},
+	{DK_LAX_SIMPLE, DK_KIND_COUNTER, DK_LUA_LAX_FLUSH, NULL, NULL, ParseTotal},
+	{DK_LAX_INSTANCE, DK_KIND_INSTANCE, DK_LUA_INSTANCE_FLUSH, DkInstanceFlushArgs,
+	DkInstanceFlushRetry, DkInstanceFlushParse},
 };
 
 static const DkFlushKind *
@@ -113,7 +132,8 @@ TransientError(const char *s)
 {
 	static const char *const transient[] = {
 		"NOSCRIPT", "LOADING", "BUSY", "OOM", "READONLY", "NOAUTH", "NOPERM",
-		"MASTERDOWN", "MISCONF", "NOREPLICAS", "DKGAP", "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN"
+		"MASTERDOWN", "MISCONF", "NOREPLICAS", "DKGAP", "TRYAGAIN", "MOVED", "ASK", "CLUSTERDOWN",
+		"DKSTALE", "DKNEWER", "DKREAPED"	/* still, after FLUSH_RESENDS resends */
 	};
 
 	for (int i = 0; i < lengthof(transient); i++)
@@ -144,39 +164,6 @@ RaiseTransient(const DkReply *r)
 			 errmsg("Redis refused a flush: %s", r->type == DK_REPLY_ERROR ? r->str : "unexpected reply")));
 }
 
-/* Items flushed key by key (kinds with build hooks). */
-static void
-SendPerKey(DkLaxBatchItem **items, int n, const char *seqstr)
-{
-	for (int start = 0; start < n; start += FLUSH_PART_KEYS)
-	{
-		int			count = Min(FLUSH_PART_KEYS, n - start);
-		DkCmd	  **cmds = palloc(sizeof(DkCmd *) * count);
-		DkReply   **replies;
-
-		for (int i = 0; i < count; i++)
-			cmds[i] = KindOf(items[start + i]->kind)->build(items[start + i], seqstr);
-		/* idempotent thanks to the sequence; durable: with Sentinel, once a replica has it */
-		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT_DURABLE);
-		for (int i = 0; i < count; i++)
-		{
-			DkLaxBatchItem *it = items[start + i];
-			const DkFlushKind *k = KindOf(it->kind);
-			DkReply    *r = replies[i];
-			DkLaxView	view = {0, 0};
-
-			if (k->resend)
-				r = k->resend(it, seqstr, r);
-			if (r->type != DK_REPLY_ERROR && k->parse(r, &view))
-				DkLaxApplyFlushed(it, view);
-			else if (r->type == DK_REPLY_ERROR && !TransientError(r->str))
-				Drop(it, r->str);
-			else
-				RaiseTransient(r);
-		}
-	}
-}
-
 /* A grouped item and where it goes. */
 typedef struct GroupedItem
 {
@@ -186,7 +173,7 @@ typedef struct GroupedItem
 	size_t		rkeylen;
 } GroupedItem;
 
-/* Order: prefix, group, then entry order (the batch's own order). */
+/* Order: prefix, group, kind, then entry order (the batch's own order). */
 static int
 CompareGrouped(const void *a, const void *b)
 {
@@ -198,14 +185,17 @@ CompareGrouped(const void *a, const void *b)
 		return c;
 	if (x->group != y->group)
 		return x->group < y->group ? -1 : 1;
+	if (x->item->kind != y->item->kind)
+		return x->item->kind < y->item->kind ? -1 : 1;
 	return x->item->idx < y->item->idx ? -1 : (x->item->idx > y->item->idx ? 1 : 0);
 }
 
-/* One script call: a part of a group. */
+/* One script call: a part of a group, keys of one kind. */
 typedef struct FlushPart
 {
 	int			first;			/* index into the sorted GroupedItems */
 	int			count;
+	int			number;			/* its number in the group's sequence of parts */
 	bool		last;			/* the group's last part */
 	int			group_first;	/* the group's first item */
 } FlushPart;
@@ -236,40 +226,44 @@ NotePrefix(const char *prefix)
 	MemoryContextSwitchTo(old);
 }
 
-/* The script call of part p. */
+/* The script call of part p (resend: after its kind's retry answer). */
 static DkCmd *
-PartCommand(const GroupedItem *g, const FlushPart *p, int part_no, const char *seqstr)
+PartCommand(const GroupedItem *g, const FlushPart *p, const char *seqstr, bool resend)
 {
 	const GroupedItem *first = &g[p->first];
-	DkCmd	   *cmd = DkCmdScript(DK_LUA_LAX_FLUSH, 1 + p->count);
+	const DkFlushKind *k = KindOf(first->item->kind);
+	DkCmd	   *cmd = DkCmdScript(k->script, 1 + p->count);
 
 	DkCmdArgStr(cmd, RecordKey(first->item->prefix, first->group));
 	for (int i = 0; i < p->count; i++)
 		DkCmdArg(cmd, g[p->first + i].rkey, g[p->first + i].rkeylen);
 	DkCmdArgStr(cmd, seqstr);
-	DkCmdArgInt(cmd, part_no);
+	DkCmdArgInt(cmd, p->number);
 	DkCmdArgStr(cmd, FLUSH_RECORD_TTL_MS);
+	if (k->args)
+		k->args(cmd, resend);
 	for (int i = 0; i < p->count; i++)
 		DkCmdArgInt(cmd, g[p->first + i].item->delta);
 	return cmd;
 }
 
-/* Parse one key's answer: its total, or false with *error set. */
+/* A simple counter's answer: its total, or false with *error set. */
 static bool
-ParseTotal(const DkReply *r, int64 *total, const char **error)
+ParseTotal(const DkReply *r, DkLaxView *view, const char **error)
 {
 	char	   *end;
 
 	*error = NULL;
+	view->slice = 0;
 	if (r->type == DK_REPLY_INTEGER)
 	{
-		*total = (int64) r->integer;
+		view->total = (int64) r->integer;
 		return true;
 	}
 	if (r->type == DK_REPLY_STRING)
 	{
 		errno = 0;
-		*total = strtoll(r->str, &end, 10);
+		view->total = strtoll(r->str, &end, 10);
 		if (errno == 0 && end != r->str && *end == '\0')
 			return true;
 		*error = "the counter does not hold an integer";
@@ -279,24 +273,53 @@ ParseTotal(const DkReply *r, int64 *total, const char **error)
 	return false;
 }
 
-/* Simple counters, grouped: one lax_flush.lua call per group (part). */
-static void
-SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
+/*
+ * The reply r to part p, or, if its kind acts on r (DKSTALE, DKNEWER,
+ * DKREAPED), the reply to resending it at once; also resent: a part
+ * answered DKGAP whose group had a part resent (*resent_group) in this
+ * round.
+ */
+static DkReply *
+SettlePart(const GroupedItem *g, const FlushPart *p, const char *seqstr, DkReply *r,
+		   int *resent_group)
 {
-	GroupedItem *g = palloc(sizeof(GroupedItem) * n);
-	FlushPart  *parts = palloc(sizeof(FlushPart) * n);
+	const DkFlushKind *k = KindOf(g[p->first].item->kind);
+
+	if (r->type == DK_REPLY_ERROR && *resent_group == p->group_first &&
+		strncmp(r->str, "DKGAP", 5) == 0)
+		r = DkRedisRunOne(PartCommand(g, p, seqstr, true), DK_IDEMPOTENT_DURABLE);
+	for (int attempt = 0; attempt < FLUSH_RESENDS && r->type == DK_REPLY_ERROR &&
+		 k->retry != NULL && k->retry(r); attempt++)
+	{
+		*resent_group = p->group_first;
+		r = DkRedisRunOne(PartCommand(g, p, seqstr, true), DK_IDEMPOTENT_DURABLE);
+	}
+	return r;
+}
+
+/*
+ * Send one batch (sequence seq) to Redis and settle each key: one script
+ * call per part of a group, pipelined in rounds of about FLUSH_CHUNK_KEYS
+ * keys.
+ */
+void
+DkFlushSend(DkLaxBatchItem *items, int n, uint64 seq)
+{
+	char	   *seqstr = psprintf(UINT64_FORMAT, seq);
+	GroupedItem *g = palloc(sizeof(GroupedItem) * Max(n, 1));
+	FlushPart  *parts = palloc(sizeof(FlushPart) * Max(n, 1));
 	int			nparts = 0;
 	int			ngroups = DkFlushGroups();
-	int64	   *totals = palloc(sizeof(int64) * n);
-	const char **errors = palloc(sizeof(char *) * n);
-	const DkLaxBatchItem **settled = palloc(sizeof(DkLaxBatchItem *) * n);
-	DkLaxView  *views = palloc(sizeof(DkLaxView) * n);
+	DkLaxView  *views = palloc(sizeof(DkLaxView) * Max(n, 1));
+	const char **errors = palloc(sizeof(char *) * Max(n, 1));
+	const DkLaxBatchItem **settled = palloc(sizeof(DkLaxBatchItem *) * Max(n, 1));
+	DkLaxView  *settled_views = palloc(sizeof(DkLaxView) * Max(n, 1));
 
 	for (int i = 0; i < n; i++)
 	{
-		g[i].item = items[i];
-		g[i].rkey = DkKeyBuildWithPrefix(items[i]->prefix, DK_KIND_COUNTER, items[i]->key,
-										 items[i]->keylen, &g[i].rkeylen);
+		g[i].item = &items[i];
+		g[i].rkey = DkKeyBuildWithPrefix(items[i].prefix, KindOf(items[i].kind)->redis_kind,
+										 items[i].key, items[i].keylen, &g[i].rkeylen);
 		/* one group on one Redis: no slot to compute (a CRC16 per key) */
 		g[i].group = ngroups == 1 ? 0 : DkKeySlot(g[i].rkey, g[i].rkeylen) % ngroups;
 	}
@@ -304,16 +327,27 @@ SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
 	for (int i = 0; i < n;)
 	{
 		int			end = i + 1;
+		int			number = 0;
 
 		while (end < n && g[end].group == g[i].group && strcmp(g[end].item->prefix, g[i].item->prefix) == 0)
 			end++;
-		for (int s = i; s < end; s += FLUSH_PART_KEYS)
+		/* the group [i, end): runs of one kind, each in parts of FLUSH_PART_KEYS */
+		for (int s = i; s < end;)
 		{
-			parts[nparts].first = s;
-			parts[nparts].count = Min(FLUSH_PART_KEYS, end - s);
-			parts[nparts].last = s + FLUSH_PART_KEYS >= end;
-			parts[nparts].group_first = i;
-			nparts++;
+			int			run_end = s + 1;
+
+			while (run_end < end && g[run_end].item->kind == g[s].item->kind)
+				run_end++;
+			for (int t = s; t < run_end; t += FLUSH_PART_KEYS)
+			{
+				parts[nparts].first = t;
+				parts[nparts].count = Min(FLUSH_PART_KEYS, run_end - t);
+				parts[nparts].number = number++;
+				parts[nparts].last = run_end == end && t + FLUSH_PART_KEYS >= run_end;
+				parts[nparts].group_first = i;
+				nparts++;
+			}
+			s = run_end;
 		}
 		i = end;
 	}
@@ -322,7 +356,7 @@ SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
 	{
 		int			count = 0;
 		int			keys = 0;
-		int			nsettled;
+		int			resent_group = -1;
 		DkCmd	  **cmds;
 		DkReply   **replies;
 
@@ -330,77 +364,50 @@ SendGrouped(DkLaxBatchItem **items, int n, const char *seqstr)
 			keys += parts[start + count++].count;
 		cmds = palloc(sizeof(DkCmd *) * count);
 		for (int i = 0; i < count; i++)
-		{
-			FlushPart  *p = &parts[start + i];
-
-			cmds[i] = PartCommand(g, p, (p->first - p->group_first) / FLUSH_PART_KEYS, seqstr);
-		}
+			cmds[i] = PartCommand(g, &parts[start + i], seqstr, false);
 		/* idempotent thanks to the record; durable: with Sentinel, once a replica has it */
 		replies = DkRedisRun(cmds, count, DK_IDEMPOTENT_DURABLE);
 		DkLaxCountFlushCalls(count);
 		for (int i = 0; i < count; i++)
 		{
 			FlushPart  *p = &parts[start + i];
-			DkReply    *r = replies[i];
+			const DkFlushKind *k = KindOf(g[p->first].item->kind);
+			DkReply    *r = SettlePart(g, p, seqstr, replies[i], &resent_group);
+			int			nsettled = 0;
 
 			if (r->type == DK_REPLY_ERROR)
 			{
 				if (TransientError(r->str))
 					RaiseTransient(r);
 				/* the record refused for good (wrong type, ACL): nothing applied */
-				for (int k = 0; k < p->count; k++)
-					errors[p->first + k] = r->str;
+				for (int j = 0; j < p->count; j++)
+					errors[p->first + j] = r->str;
 			}
 			else if (r->type != DK_REPLY_ARRAY || r->nelem != (size_t) p->count + 1)
 				RaiseTransient(r);
 			else
-				for (int k = 0; k < p->count; k++)
-					(void) ParseTotal(r->elem[k + 1], &totals[p->first + k], &errors[p->first + k]);
+				for (int j = 0; j < p->count; j++)
+					(void) k->parse(r->elem[j + 1], &views[p->first + j], &errors[p->first + j]);
 			if (!p->last)
 				continue;
 			/* every part of the group answered: settle its keys */
 			DkLaxNoteFlushGroup(g[p->group_first].group);
 			NotePrefix(g[p->group_first].item->prefix);
-			nsettled = 0;
-			for (int k = p->group_first; k < p->first + p->count; k++)
+			for (int j = p->group_first; j < p->first + p->count; j++)
 			{
-				if (errors[k] == NULL)
+				if (errors[j] == NULL)
 				{
-					settled[nsettled] = g[k].item;
-					views[nsettled].total = totals[k];
-					views[nsettled].slice = 0;
+					settled[nsettled] = g[j].item;
+					settled_views[nsettled] = views[j];
 					nsettled++;
 				}
 				else
-					Drop(g[k].item, errors[k]);
+					Drop(g[j].item, errors[j]);
 			}
-			DkLaxApplyFlushedMany(settled, views, nsettled);
+			DkLaxApplyFlushedMany(settled, settled_views, nsettled);
 		}
 		start += count;
 	}
-}
-
-/* Send one batch (sequence seq) to Redis and settle each key. */
-void
-DkFlushSend(DkLaxBatchItem *items, int n, uint64 seq)
-{
-	char	   *seqstr = psprintf(UINT64_FORMAT, seq);
-	DkLaxBatchItem **grouped = palloc(sizeof(DkLaxBatchItem *) * n);
-	DkLaxBatchItem **perkey = palloc(sizeof(DkLaxBatchItem *) * n);
-	int			ng = 0;
-	int			np = 0;
-
-	for (int i = 0; i < n; i++)
-	{
-		if (KindOf(items[i].kind)->grouped)
-			grouped[ng++] = &items[i];
-		else
-			perkey[np++] = &items[i];
-	}
-	if (ng > 0)
-		SendGrouped(grouped, ng, seqstr);
-	if (np > 0)
-		SendPerKey(perkey, np, seqstr);
 }
 
 /*

@@ -419,20 +419,17 @@ TakeSnap(LiveSnap *snap, bool with_cells)
 	}
 }
 
-/* EVALSHA instance.lua on Redis keys rkey and fkey (its flush record), as seen from snap. */
+/* EVALSHA instance.lua on the Redis key rkey, as seen from snap. */
 static DkCmd *
-InstanceCommandRaw(const char *rkey, size_t klen, const char *fkey, size_t flen, const char *op,
-				   int64 value, const char *seq, const LiveSnap *snap)
+InstanceCommandRaw(const char *rkey, size_t klen, const char *op, int64 value, const LiveSnap *snap)
 {
-	DkCmd	   *cmd = DkCmdScript(DK_LUA_INSTANCE, 2);
+	DkCmd	   *cmd = DkCmdScript(DK_LUA_INSTANCE, 1);
 
 	DkCmdArg(cmd, rkey, klen);
-	DkCmdArg(cmd, fkey, flen);
 	DkCmdArgStr(cmd, op);
 	DkCmdArgInt(cmd, snap->number);
 	DkCmdArgStr(cmd, pstrdup(snap->serial));	/* the command keeps pointers; snap may go */
 	DkCmdArgInt(cmd, value);
-	DkCmdArgStr(cmd, seq);
 	DkCmdArgInt(cmd, snap->version);
 	DkCmdArgStr(cmd, snap->me_live ? "1" : "0");
 	/* the live set only when snap has it (a resend after DKSTALE/DKNEWER) */
@@ -441,17 +438,15 @@ InstanceCommandRaw(const char *rkey, size_t klen, const char *fkey, size_t flen,
 	return cmd;
 }
 
-/* The same for (prefix, key) with op, value and batch sequence. */
+/* The same for (prefix, key) with op and value. */
 static DkCmd *
 InstanceCommand(const char *prefix, const char *key, size_t keylen, const char *op,
-				int64 value, const char *seq, const LiveSnap *snap)
+				int64 value, const LiveSnap *snap)
 {
 	size_t		klen;
-	size_t		flen;
 	char	   *rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE, key, keylen, &klen);
-	char	   *fkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE_FLUSHED, key, keylen, &flen);
 
-	return InstanceCommandRaw(rkey, klen, fkey, flen, op, value, seq, snap);
+	return InstanceCommandRaw(rkey, klen, op, value, snap);
 }
 
 /* Is r the script's DKSTALE or DKNEWER answer (nothing changed)? */
@@ -468,8 +463,8 @@ IsVersionMismatch(const DkReply *r)
  * agree.  Returns the final reply (r itself if it was no mismatch).
  */
 static DkReply *
-ResendOnMismatchRaw(DkReply *r, const char *rkey, size_t klen, const char *fkey, size_t flen,
-					const char *op, int64 value, const char *seq, DkSafety safety)
+ResendOnMismatchRaw(DkReply *r, const char *rkey, size_t klen, const char *op, int64 value,
+					DkSafety safety)
 {
 	for (int attempt = 0; attempt < MAX_RESENDS && IsVersionMismatch(r); attempt++)
 	{
@@ -478,7 +473,7 @@ ResendOnMismatchRaw(DkReply *r, const char *rkey, size_t klen, const char *fkey,
 		if (strncmp(r->str, "DKNEWER", 7) == 0)
 			RefreshLive("live");
 		TakeSnap(&snap, true);
-		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, fkey, flen, op, value, seq, &snap), safety);
+		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, op, value, &snap), safety);
 	}
 	return r;
 }
@@ -496,20 +491,41 @@ ReapedNumber(const DkReply *r)
 }
 
 /*
- * Settle the reply r to op on the Redis keys rkey/fkey, for every caller:
- * SQL calls, deferred increments at commit (txn.c, through the kind's
- * table), the worker's flush and distkit_instance_clear_here.
  * DKREAPED: this server was silent longer than the reap time (7 days, e.g.
- * a paused VM) and a newer instance holds its old number; the script
- * changed nothing.  Register again (a new number, empty slices: a server
- * back after 7 days starts afresh) and resend once.  A reply naming a
- * number this server no longer holds (a command of the same pipeline, sent
- * before another reply made it register again) is only resent.  Then
- * DKSTALE/DKNEWER as ResendOnMismatchRaw.
+ * a paused VM) and a newer instance holds its old number (reaped); the
+ * script changed nothing.  Register again (a new number, empty slices: a
+ * server back after 7 days starts afresh), unless that was done already
+ * (a reply naming a number this server no longer holds: a command of the
+ * same pipeline, sent before another reply made it register again).  Then
+ * the caller resends.
+ */
+static void
+RegisterAgain(int reaped, const char *op)
+{
+	LiveSnap	snap;
+
+	TakeSnap(&snap, false);
+	if (snap.number != reaped)
+		return;
+	RefreshLive("beat");
+	TakeSnap(&snap, false);
+	if (snap.number != reaped)	/* once, not per item of a batch */
+		ereport(LOG,
+				(errmsg("distkit: this server's instance number %d went to a newer instance while this server was silent; registered again as number %d (op \"%s\")",
+						reaped, snap.number, op),
+				 errdetail("Slices written under the old number no longer count; this server counts on from empty slices.")));
+}
+
+/*
+ * Settle the reply r to op on the Redis key rkey, for every caller of
+ * lua/instance.lua: SQL calls, deferred increments at commit (txn.c,
+ * through the kind's table) and distkit_instance_clear_here.  DKREAPED:
+ * register again and resend once; then DKSTALE/DKNEWER as
+ * ResendOnMismatchRaw.  (The worker's flush: DkInstanceFlushRetry.)
  */
 static DkReply *
-SettleCallRaw(DkReply *r, const char *rkey, size_t klen, const char *fkey, size_t flen,
-			  const char *op, int64 value, const char *seq, DkSafety safety)
+SettleCallRaw(DkReply *r, const char *rkey, size_t klen, const char *op, int64 value,
+			  DkSafety safety)
 {
 	int			reaped = ReapedNumber(r);
 
@@ -517,50 +533,38 @@ SettleCallRaw(DkReply *r, const char *rkey, size_t klen, const char *fkey, size_
 	{
 		LiveSnap	snap;
 
+		RegisterAgain(reaped, op);
 		TakeSnap(&snap, false);
-		if (snap.number == reaped)
-		{
-			RefreshLive("beat");
-			TakeSnap(&snap, false);
-			if (snap.number != reaped)	/* once, not per item of a batch */
-				ereport(LOG,
-						(errmsg("distkit: this server's instance number %d went to a newer instance while this server was silent; registered again as number %d (op \"%s\")",
-								reaped, snap.number, op),
-						 errdetail("Slices written under the old number no longer count; this server counts on from empty slices.")));
-		}
-		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, fkey, flen, op, value, seq, &snap), safety);
+		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, op, value, &snap), safety);
 	}
-	return ResendOnMismatchRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
+	return ResendOnMismatchRaw(r, rkey, klen, op, value, safety);
 }
 
 /* The same for (prefix, key). */
 static DkReply *
 SettleCall(DkReply *r, const char *prefix, const char *key, size_t keylen, const char *op,
-		   int64 value, const char *seq, DkSafety safety)
+		   int64 value, DkSafety safety)
 {
 	size_t		klen;
-	size_t		flen;
 	char	   *rkey;
-	char	   *fkey;
 
 	if (r->type != DK_REPLY_ERROR)
 		return r;
 	rkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE, key, keylen, &klen);
-	fkey = DkKeyBuildWithPrefix(prefix, DK_KIND_INSTANCE_FLUSHED, key, keylen, &flen);
-	return SettleCallRaw(r, rkey, klen, fkey, flen, op, value, seq, safety);
+	return SettleCallRaw(r, rkey, klen, op, value, safety);
 }
 
 /* Run op on (prefix, key): one round trip, unless the live set changed. */
 static DkReply *
 RunInstance(const char *prefix, const char *key, size_t keylen, const char *op,
-			int64 value, const char *seq, DkSafety safety)
+			int64 value, DkSafety safety)
 {
 	LiveSnap	snap;
 	DkReply    *r;
 
 	TakeSnap(&snap, false);
-	r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, seq, &snap), safety);
-	return SettleCall(r, prefix, key, keylen, op, value, seq, safety);
+	r = DkRedisRunOne(InstanceCommand(prefix, key, keylen, op, value, &snap), safety);
+	return SettleCall(r, prefix, key, keylen, op, value, safety);
 }
 
 /* Parse a {total, slice} reply. */
@@ -580,41 +584,64 @@ ParseView(DkReply *r, const char *what)
 	return v;
 }
 
-/* The flusher's command for an instance-aware batch item. */
-DkCmd *
-DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq)
+/*
+ * The worker's flush (flush.c, lua/instance_flush.lua): the arguments after
+ * the record's of a part's call: this instance's number, serial, the
+ * live-set version it knows, whether it is live there, and the live set
+ * itself when with_cells (a resend after DKSTALE/DKNEWER), else "".
+ */
+void
+DkInstanceFlushArgs(DkCmd *cmd, bool with_cells)
 {
 	LiveSnap	snap;
 
-	TakeSnap(&snap, false);
-	return InstanceCommand(item->prefix, item->key, item->keylen, "flush", item->delta, seq, &snap);
+	TakeSnap(&snap, with_cells);
+	DkCmdArgInt(cmd, snap.number);
+	DkCmdArgStr(cmd, pstrdup(snap.serial));
+	DkCmdArgInt(cmd, snap.version);
+	DkCmdArgStr(cmd, snap.me_live ? "1" : "0");
+	if (snap.cells)
+		DkCmdArg(cmd, snap.cells, snap.cells_len);
+	else
+		DkCmdArgStr(cmd, "");
 }
 
 /*
- * The flusher's reply r to item, or, when the live set changed, the reply
- * after resending it (the same sequence: still applied exactly once).
+ * A part's error reply r that the flusher acts on and then resends the
+ * part with the live set (the script changed nothing): DKREAPED (register
+ * again: the deltas go to the new number's slices, still once), DKNEWER
+ * (refresh the live set first), DKSTALE.  False for any other reply.
  */
-DkReply *
-DkInstanceFlushResend(const DkLaxBatchItem *item, const char *seq, DkReply *r)
+bool
+DkInstanceFlushRetry(const DkReply *r)
 {
-	/*
-	 * DKREAPED too (the worker was paused longer than the reap time and its
-	 * flush runs before its heartbeat): the script changed nothing, and the
-	 * delta goes to the new number's slice, so it still counts once.
-	 */
-	return SettleCall(r, item->prefix, item->key, item->keylen, "flush", item->delta, seq,
-							DK_IDEMPOTENT_DURABLE);
+	int			reaped = ReapedNumber(r);
+
+	if (reaped >= 0)
+	{
+		RegisterAgain(reaped, "flush");
+		return true;
+	}
+	if (!IsVersionMismatch(r))
+		return false;
+	if (strncmp(r->str, "DKNEWER", 7) == 0)
+		RefreshLive("live");
+	return true;
 }
 
-/* Parse the flusher's reply: false if Redis refused the item. */
+/* One counter's answer in a part's reply: its {total, slice}, or false and *error. */
 bool
-DkInstanceFlushReply(DkReply *r, DkLaxView *view)
+DkInstanceFlushParse(const DkReply *r, DkLaxView *view, const char **error)
 {
-	if (r->type != DK_REPLY_ARRAY || r->nelem != 2)
-		return false;
-	view->total = DkReplyInt64(r->elem[0], "an instance-aware flush");
-	view->slice = DkReplyInt64(r->elem[1], "an instance-aware flush");
-	return true;
+	*error = NULL;
+	if (r->type == DK_REPLY_ARRAY && r->nelem == 2)
+	{
+		view->total = DkReplyInt64(r->elem[0], "an instance-aware flush");
+		view->slice = DkReplyInt64(r->elem[1], "an instance-aware flush");
+		return true;
+	}
+	*error = r->type == DK_REPLY_ERROR ? r->str : "unexpected reply";
+	return false;
 }
 
 /* Description for messages. */
@@ -630,7 +657,7 @@ StrictOp(text *key, const char *op, int64 value, DkSafety safety)
 {
 	size_t		keylen = DkKeyCheck(key, "key");
 
-	return ParseView(RunInstance(DkKeyPrefix(), VARDATA_ANY(key), keylen, op, value, "0", safety),
+	return ParseView(RunInstance(DkKeyPrefix(), VARDATA_ANY(key), keylen, op, value, safety),
 					 InstanceWhat(key));
 }
 
@@ -687,7 +714,7 @@ KindCommand(const DkCounterCall *call)
 
 	TakeSnap(&snap, false);
 	return InstanceCommand(call->prefix, call->key, call->keylen, KindOp(call->op), call->value,
-						   "0", &snap);
+						   &snap);
 }
 
 /* Settle call's reply: register again after DKREAPED, resend after DKSTALE/DKNEWER. */
@@ -695,7 +722,7 @@ static DkReply *
 KindSettle(const DkCounterCall *call, DkReply *r, DkSafety safety)
 {
 	return SettleCall(r, call->prefix, call->key, call->keylen, KindOp(call->op),
-					  call->value, "0", safety);
+					  call->value, safety);
 }
 
 /* The view with this transaction's pending increments of key (distkit.transactional). */
@@ -854,18 +881,14 @@ DropOurSlices(DkReply *keys)
 	int64		n = 0;
 
 	TakeSnap(&snap, false);
-	/* the flush record is not used by del_here: the counter's key stands in */
 	for (int i = 0; i < keys->nelem; i++)
-		cmds[i] = InstanceCommandRaw(keys->elem[i]->str, keys->elem[i]->len,
-									 keys->elem[i]->str, keys->elem[i]->len,
-									 "del_here", 0, "0", &snap);
+		cmds[i] = InstanceCommandRaw(keys->elem[i]->str, keys->elem[i]->len, "del_here", 0, &snap);
 	replies = DkRedisRun(cmds, keys->nelem, DK_IDEMPOTENT);
 	for (int i = 0; i < keys->nelem; i++)
 	{
 		/* after DKREAPED: registered again, the resend acts on the new number */
 		DkReply    *r = SettleCallRaw(replies[i], keys->elem[i]->str, keys->elem[i]->len,
-									  keys->elem[i]->str, keys->elem[i]->len,
-									  "del_here", 0, "0", DK_IDEMPOTENT);
+									  "del_here", 0, DK_IDEMPOTENT);
 
 		if (r->type == DK_REPLY_ERROR)
 			DkReplyRaiseError(r, "distkit_instance_clear_here");

@@ -14,8 +14,8 @@
 
 extern void DkInstanceInit(void);
 extern int	DkInstanceLiveCount(void);
-extern DkCmd *DkInstanceFlushCommand(const DkLaxBatchItem *item, const char *seq);
-extern bool DkInstanceFlushReply(DkReply *r, DkLaxView *view);
-extern DkReply *DkInstanceFlushResend(const DkLaxBatchItem *item, const char *seq, DkReply *r);
+extern void DkInstanceFlushArgs(DkCmd *cmd, bool with_cells);
+extern bool DkInstanceFlushRetry(const DkReply *r);
+extern bool DkInstanceFlushParse(const DkReply *r, DkLaxView *view, const char **error);
 
 #endif							/* DISTKIT_INSTANCE_H */

@@ -13,7 +13,6 @@
 #define DK_KIND_RATE "r"
 #define DK_KIND_RATE_EPOCH "re"		/* a rate limiter's reset epoch (lax reservations) */
 #define DK_KIND_INSTANCE "i"			/* instance-aware counter (hash of slices) */
-#define DK_KIND_INSTANCE_FLUSHED "if"	/* its per-instance last applied lax batch */
 #define DK_KIND_REGISTRY "reg"			/* the instance registry (one key) */
 #define DK_KIND_LEASE "l"			/* a lease: hash {owner, token, holder}, expiring */
 #define DK_KIND_LEASE_TOKEN "lt"	/* its fencing-token counter, never expires */

@@ -47,6 +47,34 @@ $pg->(q{SELECT distkit_flush('10 s')});
 is(redis_int('distkit:c:{cut}'), $acked, 'after recovery Redis holds each increment exactly once');
 is($pg->('SELECT pending_delta FROM distkit_stats'), '0', 'nothing left in flight');
 
+# 1b. the same for a batch holding both kinds of counter: a simple one and
+# an instance-aware one, two parts of one group under one exactly-once
+# record.  The worker is stopped while idle so that one batch holds both.
+my $islice = sub {
+	redis_cli('EVAL', q{local s = 0
+local f = redis.call('HGETALL', KEYS[1])
+for i = 1, #f, 2 do if string.sub(f[i], 1, 2) == 'v:' then s = s + tonumber(f[i + 1]) end end
+return s}, 1, 'distkit:i:{icut}');
+};
+$pg->(q{SELECT distkit_inc('cut2', 1, 'lax'), distkit_instance_inc('icut', 1, 'lax')});
+$pg->('SELECT distkit_flush()');
+is(redis_int('distkit:c:{cut2}') . ' ' . $islice->(), '1 1', 'warm-up: both kinds flushed');
+my $w = stop_worker_idle($node);
+ok($w, 'the worker stopped while idle');
+$pg->(q{SELECT count(distkit_inc('cut2', 1, 'lax')), count(distkit_instance_inc('icut', 1, 'lax')) FROM generate_series(1, 100)});
+my $errs = $pg->('SELECT flush_errors FROM distkit_stats');
+set_proxy_mode($control, 'cut-reply');
+resume_worker($w);
+wait_for(sub { $pg->("SELECT flush_errors > $errs FROM distkit_stats") eq 't' }, 'the flusher to lose the reply of the two-kind batch');
+is(redis_int('distkit:c:{cut2}') . ' ' . $islice->(), '101 101', 'the batch of both kinds was applied once');
+$pg->(q{SELECT count(distkit_inc('cut2', 1, 'lax')), count(distkit_instance_inc('icut', 1, 'lax')) FROM generate_series(1, 50)});
+sleep 1;	# several resends, each answered "already applied"
+is(redis_int('distkit:c:{cut2}') . ' ' . $islice->(), '101 101', '... and not again by its resends');
+set_proxy_mode($control, 'pass');
+$pg->(q{SELECT distkit_flush('10 s')});
+is(redis_int('distkit:c:{cut2}') . ' ' . $islice->(), '151 151', 'after recovery both hold each increment exactly once');
+is($pg->(q{SELECT total FROM distkit_instance_get('icut')}), '151', '... and so does the instance-aware total');
+
 # 2. latency: lax calls stay local; the totals stay exact
 set_proxy_mode($control, 'latency:30');
 $pg->(q{SELECT count(distkit_inc('slow:' || (g % 5), 1, 'lax')) FROM generate_series(1, 5000) g});

@@ -356,6 +356,46 @@ my @load = $src =~ /DkCmdArgStr\(load, ([^;]+)\);/g;
 is(join(' ', @load), '"LOAD" DkLuaScripts[s].source', 'SCRIPT LOAD sends only an embedded script');
 unlike($src, qr/"EVAL"/, 'no EVAL');
 
+# An ACL refusal in the middle of an instance-aware lax flush part: user
+# dkiacl may read every counter but write instance-aware counters whose
+# name starts with "r" only while it is given back.  A fresh server
+# touches i1, i2, i3 and then ro, so its buffer holds them in that order
+# and one part of one batch writes i1..i3 before it meets ro: the script
+# must undo them (and its record) and fail, the batch stays in flight, and
+# once the permission is back every increment is applied exactly once.
+sub iacl_user
+{
+	my ($ro) = @_;
+	redis_cli('ACL', 'SETUSER', 'dkiacl', 'reset', 'on', ">$pw", 'resetchannels', '+@all',
+		"%RW~$prefix:[^i]*", "%RW~$prefix:i:{[^r]*", ($ro ? '%R' : '%RW') . "~$prefix:i:{r*");
+}
+iacl_user(0);
+my $inode = new_node('security_i', "redis://dkiacl:$pw\@127.0.0.1:$port/0", "distkit.prefix = '$prefix'\n");
+my $ip = sub { $inode->safe_psql('postgres', $_[0]) };
+my $islices = sub {
+	join(' ', map { redis_cli('EVAL', q{local s = 0
+local f = redis.call('HGETALL', KEYS[1])
+for i = 1, #f, 2 do if string.sub(f[i], 1, 2) == 'v:' then s = s + tonumber(f[i + 1]) end end
+return s}, 1, "$prefix:i:{$_}") } qw(i1 i2 i3 ro));
+};
+$ip->(q{SELECT distkit_instance_inc(k, 1, 'lax') FROM unnest(ARRAY['i1', 'i2', 'i3', 'ro']) k});
+$ip->('SELECT distkit_flush()');
+is($islices->(), '1 1 1 1', 'instance-aware lax: the four counters flushed');
+my $rec_before = redis_cli('EVAL', q{local r = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do r[#r + 1] = k .. '=' .. redis.call('GET', k) end return r}, 0, "$prefix:cf:*");
+iacl_user(1);
+my $ierr0 = $ip->('SELECT flush_errors FROM distkit_stats');
+$ip->(q{SELECT count(distkit_instance_inc(k, 5, 'lax')) FROM unnest(ARRAY['i1', 'i2', 'i3', 'ro']) k});
+wait_for(sub { $ip->("SELECT flush_errors > $ierr0 FROM distkit_stats") eq 't' }, 'the flush refused by the ACL', 10);
+like($ip->('SELECT last_error FROM distkit_stats'), qr/NOPERM|user executing the script/, '... with NOPERM');
+is($islices->(), '1 1 1 1', 'the part was undone: i1..i3 unchanged, ro unchanged');
+is(redis_cli('EVAL', q{local r = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do r[#r + 1] = k .. '=' .. redis.call('GET', k) end return r}, 0, "$prefix:cf:*"),
+	$rec_before, '... and so was its record');
+iacl_user(0);
+$ip->(q{SELECT distkit_flush('10 s')});
+is($islices->(), '6 6 6 6', 'permission back: each increment applied exactly once');
+is($ip->('SELECT dropped_deltas FROM distkit_stats'), '0', 'nothing dropped');
+$inode->stop;
+
 $node->stop;
 like(slurp_file($node->logfile), qr/statement: ALTER SYSTEM SET distkit.redis_url = 'redis:\/\/dkacl:\*\*\*\@/,
 	'the log has the statements (log_statement = all), redacted');

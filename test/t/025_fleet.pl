@@ -148,12 +148,12 @@ $qa->(q{SELECT distkit_instance_inc('fleet5k', 0)});
 my $log = node_cli($node5k, 'SLOWLOG', 'GET', '100000');
 node_cli($node5k, 'CONFIG', 'SET', 'slowlog-log-slower-than', '10000');
 my @lines = split(/\n/, $log);
-# EVALSHA sha 2 key flush-record op number serial value seq version live, then the client
-my @calls = grep { lc($lines[$_]) eq 'evalsha' && ($lines[$_ + 5] // '') eq 'inc' } 0 .. $#lines;
+# EVALSHA sha 1 key op number serial value version live, then the client
+my @calls = grep { lc($lines[$_]) eq 'evalsha' && ($lines[$_ + 4] // '') eq 'inc' } 0 .. $#lines;
 is(scalar(@calls), 1, 'the slow log holds the one call') or diag($log);
 my $e = $calls[0] // 0;
-my @args = @lines[$e .. $e + 11];
-like($lines[$e + 12] // '', qr/^127\.0\.0\.1:\d+$/, 'the call has 12 arguments (then the client address)');
+my @args = @lines[$e .. $e + 9];
+like($lines[$e + 10] // '', qr/^127\.0\.0\.1:\d+$/, 'the call has 10 arguments (then the client address)');
 ok(length(join('', @args)) < 200, 'short ones: O(1) payload with 5,002 live instances') or diag(join(' ', @args));
 
 # 4. a simulated instance whose heartbeat stops drops out exactly once
@@ -356,5 +356,68 @@ is($get13->($q13a), '30 0', 'a: 30, its 2 cleared');
 wait_for(sub { $get13->($q13b) eq '30 0' }, 'b to see 30', 10);
 is($get13->($q13b), '30 0', 'b: 30, the newer instance\'s slice only');
 resume_worker($worker);
+
+# 14. the lax flush of instance-aware counters goes in groups (one script
+#     call per group part, lua/instance_flush.lua, one exactly-once record
+#     per instance and group, no record per counter), and survives live-set
+#     changes between flushes, by design:
+#     - a simulated instance joins (a new live-set version) with a slice in
+#       g:1; a learns the version, b does not (its worker stopped while
+#       idle): a's flush finds every counter computed at the old version
+#       and is answered DKSTALE; it resends its parts with the live set;
+#     - then b's worker, resumed, flushes first thing with the old version
+#       and finds counters computed at the new one: DKNEWER, b refreshes its
+#       live set and resends.
+my @masters = $mode eq 'cluster' ? split(/,/, redis_ctl_out('masters')) : (redis_ctl_out('port'));
+sub count_keys
+{
+	my ($pattern) = @_;
+	my $n = 0;
+	$n += node_cli($_, 'EVAL', q{return #redis.call('KEYS', ARGV[1])}, 0, $pattern) for @masters;
+	return $n;
+}
+my $nk = 2000;
+my $totals = sub {
+	my ($q) = @_;
+	$q->(qq{SELECT string_agg(t::text || 'x' || n, ' ') FROM (SELECT total AS t, count(*) AS n FROM
+		generate_series(1, $nk) k, distkit_instance_get('g:' || k) GROUP BY total ORDER BY total) s});
+};
+# a's increments wait while its worker is stopped: then one batch takes them all
+$qa->('SELECT distkit_flush()');
+ok($worker = stop_worker_idle($a), 'a\'s worker stopped while idle');
+my ($calls0) = $qa->('SELECT flush_calls FROM distkit_stats');
+$qa->(qq{SELECT count(distkit_instance_inc('g:' || k, 1, 'lax')) FROM generate_series(1, $nk) k});
+resume_worker($worker);
+$qa->('SELECT distkit_flush()');
+$qb->(qq{SELECT count(distkit_instance_inc('g:' || k, 2, 'lax')) FROM generate_series(1, $nk) k});
+$qb->('SELECT distkit_flush()');
+my $calls = $qa->('SELECT flush_calls FROM distkit_stats') - $calls0;
+# one call per group and 1,000 counters: 2 on one Redis, one per hash slot in a cluster
+my $expect = $mode eq 'cluster'
+	? scalar(keys %{ { map { (redis_cli('CLUSTER', 'KEYSLOT', "distkit:i:{g:$_}") => 1) } 1 .. $nk } })
+	: 2;
+is($calls, $expect, "a's flush of $nk instance-aware counters took $expect script calls");
+is($totals->($qa), "3x$nk", "every one of the $nk counters is exact (3) on a");
+is(count_keys('distkit:if:*'), 0, 'no exactly-once record per counter');
+my $newcomer = 'ffffffff-0000-4000-8000-000000000014';
+ok($worker = stop_worker_idle($b), 'b\'s worker stopped while idle');
+my $version = sub { $_[0]->(q{SELECT count(*) FILTER (WHERE alive) FROM distkit_instances WHERE instance_id = '} . $newcomer . q{'}) };
+is(fleet('beat', $newcomer), '0', 'a simulated instance joins the live set');
+slice('g:1', $newcomer, 10);
+wait_for(sub { $version->($qa) eq '1' }, 'a to learn the new live set', 10);
+$qa->(qq{SELECT count(distkit_instance_inc('g:' || k, 1, 'lax')) FROM generate_series(1, $nk) k});
+$qa->('SELECT distkit_flush()');
+is($qa->(q{SELECT total || ' ' || this_instance FROM distkit_instance_get('g:1', 'lax')}), '14 2',
+	'a\'s flush (DKSTALE, resent with the live set) answered g:1 = 1 + 2 + 10 + 1');
+is($totals->($qa), "4x" . ($nk - 1) . " 14x1", 'a: every counter exact after the live-set change');
+$qb->(qq{SELECT count(distkit_instance_inc('g:' || k, 1, 'lax')) FROM generate_series(1, $nk) k});
+resume_worker($worker);
+$qb->('SELECT distkit_flush()');
+is($qb->(q{SELECT total || ' ' || this_instance FROM distkit_instance_get('g:1', 'lax')}), '15 3',
+	'b\'s flush (DKNEWER, refreshed, resent) answered g:1 = 15');
+is($totals->($qb), "5x" . ($nk - 1) . " 15x1", 'b: every counter exact');
+is($totals->($qa), "5x" . ($nk - 1) . " 15x1", 'a: the same');
+is($qb->('SELECT dropped_deltas FROM distkit_stats') . ' ' . $qa->('SELECT dropped_deltas FROM distkit_stats'), '0 0',
+	'no delta dropped');
 
 done_testing();
