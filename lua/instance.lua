@@ -104,7 +104,8 @@ if op == 'set_here' then
   local mhi, mlo = split(mine)
   local vhi, vlo = split(ARGV[4])
   newmine = ARGV[4]
-  newS = melive and join(shi - mhi + vhi, slo - mlo + vlo) or S
+  newS = S
+  if melive then newS = join(shi - mhi + vhi, slo - mlo + vlo) end
 elseif op == 'set' then
   epoch = tostring(redis.call('HINCRBY', key, 'E', 1))
   newmine = ARGV[4]

@@ -12,7 +12,8 @@
 -- First every counter is read: an answer that the caller must act on is
 -- the whole call's and changes nothing but cached sums: DKREAPED (register
 -- again), DKNEWER (refresh the live set), DKSTALE (resend with the live
--- set), DKGAP (lib/flushrec).  Then, unless the part was applied already
+-- set), DKGAP (lib/flushrec), an ACL refusal; a counter that cannot be
+-- read (a key of another type) is refused alone.  Then, unless the part was applied already
 -- (a resend after a lost reply: nothing changes), the record is written
 -- and each slice is added to.
 -- Returns {applied, r1, r2, ...}: ri is counter i's {total, slice} or the
@@ -37,14 +38,29 @@ if not applied then
   local gap = fr_gap()
   if gap then return gap end
 end
+-- one counter's state, or an error reply (raised ones caught: a key of
+-- another type, fields that are no numbers)
+local function state_of(key)
+  local st, err = read_state(key, me, serial)
+  if st == nil then return err end
+  err = sync_state(key, st, me, known, cells, now)
+  return err or st
+end
 local states = {}
 for i = 2, #KEYS do
-  local st, err = read_state(KEYS[i], me, serial)
-  if st == nil then return err end
-  err = sync_state(KEYS[i], st, me, known, cells, now)
-  if err then
-    if string.sub(err.err, 1, 10) ~= 'DKOVERFLOW' then return err end
-    st = err                          -- this counter's answer: refused
+  local ok, st = pcall(state_of, KEYS[i])
+  if not ok then
+    if type(st) == 'table' and st.err then st = st.err end
+    st = redis.error_reply(tostring(st))
+  end
+  if st.err then
+    -- DKREAPED, DKNEWER, DKSTALE and an ACL refusal are the whole call's
+    -- (nothing changed but cached sums); the rest refuse this counter only
+    local e = st.err
+    if fr_acl(st) or string.sub(e, 1, 8) == 'DKREAPED' or string.sub(e, 1, 7) == 'DKNEWER' or
+       string.sub(e, 1, 7) == 'DKSTALE' then
+      return st
+    end
   end
   states[i] = st
 end

@@ -80,7 +80,13 @@
 #include "redis.h"
 
 #define FLUSH_CHUNK_KEYS 5000	/* keys per pipelined round trip (about) */
-#define FLUSH_PART_KEYS 1000	/* keys per script call */
+#define FLUSH_PART_KEYS 1000	/* simple counters per script call */
+/*
+ * instance-aware counters per script call: after a live-set change a part
+ * recomputes the cached sum of each of its counters (every slice of it), so
+ * a part stays small enough not to hold Redis (one script) for long
+ */
+#define FLUSH_PART_SLICES 100
 #define FLUSH_RECORD_TTL_MS "604800000" /* 7 days */
 
 /* the key prefixes this process wrote records under (DkFlushDeleteRecords) */
@@ -96,6 +102,7 @@ typedef struct DkFlushKind
 	DkLaxKind	kind;
 	const char *redis_kind;		/* its counters' keys (keys.h) */
 	DkLuaScriptId script;		/* KEYS: record, counters; ARGV: lib/flushrec's, args, deltas */
+	int			part_keys;		/* counters per script call */
 	/* the arguments after the record's (resend: after a retry answer); NULL: none */
 	void		(*args) (DkCmd *cmd, bool resend);
 	/* an error reply to act on, then resend the part; NULL: none */
@@ -105,8 +112,8 @@ typedef struct DkFlushKind
 } DkFlushKind;
 
 static const DkFlushKind FlushKinds[] = {
-	{DK_LAX_SIMPLE, DK_KIND_COUNTER, DK_LUA_LAX_FLUSH, NULL, NULL, ParseTotal},
-	{DK_LAX_INSTANCE, DK_KIND_INSTANCE, DK_LUA_INSTANCE_FLUSH, DkInstanceFlushArgs,
+	{DK_LAX_SIMPLE, DK_KIND_COUNTER, DK_LUA_LAX_FLUSH, FLUSH_PART_KEYS, NULL, NULL, ParseTotal},
+	{DK_LAX_INSTANCE, DK_KIND_INSTANCE, DK_LUA_INSTANCE_FLUSH, FLUSH_PART_SLICES, DkInstanceFlushArgs,
 	DkInstanceFlushRetry, DkInstanceFlushParse},
 };
 
@@ -331,19 +338,20 @@ DkFlushSend(DkLaxBatchItem *items, int n, uint64 seq)
 
 		while (end < n && g[end].group == g[i].group && strcmp(g[end].item->prefix, g[i].item->prefix) == 0)
 			end++;
-		/* the group [i, end): runs of one kind, each in parts of FLUSH_PART_KEYS */
+		/* the group [i, end): runs of one kind, each in parts of its kind's size */
 		for (int s = i; s < end;)
 		{
 			int			run_end = s + 1;
+			int			size = KindOf(g[s].item->kind)->part_keys;
 
 			while (run_end < end && g[run_end].item->kind == g[s].item->kind)
 				run_end++;
-			for (int t = s; t < run_end; t += FLUSH_PART_KEYS)
+			for (int t = s; t < run_end; t += size)
 			{
 				parts[nparts].first = t;
-				parts[nparts].count = Min(FLUSH_PART_KEYS, run_end - t);
+				parts[nparts].count = Min(size, run_end - t);
 				parts[nparts].number = number++;
-				parts[nparts].last = run_end == end && t + FLUSH_PART_KEYS >= run_end;
+				parts[nparts].last = run_end == end && t + size >= run_end;
 				parts[nparts].group_first = i;
 				nparts++;
 			}

@@ -372,6 +372,10 @@ ShipCycle(MemoryContext ctx)
 			return 0;
 	}
 	qsort(rows, n, sizeof(OutboxRow), CompareRows);
+	/* every queue's list first: creating one may move the array lists[] points into */
+	for (int i = 0; i < n; i++)
+		if (i == 0 || strcmp(rows[i - 1].queue, rows[i].queue) != 0)
+			(void) ForgetFor(rows[i].queue);
 	cmds = palloc(sizeof(DkCmd *) * (n + nforget + 1));
 	first = palloc(sizeof(int) * (n + nforget + 1));
 	count = palloc(sizeof(int) * (n + nforget + 1));

@@ -360,7 +360,8 @@ unlike($src, qr/"EVAL"/, 'no EVAL');
 # dkiacl may read every counter but write instance-aware counters whose
 # name starts with "r" only while it is given back.  A fresh server
 # touches i1, i2, i3 and then ro, so its buffer holds them in that order
-# and one part of one batch writes i1..i3 before it meets ro: the script
+# and one part of one batch (the worker stopped while they are made) writes
+# i1..i3 before it meets ro: the script
 # must undo them (and its record) and fail, the batch stays in flight, and
 # once the permission is back every increment is applied exactly once.
 sub iacl_user
@@ -384,7 +385,11 @@ is($islices->(), '1 1 1 1', 'instance-aware lax: the four counters flushed');
 my $rec_before = redis_cli('EVAL', q{local r = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do r[#r + 1] = k .. '=' .. redis.call('GET', k) end return r}, 0, "$prefix:cf:*");
 iacl_user(1);
 my $ierr0 = $ip->('SELECT flush_errors FROM distkit_stats');
+# one batch holds the four increments: the worker waits (stopped while idle) until all are made
+my $iw = stop_worker_idle($inode);
+ok($iw, 'the worker stopped while idle');
 $ip->(q{SELECT count(distkit_instance_inc(k, 5, 'lax')) FROM unnest(ARRAY['i1', 'i2', 'i3', 'ro']) k});
+resume_worker($iw);
 wait_for(sub { $ip->("SELECT flush_errors > $ierr0 FROM distkit_stats") eq 't' }, 'the flush refused by the ACL', 10);
 like($ip->('SELECT last_error FROM distkit_stats'), qr/NOPERM|user executing the script/, '... with NOPERM');
 is($islices->(), '1 1 1 1', 'the part was undone: i1..i3 unchanged, ro unchanged');
