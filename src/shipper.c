@@ -283,6 +283,7 @@ DeleteRows(int64 *ids, int n)
 	Datum	   *elems = palloc(sizeof(Datum) * n);
 	Datum		arg;
 	Oid			type = INT8ARRAYOID;
+	uint64		deleted = 0;
 
 	if (nsp != NULL)
 	{
@@ -294,9 +295,18 @@ DeleteRows(int64 *ids, int n)
 									1, &type);
 		if (SPI_execute_plan(delete_plan, &arg, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "cannot delete from distkit_outbox");
+		deleted = SPI_processed;
 	}
 	EndTxn();
-	return GetXLogInsertRecPtr();	/* at or past the end of its commit record */
+
+	/*
+	 * The end of this DELETE's commit record, when it deleted every row; else
+	 * (rows deleted by another transaction, whose commit may not be flushed
+	 * either) the end of all WAL inserted so far, an upper bound.
+	 */
+	if (deleted == (uint64) n && XactLastCommitEnd != InvalidXLogRecPtr)
+		return XactLastCommitEnd;
+	return GetXLogInsertRecPtr();
 }
 
 static int
