@@ -51,9 +51,7 @@ if op == 'add' then
   if st.L == known or redis.call('EXISTS', key) == 0 then
     op = 'inc'
   else
-    local a, b = split(st.mine)
-    local c, d = split(ARGV[4])
-    local nm = join(a + c, b + d)
+    local nm = add_dec(st.mine, ARGV[4])
     if nm == nil then
       return redis.error_reply('DKOVERFLOW the result is outside bigint')
     end

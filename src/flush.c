@@ -88,11 +88,10 @@
  */
 #define FLUSH_PART_SLICES 100
 #define FLUSH_RECORD_TTL_MS "604800000" /* 7 days */
+#define FLUSH_RESENDS 4			/* of a part answered DKSTALE/DKNEWER/DKREAPED */
 
 /* the key prefixes this process wrote records under (DkFlushDeleteRecords) */
 static List *record_prefixes = NIL;
-
-#define FLUSH_RESENDS 4			/* of a part answered DKSTALE/DKNEWER/DKREAPED */
 
 static bool ParseTotal(const DkReply *r, DkLaxView *view, const char **error);
 

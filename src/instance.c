@@ -458,27 +458,6 @@ IsVersionMismatch(const DkReply *r)
 }
 
 /*
- * Settle a DKSTALE/DKNEWER answer r: refresh the live set if the counter
- * knows a newer one, then resend with the live set until the versions
- * agree.  Returns the final reply (r itself if it was no mismatch).
- */
-static DkReply *
-ResendOnMismatchRaw(DkReply *r, const char *rkey, size_t klen, const char *op, int64 value,
-					DkSafety safety)
-{
-	for (int attempt = 0; attempt < MAX_RESENDS && IsVersionMismatch(r); attempt++)
-	{
-		LiveSnap	snap;
-
-		if (strncmp(r->str, "DKNEWER", 7) == 0)
-			RefreshLive("live");
-		TakeSnap(&snap, true);
-		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, op, value, &snap), safety);
-	}
-	return r;
-}
-
-/*
  * The instance number a DKREAPED answer names ("DKREAPED number N belongs
  * to a newer instance"), -1 if r is not one.
  */
@@ -514,6 +493,49 @@ RegisterAgain(int reaped, const char *op)
 				(errmsg("distkit: this server's instance number %d went to a newer instance while this server was silent; registered again as number %d (op \"%s\")",
 						reaped, snap.number, op),
 				 errdetail("Slices written under the old number no longer count; this server counts on from empty slices.")));
+}
+
+/*
+ * Act on an answer of lua/instance.lua or lua/instance_flush.lua to op
+ * that changed nothing and asks for a resend: DKREAPED (register again),
+ * DKNEWER (refresh the live set first), DKSTALE (nothing to do: the resend
+ * carries the live set).  False for any other reply.
+ */
+static bool
+ActOnAnswer(const DkReply *r, const char *op)
+{
+	int			reaped = ReapedNumber(r);
+
+	if (reaped >= 0)
+	{
+		RegisterAgain(reaped, op);
+		return true;
+	}
+	if (!IsVersionMismatch(r))
+		return false;
+	if (strncmp(r->str, "DKNEWER", 7) == 0)
+		RefreshLive("live");
+	return true;
+}
+
+/*
+ * Settle a DKSTALE/DKNEWER answer r: refresh the live set if the counter
+ * knows a newer one, then resend with the live set until the versions
+ * agree.  Returns the final reply (r itself if it was no mismatch).
+ */
+static DkReply *
+ResendOnMismatchRaw(DkReply *r, const char *rkey, size_t klen, const char *op, int64 value,
+					DkSafety safety)
+{
+	for (int attempt = 0; attempt < MAX_RESENDS && IsVersionMismatch(r); attempt++)
+	{
+		LiveSnap	snap;
+
+		(void) ActOnAnswer(r, op);
+		TakeSnap(&snap, true);
+		r = DkRedisRunOne(InstanceCommandRaw(rkey, klen, op, value, &snap), safety);
+	}
+	return r;
 }
 
 /*
@@ -615,18 +637,7 @@ DkInstanceFlushArgs(DkCmd *cmd, bool with_cells)
 bool
 DkInstanceFlushRetry(const DkReply *r)
 {
-	int			reaped = ReapedNumber(r);
-
-	if (reaped >= 0)
-	{
-		RegisterAgain(reaped, "flush");
-		return true;
-	}
-	if (!IsVersionMismatch(r))
-		return false;
-	if (strncmp(r->str, "DKNEWER", 7) == 0)
-		RefreshLive("live");
-	return true;
+	return ActOnAnswer(r, "flush");
 }
 
 /* One counter's answer in a part's reply: its {total, slice}, or false and *error. */
