@@ -404,7 +404,16 @@ ok($worker = stop_worker_idle($b), 'b\'s worker stopped while idle');
 my $version = sub { $_[0]->(q{SELECT count(*) FILTER (WHERE alive) FROM distkit_instances WHERE instance_id = '} . $newcomer . q{'}) };
 is(fleet('beat', $newcomer), '0', 'a simulated instance joins the live set');
 slice('g:1', $newcomer, 10);
-wait_for(sub { $version->($qa) eq '1' }, 'a to learn the new live set', 10);
+is($version->($qa), '1', '... it is live in the registry');
+# distkit_instances reads the registry in Redis, not what a's worker knows:
+# a knows the new version once a heartbeat sent after the join has been
+# answered, which is certain once its worker has sent the next one
+my $beat = sub { redis_cli('ZSCORE', "$reg:alive", $a_id) };
+my ($joined) = split(/\n/, redis_cli('TIME'));
+$joined *= 1000;
+wait_for(sub { $beat->() > $joined + 1000 }, 'a heartbeat of a after the join', 10);
+my $first = $beat->();
+wait_for(sub { $beat->() > $first }, 'the next heartbeat of a (the first one answered)', 10);
 $qa->(qq{SELECT count(distkit_instance_inc('g:' || k, 1, 'lax')) FROM generate_series(1, $nk) k});
 $qa->('SELECT distkit_flush()');
 is($qa->(q{SELECT total || ' ' || this_instance FROM distkit_instance_get('g:1', 'lax')}), '14 2',
