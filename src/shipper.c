@@ -10,7 +10,8 @@
  * transaction open, delete what Redis took in another short transaction.
  * The members of the deleted rows in each queue's record are forgotten by
  * a later script call for that queue (or a call of their own when the
- * shipper is idle), once the DELETE is flushed to disk.
+ * shipper is idle), once the DELETE is flushed to disk here and on every
+ * physical standby (ForgetHorizon).
  *
  * Errors never kill it: a failed cycle aborts its transaction, is logged
  * once per outage and retried with capped exponential back-off and full
@@ -36,10 +37,15 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/slot.h"
+#include "replication/walsender.h"
+#include "replication/walsender_private.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
+#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -77,9 +83,9 @@ typedef struct OutboxRow
 /*
  * Ids of deleted rows whose record members are still to be forgotten, per
  * queue, in the order of their DELETEs, each with the end of its DELETE's
- * commit record: a member is forgotten only once that is flushed, since a
- * DELETE lost in a crash makes its rows ship again, and only their members
- * stop them.
+ * commit record: a member is forgotten only once that is flushed here and
+ * on the standbys (ForgetHorizon), since a DELETE lost in a crash or a
+ * failover makes its rows ship again, and only their members stop them.
  */
 typedef struct ForgetList
 {
@@ -349,6 +355,66 @@ ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int nf, in
 }
 
 /*
+ * How far WAL is durable everywhere this database may come back from: the
+ * WAL flushed on this server, and by every physical standby it feeds,
+ * connected (a walsender streaming to a client that is not a database
+ * connection: logical decoding consumers never become a primary) or not (a
+ * physical replication slot's restart_lsn, which its standby's flushes
+ * advance).  A standby promoted after a failover has every DELETE up to
+ * here, so the rows it could ship again still have their members.  A
+ * standby without a slot that is disconnected is not waited for; a slot
+ * invalidated by max_slot_wal_keep_size no longer holds anything.  Only
+ * shared memory is read (spinlocks, ProcArrayLock, the slot control lock);
+ * no network I/O.
+ */
+static XLogRecPtr
+ForgetHorizon(void)
+{
+	XLogRecPtr	horizon = GetFlushRecPtr(NULL);
+
+	for (int i = 0; WalSndCtl != NULL && i < max_wal_senders; i++)
+	{
+		WalSnd	   *w = &WalSndCtl->walsnds[i];
+		pid_t		pid;
+		WalSndState state;
+		XLogRecPtr	flush;
+		PGPROC	   *proc;
+
+		SpinLockAcquire(&w->mutex);
+		pid = w->pid;
+		state = w->state;
+		flush = w->flush;
+		SpinLockRelease(&w->mutex);
+		if (pid == 0 || (state != WALSNDSTATE_CATCHUP && state != WALSNDSTATE_STREAMING))
+			continue;
+		proc = BackendPidGetProc(pid);
+		if (proc == NULL || OidIsValid(proc->databaseId))
+			continue;			/* gone, or logical decoding */
+		/* a standby that has not reported yet holds everything */
+		horizon = Min(horizon, flush);
+	}
+	if (ReplicationSlotCtl != NULL)
+	{
+		LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+		for (int i = 0; i < max_replication_slots; i++)
+		{
+			ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+			XLogRecPtr	restart;
+
+			if (!s->in_use || !SlotIsPhysical(s))
+				continue;
+			SpinLockAcquire(&s->mutex);
+			restart = s->data.restart_lsn;
+			SpinLockRelease(&s->mutex);
+			if (!XLogRecPtrIsInvalid(restart))
+				horizon = Min(horizon, restart);
+		}
+		LWLockRelease(ReplicationSlotControlLock);
+	}
+	return horizon;
+}
+
+/*
  * One cycle; returns the rows shipped and deleted, or (idle) the number of
  * queues whose members were forgotten: > 0 if any work.
  */
@@ -357,7 +423,7 @@ ShipCycle(MemoryContext ctx)
 {
 	OutboxRow  *rows = NULL;
 	int			n = ReadBatch(ctx, &rows);
-	XLogRecPtr	flushed = GetFlushRecPtr(NULL);
+	XLogRecPtr	flushed = ForgetHorizon();
 	DkCmd	  **cmds;
 	int		   *first;
 	int		   *count;
@@ -374,7 +440,7 @@ ShipCycle(MemoryContext ctx)
 		return 0;
 	if (n == 0)
 	{
-		/* idle: forget the members of rows whose DELETE is flushed */
+		/* idle: forget the members of rows whose DELETE is flushed everywhere */
 		for (int i = 0; i < nforget; i++)
 			if (ForgetReady(&forget[i], flushed) > 0)
 				work++;

@@ -49,8 +49,8 @@ $qb->(q{SELECT distkit_instance_inc('epoch', 5)});
 $qa->(q{SELECT distkit_instance_set('epoch', 100)});
 is($get->($qa, 'epoch'), '100 100', 'after set the total is 100 (b\'s slice is stale)');
 my $b_id = $qb->('SELECT instance_id FROM distkit_stats');
+my $t0 = time();	# before the stop: b's last heartbeat is at most 200 ms older than this
 $b->stop('immediate');
-my $t0 = time();
 wait_for(sub { $get->($qa, 'jobs') eq '30 30' }, "b's slice to stop counting after the threshold", 15);
 my $waited = time() - $t0;
 ok($waited >= 2.5, sprintf('a crashed server keeps counting until the threshold (%.1f s)', $waited));

@@ -26,9 +26,11 @@ my $port = start_redis('exitbounds');
 my $url = "redis://127.0.0.1:$port/0";
 
 # exit_timeout is 1 s (the default); the margin covers process start-up
-# and exit, the checkpoint of a stop and this machine's noise
+# and exit, the checkpoint of a stop, pg_ctl's polling and a loaded
+# machine's noise (a fresh-root run measured 0.10, 1.03 and 1.11 s);
+# without the bounds under test the same steps take the 30 s timeouts
 my $EXIT = 1.0;
-my $MARGIN = 1.5;
+my $MARGIN = 4.0;
 
 my $node = new_node('exitbounds', $url, qq{
 distkit.flush_interval = '60s'

@@ -49,14 +49,8 @@ CONF
 my $pg = sub { $node->safe_psql('postgres', $_[0]) };
 my $stream = 'distkit:q:{q:ev}';
 
+create_outbox_trigger($node, 'q:ev');
 $pg->(q{
-CREATE TABLE ev (i int PRIMARY KEY);
-CREATE FUNCTION ev_send() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM distkit_outbox_send('q:ev', jsonb_build_object('i', NEW.i));
-	RETURN NEW;
-END $$;
-CREATE TRIGGER ev_send AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION ev_send();
 -- a load: rows from..to, one transaction each; every third transaction
 -- also inserts a row it rolls back (a savepoint) and every fifth one is
 -- rolled back whole
@@ -83,16 +77,7 @@ END $$;
 });
 
 # The payloads' i of every entry of the stream, sorted.
-sub stream_values
-{
-	my @lines = split /\n/, redis_cli('XRANGE', $stream, '-', '+');
-	my @v;
-	for (my $j = 0; $j < @lines; $j++)
-	{
-		push @v, $1 if $lines[$j] eq 'payload' && $lines[$j + 1] =~ /^\{"i": (-?\d+)\}$/;
-	}
-	return join(',', sort { $a <=> $b } @v);
-}
+sub stream_values { return join(',', @{ (stream_entries($stream))[0] }) }
 
 # Wait until the outbox is empty, then compare the stream with ev.
 sub check
@@ -129,8 +114,9 @@ $sa->query_safe('BEGIN');
 $sa->query_safe('INSERT INTO ev VALUES (2001)');
 my $a_id = $sa->query_safe(q{SELECT max(id) FROM distkit_outbox});
 $pg->('INSERT INTO ev VALUES (2002)');
-wait_for(sub { stream_values() =~ /,2002$/ }, 'B (the larger id) to ship');
-ok($pg->(q{SELECT count(*) FROM distkit_outbox}) eq '0', 'B shipped while A is uncommitted (its row is invisible)');
+wait_for(sub { stream_values() =~ /,2002$/ && $pg->(q{SELECT count(*) FROM distkit_outbox}) eq '0' },
+	'B (the larger id) to ship and its row to be deleted');
+unlike(stream_values(), qr/(^|,)2001(,|$)/, 'B shipped while A is uncommitted (its row is invisible to the shipper)');
 $sa->query_safe('COMMIT');
 $sa->quit;
 check('out-of-order commits');
@@ -253,12 +239,10 @@ my $sql_read = sub {
 	return map { [ split /=/ ] } split /,/, $pg->(qq{SELECT coalesce(string_agg(id || '=' || (payload->>'n') || '=' || deliveries, ',' ORDER BY id), '')
 		FROM distkit_queue_read('q:work', 'w', '$consumer', 10, '$vis')});
 };
-# sql-1 takes its 10 and sql-3 later asks with a visibility of 8 s (a
-# reader reclaims what others took longer ago than its own visibility):
-# the steps up to the "before" check below take well under that even on a
-# loaded machine (1 s did not)
-my $s1_at = Time::HiRes::time();
-my @s1 = $sql_read->('sql-1', '8 seconds');
+# sql-1 takes its 10; a reader reclaims what others took longer ago than
+# its own visibility: with 1 hour nobody gets them, then (by design, not
+# by waiting) the dead consumer's entries are made 2 hours idle
+my @s1 = $sql_read->('sql-1', '1 hour');
 my @s2 = $sql_read->('sql-2', '1 second');
 my @cli_lines = split /\n/, redis_cli('XREADGROUP', 'GROUP', 'w', 'cli-1', 'COUNT', '10', 'STREAMS', 'distkit:q:{q:work}', '>');
 my (@cli, $cur);
@@ -274,10 +258,11 @@ $pg->(qq{SELECT distkit_queue_ack('q:work', 'w', '$_->[0]')}) for @s2;
 redis_cli('XACK', 'distkit:q:{q:work}', 'w', map { $_->[0] } @cli);
 is($pg->(q{SELECT string_agg(consumer || ':' || pending, ',') FROM distkit_queue_pending('q:work', 'w')}), 'sql-1:10',
 	'only the consumer that died has pending messages');
-ok(Time::HiRes::time() - $s1_at < 8, 'the steps took less than the visibility timeout (else the next check means nothing)');
-is(scalar($sql_read->('sql-3', '8 seconds')), 0, 'before the visibility timeout nobody gets them');
-Time::HiRes::sleep(0.1) while Time::HiRes::time() - $s1_at < 9.5;
-my @s3 = $sql_read->('sql-3', '8 seconds');
+is(scalar($sql_read->('sql-3', '1 hour')), 0, 'before the visibility timeout (1 hour) nobody gets them');
+# XCLAIM to the same consumer with IDLE and JUSTID: only the idle time changes
+is(redis_cli('XCLAIM', 'distkit:q:{q:work}', 'w', 'sql-1', '0', (map { $_->[0] } @s1), 'IDLE', '7200000', 'JUSTID'),
+	join("\n", map { $_->[0] } @s1), 'the dead consumer\'s 10 entries made 2 hours idle');
+my @s3 = $sql_read->('sql-3', '1 hour');
 is(join(',', sort { $a <=> $b } map { $_->[1] } @s3), join(',', sort { $a <=> $b } map { $_->[1] } @s1),
 	"after it, another consumer gets the dead consumer's 10 messages");
 is(join(',', map { $_->[2] } @s3), join(',', (2) x 10), '... as their second delivery');

@@ -14,7 +14,15 @@
 #      asynchronously, stays in the WAL buffers; then the WAL writer is
 #      killed (-9) and the crash restart loses it.  The rows come back and
 #      ship again; the queue's record must still refuse them, so the
-#      shipper may forget their members only once the DELETE is flushed.
+#      shipper may forget their members only once the DELETE is flushed;
+#  (d) a failover to a standby that has the rows but not the shipper's
+#      DELETE: the standby (with a physical replication slot) receives the
+#      rows, then its WAL receiver is stopped (SIGSTOP); the primary ships
+#      and deletes them and stops (immediate); the WAL receiver is killed
+#      (-9, what it had not written is lost), the standby promoted: it has
+#      the rows, ships them again, and the record must still refuse them,
+#      so the primary may forget members only once its standbys have the
+#      DELETE too.
 # Afterwards, with no further commit, the shipper (started on demand, no
 # distkit.outbox_databases) must come back by itself and drain the
 # backlog; the stream must then hold each committed message exactly once:
@@ -34,35 +42,23 @@ my $node = new_node('crash30', "redis://127.0.0.1:$proxy_port/0", <<'CONF');
 restart_after_crash = on
 distkit.connect_timeout = '500ms'
 distkit.command_timeout = '10s'
+# (c) needs a WAL that nothing flushes but commits: no autovacuum (a worker
+# already running when a reload turned it off could still flush), no
+# checkpoints or background writes
+autovacuum = off
+checkpoint_timeout = '1d'
+bgwriter_lru_maxpages = 0
+# (d) has a standby
+wal_level = replica
+max_wal_senders = 4
 CONF
 my $pg = sub { $node->safe_psql('postgres', $_[0]) };
 my $stream = 'distkit:q:{q:crash}';
 my $nprod = 4;
 
-$pg->(q{
-CREATE TABLE ev (i int PRIMARY KEY);
-CREATE FUNCTION ev_send() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM distkit_outbox_send('q:crash', jsonb_build_object('i', NEW.i));
-	RETURN NEW;
-END $$;
-CREATE TRIGGER ev_send AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION ev_send();
-});
+create_outbox_trigger($node, 'q:crash');
 
 my $shipper_sql = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit outbox shipper'};
-
-# outbox ids of the stream's entries, and their payloads' i, sorted
-sub stream_entries
-{
-	my @lines = split /\n/, redis_cli('XRANGE', $stream, '-', '+');
-	my (@v, @ids);
-	for (my $j = 0; $j < $#lines; $j++)
-	{
-		push @v, $1 if $lines[$j] eq 'payload' && $lines[$j + 1] =~ /^\{"i": (\d+)\}$/;
-		push @ids, $lines[$j + 1] if $lines[$j] eq 'outbox_id';
-	}
-	return ([ sort { $a <=> $b } @v ], \@ids);
-}
 
 # Start the producers on rows base+p*100000+1 .. +60000; returns their handles and ack files.
 sub start_producers
@@ -150,7 +146,7 @@ sub check_after_crash
 	ok($ok, "$label: the committed rows are exactly the acked ones plus in-flight ones that committed ($acked acked, $resolved in-flight committed, $lost in-flight lost)");
 	ok($acked > 1000, "$label: the load ran ($acked acked commits)");
 	is($resolved + $lost, $nprod, "$label: each of the $nprod producers had one commit in flight when the server crashed");
-	my ($vals, $ids) = stream_entries();
+	my ($vals, $ids) = stream_entries($stream);
 	my $committed = $pg->(q{SELECT string_agg(i::text, ',' ORDER BY i) FROM ev});
 	is(scalar(@$vals), $pg->('SELECT count(*) FROM ev'), "$label: the stream has one entry per committed message");
 	is(join(',', @$vals), $committed, "$label: ... exactly the committed messages, each once");
@@ -177,12 +173,8 @@ check_after_crash('shipper killed', $shipper, @h);
 
 # (c) the shipper's DELETE lost in a crash
 my $record = 'distkit:qo:{q:crash}';
-# nothing else may flush the WAL meanwhile: no autovacuum, checkpoint or background writes
-$pg->(q{ALTER SYSTEM SET autovacuum = off});
-$pg->(q{ALTER SYSTEM SET checkpoint_timeout = '1d'});
-$pg->(q{ALTER SYSTEM SET bgwriter_lru_maxpages = 0});
-$pg->('SELECT pg_reload_conf()');
-$pg->('CHECKPOINT');	# none running (its page writes flush WAL), the reload seen by all
+# nothing else may flush the WAL meanwhile (see the configuration above)
+$pg->('CHECKPOINT');	# none running (its page writes flush WAL)
 wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'the members of the deleted rows to be forgotten (their DELETEs flushed)', 30);
 my $walwriter = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'});
 ok(kill('STOP', $walwriter), 'the WAL writer stopped');
@@ -200,7 +192,7 @@ is($pg->('SELECT count(*) FROM distkit_outbox'), '50',
 	'the crash lost the DELETE: the 50 shipped rows are back in the outbox');
 set_proxy_mode($control, 'pass');
 wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 50 rows to ship again', 60);
-my ($vals, $ids) = stream_entries();
+my ($vals, $ids) = stream_entries($stream);
 is(scalar(@$vals), $pg->('SELECT count(*) FROM ev'), 'DELETE lost: the stream has one entry per committed message');
 is(join(',', @$vals), $pg->(q{SELECT string_agg(i::text, ',' ORDER BY i) FROM ev}), '... exactly the committed messages, each once');
 wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'their members to be forgotten once the second DELETE is flushed', 30);
@@ -208,4 +200,41 @@ wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'their members to be forgot
 my $log = slurp_file($node->logfile);
 my $restarts = () = $log =~ /all server processes terminated; reinitializing/g;
 is($restarts, 3, 'the three kills made the postmaster restart the server');
+
+# (d) failover to a standby that lacks the shipper's last DELETE
+$pg->(q{SELECT pg_create_physical_replication_slot('standby30', true)});
+$node->backup('b30');
+my $standby = PostgreSQL::Test::Cluster->new('standby30');
+$standby->init_from_backup($node, 'b30', has_streaming => 1);
+$standby->append_conf('postgresql.conf', "primary_slot_name = 'standby30'\ndistkit.outbox_databases = 'postgres'\n");
+$standby->start;
+my $sb = sub { $standby->safe_psql('postgres', $_[0]) };
+set_proxy_mode($control, 'refuse');
+$pg->('INSERT INTO ev SELECT g FROM generate_series(4000001, 4000040) g');
+$node->wait_for_catchup($standby);
+is($sb->('SELECT count(*) FROM distkit_outbox'), '40', 'the standby has the 40 new rows');
+my $walreceiver = $sb->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'});
+ok(kill('STOP', $walreceiver), "the standby's WAL receiver stopped");
+set_proxy_mode($control, 'pass');
+wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 40 rows to ship and their DELETE to commit', 60);
+is(redis_cli('ZCARD', $record), '40', 'the record holds the 40 shipped rows');
+sleep 3;	# three idle polls of the shipper
+is($pg->(q{SELECT pg_current_wal_flush_lsn() > restart_lsn FROM pg_replication_slots WHERE slot_name = 'standby30'}), 't',
+	'the DELETE is flushed on the primary, not on the standby');
+is(redis_cli('ZCARD', $record), '40', '... so the members of the deleted rows are not forgotten');
+$node->stop('immediate');
+my $sblog_at = -s $standby->logfile;
+ok(kill('KILL', $walreceiver), "kill -9 of the standby's (stopped) WAL receiver: the standby restarts without the DELETE");
+wait_for(sub { slurp_file($standby->logfile, $sblog_at) =~ /all server processes terminated; reinitializing/ },
+	'the standby\'s crash restart', 30);
+wait_for(sub { my ($rc, $out) = $standby->psql('postgres', 'SELECT pg_is_in_recovery()'); $rc == 0 && $out eq 't' },
+	'the standby to restart in recovery', 60);
+$standby->promote;
+is($sb->('SELECT pg_is_in_recovery()'), 'f', 'the standby promoted');
+wait_for(sub { $sb->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the promoted standby to ship the 40 rows again', 60);
+($vals, $ids) = stream_entries($stream);
+is(scalar(@$vals), $sb->('SELECT count(*) FROM ev'), 'failover: the stream has one entry per committed message');
+is(join(',', @$vals), $sb->(q{SELECT string_agg(i::text, ',' ORDER BY i) FROM ev}), '... exactly the committed messages, each once');
+wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'their members to be forgotten by the new primary', 30);
+$standby->stop;
 done_testing();

@@ -19,7 +19,7 @@ use Test::More;
 our @EXPORT = qw(start_redis redis_cli redis_ctl new_node wait_for
   start_proxy set_proxy_mode stop_proxy redis_int start_cluster start_sentinel
   redis_ctl_out node_cli cluster_node_of_slot migrate_slot_keys stop_worker_idle
-  resume_worker);
+  resume_worker create_outbox_trigger stream_entries);
 
 my $root = dirname(dirname(dirname(__FILE__)));	# repository root
 my $ctl = "$root/test/redis-ctl.sh";
@@ -254,6 +254,38 @@ sub resume_worker
 	my ($pid) = @_;
 	kill('CONT', $pid);
 	delete $stopped{$pid};
+}
+
+# The outbox tests' table ev in database postgres of node: a trigger sends
+# {"i": <the row>} to queue with distkit_outbox_send for every row
+# inserted, in the inserting transaction.
+sub create_outbox_trigger
+{
+	my ($node, $queue) = @_;
+	$node->safe_psql('postgres', qq{
+CREATE TABLE ev (i int PRIMARY KEY);
+CREATE FUNCTION ev_send() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+	PERFORM distkit_outbox_send('$queue', jsonb_build_object('i', NEW.i));
+	RETURN NEW;
+END \$\$;
+CREATE TRIGGER ev_send AFTER INSERT ON ev FOR EACH ROW EXECUTE FUNCTION ev_send();
+});
+}
+
+# The entries of a queue's stream (its Redis key): the payloads' i, sorted,
+# and the entries' outbox ids in stream order (two array references).
+sub stream_entries
+{
+	my ($stream) = @_;
+	my @lines = split /\n/, redis_cli('XRANGE', $stream, '-', '+');
+	my (@v, @ids);
+	for (my $j = 0; $j < $#lines; $j++)
+	{
+		push @v, $1 if $lines[$j] eq 'payload' && $lines[$j + 1] =~ /^\{"i": (-?\d+)\}$/;
+		push @ids, $lines[$j + 1] if $lines[$j] eq 'outbox_id';
+	}
+	return ([ sort { $a <=> $b } @v ], \@ids);
 }
 
 sub stop_proxy
