@@ -69,6 +69,9 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_CAP_MS 5000
 #define RECORD_TTL_MS "604800000"	/* 7 days */
+#define FORGET_PER_CALL 1000		/* members forgotten per script call, at most */
+#define FORGET_MAX 1000000			/* ids a queue's forget list holds (16 MB) ... */
+#define FORGET_SHED 100000			/* ... beyond which its oldest ones are left to expire */
 
 PGDLLEXPORT void DkOutboxShipperMain(Datum main_arg);
 
@@ -159,11 +162,28 @@ ForgetFor(const char *queue)
 	return &forget[nforget++];
 }
 
+/*
+ * Add a deleted row's id to its queue's forget list.  A list that standbys
+ * hold back (ForgetHorizon) for long sheds its oldest ids: their members
+ * are then only removed by the record's own expiry (RECORD_TTL_MS), which
+ * keeps them longer, never shorter, so nothing can ship twice for it.
+ */
 static void
 ForgetAdd(const char *queue, int64 id, XLogRecPtr lsn)
 {
 	ForgetList *f = ForgetFor(queue);
 
+	if (f->n >= FORGET_MAX)
+	{
+		ereport(LOG,
+				(errmsg("distkit outbox shipper: %d members of queue \"%s\"'s record are left to expire in Redis after 7 days",
+						FORGET_SHED, queue),
+				 errdetail("A physical standby or replication slot has not confirmed the DELETEs of %d shipped rows.", f->n),
+				 errhint("Drop replication slots that no standby uses any more (pg_replication_slots).")));
+		memmove(f->ids, f->ids + FORGET_SHED, sizeof(int64) * (f->n - FORGET_SHED));
+		memmove(f->lsns, f->lsns + FORGET_SHED, sizeof(XLogRecPtr) * (f->n - FORGET_SHED));
+		f->n -= FORGET_SHED;
+	}
 	if (f->n == f->cap)
 	{
 		f->cap *= 2;
@@ -174,13 +194,17 @@ ForgetAdd(const char *queue, int64 id, XLogRecPtr lsn)
 	f->lsns[f->n++] = lsn;
 }
 
-/* How many of f's first ids may be forgotten: their DELETEs are flushed (to flushed). */
+/*
+ * How many of f's first ids may be forgotten now: their DELETEs are flushed
+ * (to flushed); at most FORGET_PER_CALL, so that a long list, released at
+ * once when a standby catches up, goes in calls that stay short.
+ */
 static int
 ForgetReady(ForgetList *f, XLogRecPtr flushed)
 {
 	int			k = 0;
 
-	while (k < f->n && f->lsns[k] <= flushed)
+	while (k < f->n && k < FORGET_PER_CALL && f->lsns[k] <= flushed)
 		k++;
 	return k;
 }
@@ -358,9 +382,9 @@ ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int nf, in
  * How far WAL is durable everywhere this database may come back from: the
  * WAL flushed on this server, and by every physical standby it feeds,
  * connected (a walsender streaming to a client that is not a database
- * connection: logical decoding consumers never become a primary) or not (a
- * physical replication slot's restart_lsn, which its standby's flushes
- * advance).  A standby promoted after a failover has every DELETE up to
+ * connection, logical decoding consumers never becoming a primary, and that
+ * reports how far it flushed) or not (a physical replication slot's
+ * restart_lsn, which its standby's flushes advance).  A standby promoted after a failover has every DELETE up to
  * here, so the rows it could ship again still have their members.  A
  * standby without a slot that is disconnected is not waited for; a slot
  * invalidated by max_slot_wal_keep_size no longer holds anything.  Only
@@ -385,12 +409,19 @@ ForgetHorizon(void)
 		state = w->state;
 		flush = w->flush;
 		SpinLockRelease(&w->mutex);
-		if (pid == 0 || (state != WALSNDSTATE_CATCHUP && state != WALSNDSTATE_STREAMING))
+		/*
+		 * A client that reports no flush position (pg_receivewal without a
+		 * slot or --synchronous, a streaming base backup) is no standby that
+		 * could be promoted; a standby that has not reported yet is covered
+		 * by its slot, if it has one.
+		 */
+		if (pid == 0 || (state != WALSNDSTATE_CATCHUP && state != WALSNDSTATE_STREAMING) ||
+			XLogRecPtrIsInvalid(flush))
 			continue;
+		/* read without the lock: a reused PGPROC only skips a walsender that has exited */
 		proc = BackendPidGetProc(pid);
 		if (proc == NULL || OidIsValid(proc->databaseId))
 			continue;			/* gone, or logical decoding */
-		/* a standby that has not reported yet holds everything */
 		horizon = Min(horizon, flush);
 	}
 	if (ReplicationSlotCtl != NULL)

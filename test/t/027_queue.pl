@@ -243,7 +243,7 @@ my $sql_read = sub {
 # its own visibility: with 1 hour nobody gets them, then (by design, not
 # by waiting) the dead consumer's entries are made 2 hours idle
 my @s1 = $sql_read->('sql-1', '1 hour');
-my @s2 = $sql_read->('sql-2', '1 second');
+my @s2 = $sql_read->('sql-2', '1 hour');
 my @cli_lines = split /\n/, redis_cli('XREADGROUP', 'GROUP', 'w', 'cli-1', 'COUNT', '10', 'STREAMS', 'distkit:q:{q:work}', '>');
 my (@cli, $cur);
 for my $j (0 .. $#cli_lines)

@@ -15,8 +15,10 @@
 #      killed (-9) and the crash restart loses it.  The rows come back and
 #      ship again; the queue's record must still refuse them, so the
 #      shipper may forget their members only once the DELETE is flushed;
-#  (d) a failover to a standby that has the rows but not the shipper's
-#      DELETE: the standby (with a physical replication slot) receives the
+#  (d) standbys that have the rows but not the shipper's DELETE: (d1) a
+#      connected standby without a slot, its WAL receiver stopped, holds
+#      the members until it is resumed and reports the DELETE flushed;
+#      (d2) a failover: the standby (with a physical replication slot) receives the
 #      rows, then its WAL receiver is stopped (SIGSTOP); the primary ships
 #      and deletes them and stops (immediate); the WAL receiver is killed
 #      (-9, what it had not written is lost), the standby promoted: it has
@@ -171,14 +173,30 @@ $shipper = wait_ship_in_flight('shipper killed');
 ok(kill('KILL', $shipper), 'kill -9 of the shipper while its ship is in flight');
 check_after_crash('shipper killed', $shipper, @h);
 
+# (c), (d): each on a queue of its own, whose record starts empty (the
+# kills above may leave members of q:crash that no shipper knows of any
+# more: they stay until the record's 7-day expiry, which is safe).
+# $n messages i = 1..$n sent to queue $q in one (synchronous) commit.
+sub send_batch
+{
+	my ($q, $n) = @_;
+	$pg->(qq{SELECT count(distkit_outbox_send('$q', jsonb_build_object('i', g))) FROM generate_series(1, $n) g});
+}
+# the stream of queue $q holds i = 1..$n, each once
+sub check_stream
+{
+	my ($q, $n, $label) = @_;
+	my ($v) = stream_entries("distkit:q:{$q}");
+	is(join(',', @$v), join(',', 1 .. $n), "$label: the stream holds each of the $n messages once");
+}
+
 # (c) the shipper's DELETE lost in a crash
-my $record = 'distkit:qo:{q:crash}';
+my $record = 'distkit:qo:{q:crash-c}';
 # nothing else may flush the WAL meanwhile (see the configuration above)
 $pg->('CHECKPOINT');	# none running (its page writes flush WAL)
-wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'the members of the deleted rows to be forgotten (their DELETEs flushed)', 30);
 my $walwriter = $pg->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'});
 ok(kill('STOP', $walwriter), 'the WAL writer stopped');
-$pg->('INSERT INTO ev SELECT g FROM generate_series(3000001, 3000050) g');	# a synchronous commit
+send_batch('q:crash-c', 50);
 wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 50 rows to ship and their DELETE to commit');
 is(redis_cli('ZCARD', $record), '50', 'the record holds the 50 shipped rows');
 my $flushed = $pg->('SELECT pg_current_wal_flush_lsn()');
@@ -192,16 +210,44 @@ is($pg->('SELECT count(*) FROM distkit_outbox'), '50',
 	'the crash lost the DELETE: the 50 shipped rows are back in the outbox');
 set_proxy_mode($control, 'pass');
 wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 50 rows to ship again', 60);
-my ($vals, $ids) = stream_entries($stream);
-is(scalar(@$vals), $pg->('SELECT count(*) FROM ev'), 'DELETE lost: the stream has one entry per committed message');
-is(join(',', @$vals), $pg->(q{SELECT string_agg(i::text, ',' ORDER BY i) FROM ev}), '... exactly the committed messages, each once');
+check_stream('q:crash-c', 50, 'DELETE lost');
 wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'their members to be forgotten once the second DELETE is flushed', 30);
+is(redis_cli('ZCARD', $record), '0', '... and they are');
 
 my $log = slurp_file($node->logfile);
 my $restarts = () = $log =~ /all server processes terminated; reinitializing/g;
 is($restarts, 3, 'the three kills made the postmaster restart the server');
 
-# (d) failover to a standby that lacks the shipper's last DELETE
+# (d) standbys that lack the shipper's last DELETE hold its members.
+# d1: a standby without a slot, connected (its walsender's flush position):
+# its WAL receiver stopped after it has the rows, the members stay; resumed,
+# it reports the DELETEs flushed and they go (1,000 per script call)
+my $sa = PostgreSQL::Test::Cluster->new('standby30a');
+$node->backup('b30a');
+$sa->init_from_backup($node, 'b30a', has_streaming => 1);
+$sa->start;
+$record = 'distkit:qo:{q:crash-d1}';
+set_proxy_mode($control, 'refuse');
+send_batch('q:crash-d1', 2500);
+$node->wait_for_catchup($sa);
+my $rcv_a = stop_process_waiting($sa, $sa->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'}),
+	'WalReceiverMain');
+ok($rcv_a, "the slotless standby's WAL receiver stopped while waiting");
+set_proxy_mode($control, 'pass');
+wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 2,500 rows to ship and their DELETEs to commit', 60);
+sleep 3;	# three idle polls of the shipper
+is($pg->(q{SELECT flush_lsn < pg_current_wal_flush_lsn() FROM pg_stat_replication}), 't',
+	'no slot: the DELETE is flushed on the primary, not on the connected standby');
+is(redis_cli('ZCARD', $record), '2500', '... so the members of the 2,500 deleted rows are not forgotten');
+resume_worker($rcv_a);
+wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'the members to go once the standby reports the DELETE flushed', 30);
+is(redis_cli('ZCARD', $record), '0', 'the standby resumed: the members are forgotten');
+$sa->stop;
+
+# d2: a failover to a standby with a physical slot that lacks the DELETE:
+# its WAL receiver stopped after it has the rows, the primary ships and
+# deletes them and stops; the WAL receiver killed (what it had not written
+# is lost), the standby promoted ships the rows again: the record refuses them
 $pg->(q{SELECT pg_create_physical_replication_slot('standby30', true)});
 $node->backup('b30');
 my $standby = PostgreSQL::Test::Cluster->new('standby30');
@@ -209,12 +255,14 @@ $standby->init_from_backup($node, 'b30', has_streaming => 1);
 $standby->append_conf('postgresql.conf', "primary_slot_name = 'standby30'\ndistkit.outbox_databases = 'postgres'\n");
 $standby->start;
 my $sb = sub { $standby->safe_psql('postgres', $_[0]) };
+$record = 'distkit:qo:{q:crash-d2}';
 set_proxy_mode($control, 'refuse');
-$pg->('INSERT INTO ev SELECT g FROM generate_series(4000001, 4000040) g');
+send_batch('q:crash-d2', 40);
 $node->wait_for_catchup($standby);
 is($sb->('SELECT count(*) FROM distkit_outbox'), '40', 'the standby has the 40 new rows');
-my $walreceiver = $sb->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'});
-ok(kill('STOP', $walreceiver), "the standby's WAL receiver stopped");
+my $walreceiver = stop_process_waiting($standby, $sb->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'}),
+	'WalReceiverMain');
+ok($walreceiver, "the standby's WAL receiver stopped while waiting");
 set_proxy_mode($control, 'pass');
 wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 40 rows to ship and their DELETE to commit', 60);
 is(redis_cli('ZCARD', $record), '40', 'the record holds the 40 shipped rows');
@@ -225,6 +273,7 @@ is(redis_cli('ZCARD', $record), '40', '... so the members of the deleted rows ar
 $node->stop('immediate');
 my $sblog_at = -s $standby->logfile;
 ok(kill('KILL', $walreceiver), "kill -9 of the standby's (stopped) WAL receiver: the standby restarts without the DELETE");
+resume_worker($walreceiver);	# (gone: only forgets it)
 wait_for(sub { slurp_file($standby->logfile, $sblog_at) =~ /all server processes terminated; reinitializing/ },
 	'the standby\'s crash restart', 30);
 wait_for(sub { my ($rc, $out) = $standby->psql('postgres', 'SELECT pg_is_in_recovery()'); $rc == 0 && $out eq 't' },
@@ -232,9 +281,7 @@ wait_for(sub { my ($rc, $out) = $standby->psql('postgres', 'SELECT pg_is_in_reco
 $standby->promote;
 is($sb->('SELECT pg_is_in_recovery()'), 'f', 'the standby promoted');
 wait_for(sub { $sb->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the promoted standby to ship the 40 rows again', 60);
-($vals, $ids) = stream_entries($stream);
-is(scalar(@$vals), $sb->('SELECT count(*) FROM ev'), 'failover: the stream has one entry per committed message');
-is(join(',', @$vals), $sb->(q{SELECT string_agg(i::text, ',' ORDER BY i) FROM ev}), '... exactly the committed messages, each once');
+check_stream('q:crash-d2', 40, 'failover');
 wait_for(sub { redis_cli('ZCARD', $record) eq '0' }, 'their members to be forgotten by the new primary', 30);
 $standby->stop;
 done_testing();

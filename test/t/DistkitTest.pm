@@ -19,7 +19,7 @@ use Test::More;
 our @EXPORT = qw(start_redis redis_cli redis_ctl new_node wait_for
   start_proxy set_proxy_mode stop_proxy redis_int start_cluster start_sentinel
   redis_ctl_out node_cli cluster_node_of_slot migrate_slot_keys stop_worker_idle
-  resume_worker create_outbox_trigger stream_entries);
+  resume_worker create_outbox_trigger stream_entries stop_process_waiting);
 
 my $root = dirname(dirname(dirname(__FILE__)));	# repository root
 my $ctl = "$root/test/redis-ctl.sh";
@@ -243,6 +243,25 @@ sub stop_worker_idle
 		$stopped{$pid} = 1;
 		return $pid
 		  if $node->safe_psql('postgres', "SELECT state FROM pg_stat_activity WHERE pid = $pid") eq 'idle';
+		resume_worker($pid);
+		usleep(20_000);
+	}
+	return undef;
+}
+
+# Stop process pid of node (SIGSTOP) while pg_stat_activity shows it in
+# wait event $event (waiting, so holding no lock or spinlock); resume it
+# with resume_worker (the END block resumes it if the test dies first).
+# Returns the pid, or undef if it was never caught there.
+sub stop_process_waiting
+{
+	my ($node, $pid, $event) = @_;
+	for (1 .. 100)
+	{
+		kill('STOP', $pid) or return undef;
+		$stopped{$pid} = 1;
+		return $pid
+		  if $node->safe_psql('postgres', "SELECT wait_event FROM pg_stat_activity WHERE pid = $pid") eq $event;
 		resume_worker($pid);
 		usleep(20_000);
 	}
