@@ -42,6 +42,9 @@ distkit.command_timeout = '300s'
 distkit.heartbeat_interval = '200ms'
 allow_in_place_tablespaces = on
 log_min_messages = info
+# allows_streaming sets 10: 8 pgbench clients, the test's psql and a backend
+# of the previous psql still exiting can reach it
+max_connections = 40
 });
 $primary->start;
 my $pg = sub { $primary->safe_psql('postgres', $_[0]) };
