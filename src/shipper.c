@@ -176,7 +176,7 @@ ForgetAdd(const char *queue, int64 id, XLogRecPtr lsn)
 	if (f->n >= FORGET_MAX)
 	{
 		ereport(LOG,
-				(errmsg("distkit outbox shipper: %d members of queue \"%s\"'s record are left to expire in Redis after 7 days",
+				(errmsg("distkit outbox shipper: leaving %d members of the record of queue \"%s\" to expire in Redis (after 7 days)",
 						FORGET_SHED, queue),
 				 errdetail("A physical standby or replication slot has not confirmed the DELETEs of %d shipped rows.", f->n),
 				 errhint("Drop replication slots that no standby uses any more (pg_replication_slots).")));
@@ -380,16 +380,20 @@ ShipCommand(const char *queue, OutboxRow *rows, int n, ForgetList *f, int nf, in
 
 /*
  * How far WAL is durable everywhere this database may come back from: the
- * WAL flushed on this server, and by every physical standby it feeds,
- * connected (a walsender streaming to a client that is not a database
- * connection, logical decoding consumers never becoming a primary, and that
- * reports how far it flushed) or not (a physical replication slot's
- * restart_lsn, which its standby's flushes advance).  A standby promoted after a failover has every DELETE up to
- * here, so the rows it could ship again still have their members.  A
- * standby without a slot that is disconnected is not waited for; a slot
- * invalidated by max_slot_wal_keep_size no longer holds anything.  Only
- * shared memory is read (spinlocks, ProcArrayLock, the slot control lock);
- * no network I/O.
+ * WAL flushed on this server, on every standby streaming from it, and on
+ * every standby holding a physical replication slot here.
+ *
+ * A connected standby counts through its walsender's flush position.
+ * Walsenders of logical decoding (connected to a database: their consumers
+ * never become a primary) and clients that report no flush position
+ * (pg_receivewal without a slot or --synchronous, a streaming base backup)
+ * are skipped.  A physical slot counts through its restart_lsn, which its
+ * standby's flushes advance, so a standby that is disconnected for a while
+ * or has not reported yet is waited for too; an invalidated slot
+ * (max_slot_wal_keep_size) holds nothing.  A standby promoted after a
+ * failover has every DELETE up to here, so the rows it could ship again
+ * still have their members.  Only shared memory is read (spinlocks,
+ * ProcArrayLock, the slot control lock), with no network I/O.
  */
 static XLogRecPtr
 ForgetHorizon(void)
@@ -409,12 +413,6 @@ ForgetHorizon(void)
 		state = w->state;
 		flush = w->flush;
 		SpinLockRelease(&w->mutex);
-		/*
-		 * A client that reports no flush position (pg_receivewal without a
-		 * slot or --synchronous, a streaming base backup) is no standby that
-		 * could be promoted; a standby that has not reported yet is covered
-		 * by its slot, if it has one.
-		 */
 		if (pid == 0 || (state != WALSNDSTATE_CATCHUP && state != WALSNDSTATE_STREAMING) ||
 			XLogRecPtrIsInvalid(flush))
 			continue;
