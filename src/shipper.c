@@ -162,6 +162,15 @@ ForgetFor(const char *queue)
 	return &forget[nforget++];
 }
 
+/* Drop the first k ids of f (forgotten, or left to the record's expiry). */
+static void
+ForgetDrop(ForgetList *f, int k)
+{
+	memmove(f->ids, f->ids + k, sizeof(int64) * (f->n - k));
+	memmove(f->lsns, f->lsns + k, sizeof(XLogRecPtr) * (f->n - k));
+	f->n -= k;
+}
+
 /*
  * Add a deleted row's id to its queue's forget list.  A list that standbys
  * hold back (ForgetHorizon) for long sheds its oldest ids: their members
@@ -180,9 +189,7 @@ ForgetAdd(const char *queue, int64 id, XLogRecPtr lsn)
 						FORGET_SHED, queue),
 				 errdetail("A physical standby or replication slot has not confirmed the DELETEs of %d shipped rows.", f->n),
 				 errhint("Drop replication slots that no standby uses any more (pg_replication_slots).")));
-		memmove(f->ids, f->ids + FORGET_SHED, sizeof(int64) * (f->n - FORGET_SHED));
-		memmove(f->lsns, f->lsns + FORGET_SHED, sizeof(XLogRecPtr) * (f->n - FORGET_SHED));
-		f->n -= FORGET_SHED;
+		ForgetDrop(f, FORGET_SHED);
 	}
 	if (f->n == f->cap)
 	{
@@ -533,15 +540,9 @@ ShipCycle(MemoryContext ctx)
 					 errdetail("The rows stay in distkit_outbox and are sent again.")));
 			continue;
 		}
+		/* forgotten: drop the first ids (those added since, by no one in this cycle, stay) */
 		if (lists[c] != NULL)
-		{
-			/* forgotten: drop the first ids (those added since, by no one in this cycle, stay) */
-			ForgetList *f = lists[c];
-
-			memmove(f->ids, f->ids + forgot[c], sizeof(int64) * (f->n - forgot[c]));
-			memmove(f->lsns, f->lsns + forgot[c], sizeof(XLogRecPtr) * (f->n - forgot[c]));
-			f->n -= forgot[c];
-		}
+			ForgetDrop(lists[c], forgot[c]);
 		for (int i = first[c]; i < first[c] + count[c]; i++)
 			done[ndone++] = rows[i].id;
 	}

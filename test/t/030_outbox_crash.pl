@@ -190,6 +190,27 @@ sub check_stream
 	is(join(',', @$v), join(',', 1 .. $n), "$label: the stream holds each of the $n messages once");
 }
 
+# (d): $n messages to queue $q reach standby $sb (Redis refused until
+# then), its WAL receiver is stopped while it waits, and the primary ships
+# and deletes them; returns the stopped WAL receiver's pid once three idle
+# polls of the shipper have passed
+sub ship_behind_standby
+{
+	my ($sb, $q, $n, $label) = @_;
+	set_proxy_mode($control, 'refuse');
+	send_batch($q, $n);
+	$node->wait_for_catchup($sb);
+	is($sb->safe_psql('postgres', 'SELECT count(*) FROM distkit_outbox'), $n, "$label: the standby has the $n rows");
+	my $rcv = stop_process_waiting($sb, $sb->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'}),
+		'WalReceiverMain');
+	ok($rcv, "$label: the standby's WAL receiver stopped while waiting");
+	set_proxy_mode($control, 'pass');
+	wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, "$label: the $n rows to ship and their DELETEs to commit", 60);
+	is(redis_cli('ZCARD', "distkit:qo:{$q}"), $n, "$label: the record holds the $n shipped rows");
+	sleep 3;	# three idle polls of the shipper
+	return $rcv;
+}
+
 # (c) the shipper's DELETE lost in a crash
 my $record = 'distkit:qo:{q:crash-c}';
 # nothing else may flush the WAL meanwhile (see the configuration above)
@@ -227,15 +248,7 @@ $node->backup('b30a');
 $sa->init_from_backup($node, 'b30a', has_streaming => 1);
 $sa->start;
 $record = 'distkit:qo:{q:crash-d1}';
-set_proxy_mode($control, 'refuse');
-send_batch('q:crash-d1', 2500);
-$node->wait_for_catchup($sa);
-my $rcv_a = stop_process_waiting($sa, $sa->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'}),
-	'WalReceiverMain');
-ok($rcv_a, "the slotless standby's WAL receiver stopped while waiting");
-set_proxy_mode($control, 'pass');
-wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 2,500 rows to ship and their DELETEs to commit', 60);
-sleep 3;	# three idle polls of the shipper
+my $rcv_a = ship_behind_standby($sa, 'q:crash-d1', 2500, 'no slot');
 is($pg->(q{SELECT flush_lsn < pg_current_wal_flush_lsn() FROM pg_stat_replication}), 't',
 	'no slot: the DELETE is flushed on the primary, not on the connected standby');
 is(redis_cli('ZCARD', $record), '2500', '... so the members of the 2,500 deleted rows are not forgotten');
@@ -256,17 +269,7 @@ $standby->append_conf('postgresql.conf', "primary_slot_name = 'standby30'\ndistk
 $standby->start;
 my $sb = sub { $standby->safe_psql('postgres', $_[0]) };
 $record = 'distkit:qo:{q:crash-d2}';
-set_proxy_mode($control, 'refuse');
-send_batch('q:crash-d2', 40);
-$node->wait_for_catchup($standby);
-is($sb->('SELECT count(*) FROM distkit_outbox'), '40', 'the standby has the 40 new rows');
-my $walreceiver = stop_process_waiting($standby, $sb->(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'}),
-	'WalReceiverMain');
-ok($walreceiver, "the standby's WAL receiver stopped while waiting");
-set_proxy_mode($control, 'pass');
-wait_for(sub { $pg->('SELECT count(*) FROM distkit_outbox') eq '0' }, 'the 40 rows to ship and their DELETE to commit', 60);
-is(redis_cli('ZCARD', $record), '40', 'the record holds the 40 shipped rows');
-sleep 3;	# three idle polls of the shipper
+my $walreceiver = ship_behind_standby($standby, 'q:crash-d2', 40, 'slot');
 is($pg->(q{SELECT pg_current_wal_flush_lsn() > restart_lsn FROM pg_replication_slots WHERE slot_name = 'standby30'}), 't',
 	'the DELETE is flushed on the primary, not on the standby');
 is(redis_cli('ZCARD', $record), '40', '... so the members of the deleted rows are not forgotten');

@@ -237,16 +237,7 @@ sub stop_worker_idle
 	my $pid = $node->safe_psql('postgres',
 		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'distkit worker'});
 	return undef unless $pid =~ /^\d+$/;
-	for (1 .. 100)
-	{
-		kill('STOP', $pid) or return undef;
-		$stopped{$pid} = 1;
-		return $pid
-		  if $node->safe_psql('postgres', "SELECT state FROM pg_stat_activity WHERE pid = $pid") eq 'idle';
-		resume_worker($pid);
-		usleep(20_000);
-	}
-	return undef;
+	return stop_when_shown($node, $pid, 'state', 'idle');
 }
 
 # Stop process pid of node (SIGSTOP) while pg_stat_activity shows it in
@@ -256,12 +247,20 @@ sub stop_worker_idle
 sub stop_process_waiting
 {
 	my ($node, $pid, $event) = @_;
+	return stop_when_shown($node, $pid, 'wait_event', $event);
+}
+
+# Stop pid (SIGSTOP) at a moment pg_stat_activity's $column shows $value
+# for it: stopped, resumed and tried again until caught there (100 tries).
+sub stop_when_shown
+{
+	my ($node, $pid, $column, $value) = @_;
 	for (1 .. 100)
 	{
 		kill('STOP', $pid) or return undef;
 		$stopped{$pid} = 1;
 		return $pid
-		  if $node->safe_psql('postgres', "SELECT wait_event FROM pg_stat_activity WHERE pid = $pid") eq $event;
+		  if $node->safe_psql('postgres', "SELECT $column FROM pg_stat_activity WHERE pid = $pid") eq $value;
 		resume_worker($pid);
 		usleep(20_000);
 	}
